@@ -1,0 +1,143 @@
+"""Shared skeleton of every attention variant, and the per-layer KV cache.
+
+A variant subclasses `AttentionBase` and implements `forward_attn`: turn the normed input
+into q, k, v (and decide what goes into the cache), then call `self.attend(...)`. The base
+owns positions (RoPE tables, the AGF/ALiBi bias), the kernel choice and the output
+projection, so variants differ only where the paper says they differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from qvka_core.attention.kernels import Impl, attend
+from qvka_core.config import AttentionConfig
+from qvka_core.positions import PositionBias, apply_rope, rope_cos_sin
+
+
+@dataclass
+class LayerCache:
+    """What one layer keeps between decode steps: named tensors grown along time.
+
+    Each tensor is (B, ..., S, D) with time on dim -2. `nbytes` is what the accounting
+    formula must equal.
+    """
+
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    length: int = 0  # positions already cached
+
+    def extend(self, **new: Tensor) -> dict[str, Tensor]:
+        """Append new time steps to each named tensor; returns the full tensors."""
+        for name, value in new.items():
+            old = self.tensors.get(name)
+            self.tensors[name] = value if old is None else torch.cat([old, value], dim=-2)
+        return {name: self.tensors[name] for name in new}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+
+@dataclass
+class AttentionOutput:
+    out: Tensor  # (B, T, d_model)
+    weights: Tensor | None = None  # (B, H, T, S) when requested
+
+
+class AttentionBase(nn.Module):
+    """Base for all variants. Subclasses set their projections and implement `forward_attn`."""
+
+    def __init__(self, cfg: AttentionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.pos_bias = (
+            PositionBias(cfg.position, cfg.n_heads) if cfg.position in ("agf", "alibi") else None
+        )
+
+    # --- helpers used by variants -------------------------------------------------------
+    def rope(self, positions: Tensor, dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        return rope_cos_sin(positions, dim, self.cfg.rope_theta, dtype)
+
+    @staticmethod
+    def rotate(x: Tensor, cos_sin: tuple[Tensor, Tensor] | None) -> Tensor:
+        return x if cos_sin is None else apply_rope(x, *cos_sin)
+
+    def split_heads(self, x: Tensor, n_heads: int) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, n_heads, -1).transpose(1, 2)  # (B, T, H·D) -> (B, H, T, D)
+
+    @staticmethod
+    def merge_heads(x: Tensor) -> Tensor:
+        b, h, t, d = x.shape
+        return x.transpose(1, 2).reshape(b, t, h * d)  # (B, H, T, D) -> (B, T, H·D)
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        *,
+        q_positions: Tensor,
+        key_padding_mask: Tensor | None,
+        impl: Impl,
+        return_weights: bool,
+        scale: float | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Kernel call with the position bias and causal offset filled in."""
+        s = k.shape[-2]
+        bias = None
+        if self.pos_bias is not None:
+            k_positions = torch.arange(s, device=q.device)
+            bias = self.pos_bias(q_positions, k_positions)[None]  # (1, H, T, S)
+        return attend(
+            q, k, v,
+            causal=self.cfg.causal,
+            scale=scale,
+            bias=bias,
+            key_padding_mask=key_padding_mask,
+            q_offset=int(q_positions[0]) if q_positions.numel() else 0,
+            impl=impl,
+            dropout=self.cfg.dropout if self.training else 0.0,
+            return_weights=return_weights,
+        )
+
+    # --- the interface -----------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        key_padding_mask: Tensor | None = None,
+        cache: LayerCache | None = None,
+        impl: Impl = "sdpa",
+        return_weights: bool = False,
+    ) -> AttentionOutput:
+        """x: (B, T, d_model). With a cache, x holds only the new tokens."""
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+        out, weights = self.forward_attn(
+            x, positions=positions, key_padding_mask=key_padding_mask, cache=cache,
+            impl=impl, return_weights=return_weights,
+        )
+        if cache is not None:
+            cache.length += x.shape[1]
+        return AttentionOutput(out=out, weights=weights)
+
+    def forward_attn(
+        self,
+        x: Tensor,
+        *,
+        positions: Tensor,
+        key_padding_mask: Tensor | None,
+        cache: LayerCache | None,
+        impl: Impl,
+        return_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        raise NotImplementedError
+
+    def kv_groups(self) -> list[list[int]]:
+        """Query heads grouped by the cached tensor they read (for the Explorer's grouping)."""
+        g = self.cfg.group_size
+        return [list(range(i * g, (i + 1) * g)) for i in range(self.cfg.n_kv_heads)]

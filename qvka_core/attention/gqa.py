@@ -1,0 +1,113 @@
+"""MHA, GQA and MQA: one class, three registry names (paper §2.1-2.3).
+
+    MHA  n_kv_heads = n_heads     GQA  1 < n_kv_heads < n_heads     MQA  n_kv_heads = 1
+
+      q  q  q  q  q  q  q  q        q  q  q  q  q  q  q  q       q  q  q  q  q  q  q  q
+      |  |  |  |  |  |  |  |        \__/   \__/   \__/   \__/      \____________________/
+      k  k  k  k  k  k  k  k          k      k      k      k                 k
+      v  v  v  v  v  v  v  v          v      v      v      v                 v
+
+K and V are projected to n_kv_heads heads (Ainslie et al. 2023) and expanded once in the
+kernel. The cache holds K and V: 2·n_kv_heads·head_dim elements per token per layer.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from qvka_core.attention.base import AttentionBase, LayerCache
+from qvka_core.attention.kernels import Impl
+from qvka_core.attention.registry import VariantSpec, register_variant
+from qvka_core.config import AttentionConfig
+
+
+class GQAttention(AttentionBase):
+    """Grouped-query attention; MHA and MQA are its endpoints."""
+
+    def __init__(self, cfg: AttentionConfig) -> None:
+        super().__init__(cfg)
+        h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, h * d, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
+
+    def forward_attn(
+        self,
+        x: Tensor,
+        *,
+        positions: Tensor,
+        key_padding_mask: Tensor | None,
+        cache: LayerCache | None,
+        impl: Impl,
+        return_weights: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        cfg = self.cfg
+        q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
+        k = self.split_heads(self.k_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
+        v = self.split_heads(self.v_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
+        if cfg.position == "rope":
+            cs = self.rope(positions, cfg.head_dim, q.dtype)
+            q, k = self.rotate(q, cs), self.rotate(k, cs)
+        if cache is not None:
+            full = cache.extend(k=k, v=v)
+            k, v = full["k"], full["v"]  # (B, Hkv, S, D)
+        out, w = self.attend(
+            q, k, v, q_positions=positions, key_padding_mask=key_padding_mask, impl=impl,
+            return_weights=return_weights,
+        )
+        return self.o_proj(self.merge_heads(out)), w
+
+
+def _params(cfg: AttentionConfig) -> dict[str, int]:
+    h, g, d, m = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+    b = int(cfg.qkv_bias)
+    return {
+        "q_proj": m * h * d + b * h * d,
+        "k_proj": m * g * d + b * g * d,
+        "v_proj": m * g * d + b * g * d,
+        "o_proj": h * d * m + int(cfg.o_bias) * m,
+    }
+
+
+def _proj_macs(cfg: AttentionConfig) -> int:
+    h, g, d, m = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+    return m * h * d + 2 * m * g * d + h * d * m
+
+
+def _cache(cfg: AttentionConfig) -> dict[str, int]:
+    return {"k": cfg.n_kv_heads * cfg.head_dim, "v": cfg.n_kv_heads * cfg.head_dim}
+
+
+def _decode_macs(cfg: AttentionConfig) -> int:
+    return 2 * cfg.n_heads * cfg.head_dim  # q·k and p·v per cached position
+
+
+def _spec(name: str, description: str, rank: int, normalize) -> VariantSpec:
+    return VariantSpec(
+        name=name,
+        module=GQAttention,
+        description=description,
+        family="kv-sharing",
+        params=_params,
+        proj_macs=_proj_macs,
+        score_dims=lambda c: (c.head_dim, c.head_dim),
+        kv_cache_elems=_cache,
+        decode_macs_per_cached_token=_decode_macs,
+        normalize=normalize,
+        spectrum_rank=rank,
+    )
+
+
+register_variant(_spec(
+    "mha", "Multi-head attention: every query head has its own K and V head (Vaswani et al.).",
+    10, lambda c: {"n_kv_heads": c.n_heads},
+))
+register_variant(_spec(
+    "gqa", "Grouped-query attention: query heads share K/V heads in groups (Ainslie et al.).",
+    20, lambda c: {},
+))
+register_variant(_spec(
+    "mqa", "Multi-query attention: all query heads share one K and one V head (Shazeer).",
+    30, lambda c: {"n_kv_heads": 1},
+))

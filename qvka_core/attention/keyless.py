@@ -1,0 +1,180 @@
+"""The paper's key-less variants (arXiv 2603.15665 §§4-7; notes/paper.md §2.5-2.6).
+
+QV: no key projection; V is both what queries match against and what is carried:
+    A_i = softmax(Q_i V_iᵀ / sqrt(d_h)) ,  O = (⊕ A_i V_i) W_O
+With n_kv_heads < n_heads, V is shared in groups ("GQA-QvVv", paper §8). Under RoPE, Q and
+the *scoring copy* of V are rotated; the V carried to the output never is (§8, choice 13).
+The cache holds V only.
+
+QV-Ka ("Key-after-value & ctx"): K is derived after V from V and a small context vector:
+    G = ctx · W_ctx        one W_ctx (d_model × d_ctx) shared by all heads (§8, choice 6)
+    K_i = [G ; V_i] · W_K,i  per-head W_K,i of shape (d_ctx + d_h) × d_h, linear (choice 7)
+ctx is the layer's (normed) input x (choice 5). Under RoPE, Q and the derived K are rotated.
+The cache holds K and V (`qvka_cache="kv"`) or V and G with K recomputed ("vg", choice 14).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from qvka_core.attention.base import AttentionBase, LayerCache
+from qvka_core.attention.kernels import Impl
+from qvka_core.attention.registry import VariantSpec, register_variant
+from qvka_core.config import AttentionConfig, ConfigError
+
+
+class QVAttention(AttentionBase):
+    """Scores against values: softmax(Q·Vᵀ/√d_h)·V."""
+
+    def __init__(self, cfg: AttentionConfig) -> None:
+        super().__init__(cfg)
+        h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, h * d, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
+
+    def forward_attn(self, x: Tensor, *, positions: Tensor, key_padding_mask: Tensor | None,
+                     cache: LayerCache | None, impl: Impl, return_weights: bool):
+        cfg = self.cfg
+        q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
+        v = self.split_heads(self.v_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
+        if cache is not None:
+            v = cache.extend(v=v)["v"]  # (B, Hkv, S, D), never rotated
+        v_match = v
+        if cfg.position == "rope":
+            q = self.rotate(q, self.rope(positions, cfg.head_dim, q.dtype))
+            key_positions = torch.arange(v.shape[-2], device=x.device)
+            v_match = self.rotate(v, self.rope(key_positions, cfg.head_dim, v.dtype))
+        out, w = self.attend(q, v_match, v, q_positions=positions,
+                             key_padding_mask=key_padding_mask, impl=impl,
+                             return_weights=return_weights)
+        return self.o_proj(self.merge_heads(out)), w
+
+
+class QVKaAttention(AttentionBase):
+    """K_i = [G ; V_i]·W_K,i with G = x·W_ctx shared by the heads."""
+
+    def __init__(self, cfg: AttentionConfig) -> None:
+        super().__init__(cfg)
+        h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, h * d, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
+        self.ctx_proj = nn.Linear(cfg.d_model, cfg.d_ctx, bias=False)  # W_ctx
+        self.k_weight = nn.Parameter(torch.empty(g, cfg.d_ctx + d, d))  # W_K,i stacked
+        nn.init.uniform_(self.k_weight, -1 / math.sqrt(cfg.d_ctx + d), 1 / math.sqrt(cfg.d_ctx + d))
+        self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
+
+    def derive_keys(self, g: Tensor, v: Tensor) -> Tensor:
+        """[G ; V_i]·W_K,i without materialising the concatenation.
+
+        g: (B, 1, S, d_ctx) or (B, S, d_ctx); v: (B, Hkv, S, D) -> K (B, Hkv, S, D).
+        """
+        if g.dim() == 3:
+            g = g[:, None]  # (B, 1, S, d_ctx)
+        w_ctx, w_val = self.k_weight.split([self.cfg.d_ctx, self.cfg.head_dim], dim=1)
+        from_ctx = torch.einsum("bzsc,hcd->bhsd", g, w_ctx)  # (B, Hkv, S, D)
+        from_val = torch.einsum("bhse,hed->bhsd", v, w_val)  # (B, Hkv, S, D)
+        return from_ctx + from_val
+
+    def forward_attn(self, x: Tensor, *, positions: Tensor, key_padding_mask: Tensor | None,
+                     cache: LayerCache | None, impl: Impl, return_weights: bool):
+        cfg = self.cfg
+        q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
+        v = self.split_heads(self.v_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
+        g = self.ctx_proj(x)[:, None]  # (B, 1, T, d_ctx)
+        rope = cfg.position == "rope"
+        if rope:
+            q = self.rotate(q, self.rope(positions, cfg.head_dim, q.dtype))
+        if cache is not None and cfg.qvka_cache == "vg":
+            full = cache.extend(v=v, g=g)
+            v, g = full["v"], full["g"]  # (B, Hkv, S, D), (B, 1, S, d_ctx)
+            k = self.derive_keys(g, v)  # recomputed for every cached position
+            if rope:
+                key_positions = torch.arange(v.shape[-2], device=x.device)
+                k = self.rotate(k, self.rope(key_positions, cfg.head_dim, k.dtype))
+        else:
+            k = self.derive_keys(g, v)  # (B, Hkv, T, D)
+            if rope:
+                k = self.rotate(k, self.rope(positions, cfg.head_dim, k.dtype))
+            if cache is not None:
+                full = cache.extend(k=k, v=v)
+                k, v = full["k"], full["v"]  # (B, Hkv, S, D)
+        out, w = self.attend(q, k, v, q_positions=positions, key_padding_mask=key_padding_mask,
+                             impl=impl, return_weights=return_weights)
+        return self.o_proj(self.merge_heads(out)), w
+
+
+def _qv_params(c: AttentionConfig) -> dict[str, int]:
+    h, g, d, m, b = c.n_heads, c.n_kv_heads, c.head_dim, c.d_model, int(c.qkv_bias)
+    return {
+        "q_proj": m * h * d + b * h * d,
+        "v_proj": m * g * d + b * g * d,
+        "o_proj": h * d * m + int(c.o_bias) * m,
+    }
+
+
+def _qvka_params(c: AttentionConfig) -> dict[str, int]:
+    p = _qv_params(c)
+    return {
+        "q_proj": p["q_proj"],
+        "v_proj": p["v_proj"],
+        "ctx_proj": c.d_model * c.d_ctx,
+        "k_weight": c.n_kv_heads * (c.d_ctx + c.head_dim) * c.head_dim,
+        "o_proj": p["o_proj"],
+    }
+
+
+def _qvka_normalize(c: AttentionConfig) -> dict:
+    return {"d_ctx": c.d_ctx if c.d_ctx is not None else c.head_dim}
+
+
+def _qvka_validate(c: AttentionConfig) -> None:
+    if not isinstance(c.d_ctx, int) or not (0 < c.d_ctx <= c.d_model):
+        raise ConfigError(f"d_ctx must be an integer in 1..d_model ({c.d_model}), got {c.d_ctx!r}")
+    if c.qvka_cache not in ("kv", "vg"):
+        raise ConfigError(f"qvka_cache must be 'kv' or 'vg', got {c.qvka_cache!r}")
+
+
+def _weights_macs(params: dict[str, int], c: AttentionConfig) -> int:
+    """Multiply-adds per token = weight elements of the projections (biases excluded)."""
+    bias = int(c.qkv_bias) * (c.n_heads + c.n_kv_heads) * c.head_dim + int(c.o_bias) * c.d_model
+    return sum(params.values()) - bias
+
+
+register_variant(VariantSpec(
+    name="qvka",
+    module=QVKaAttention,
+    description="QV-Ka: K derived after V from [ctx·W_ctx ; V]·W_K per head, no full W_K "
+    "(the paper's proposal).",
+    family="keyless",
+    params=_qvka_params,
+    proj_macs=lambda c: _weights_macs(_qvka_params(c), c),
+    score_dims=lambda c: (c.head_dim, c.head_dim),
+    kv_cache_elems=lambda c: (
+        {"k": c.n_kv_heads * c.head_dim, "v": c.n_kv_heads * c.head_dim}
+        if c.qvka_cache == "kv" else {"v": c.n_kv_heads * c.head_dim, "g": c.d_ctx}
+    ),
+    decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim + (
+        0 if c.qvka_cache == "kv" else c.n_kv_heads * (c.d_ctx + c.head_dim) * c.head_dim
+    ),
+    normalize=_qvka_normalize,
+    validate=_qvka_validate,
+    spectrum_rank=50,
+))
+
+register_variant(VariantSpec(
+    name="qv",
+    module=QVAttention,
+    description="QV: no key at all; queries score directly against values, "
+    "softmax(QVᵀ/√d)V (the paper's paradigm).",
+    family="keyless",
+    params=_qv_params,
+    proj_macs=lambda c: _weights_macs(_qv_params(c), c),
+    score_dims=lambda c: (c.head_dim, c.head_dim),
+    kv_cache_elems=lambda c: {"v": c.n_kv_heads * c.head_dim},
+    decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim,
+    spectrum_rank=60,
+))

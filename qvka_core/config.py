@@ -1,0 +1,210 @@
+"""Frozen, validated configuration for attention layers and whole models.
+
+Two dataclasses: `AttentionConfig` (what the attention slot of one layer needs) and
+`ModelConfig` (the transformer around it). Both are validated once, in `__post_init__`;
+every error is a `ConfigError` naming the field and the rule it broke. Variant-specific
+rules (e.g. `mha` forces `n_kv_heads = n_heads`) live with the variant, in its registry
+entry, so adding a variant never touches this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from qvka_core.errors import ConfigError
+
+Position = Literal["rope", "sinusoidal", "learned", "agf", "alibi", "none"]
+POSITIONS: tuple[str, ...] = ("rope", "sinusoidal", "learned", "agf", "alibi", "none")
+# Positions that enter through the embeddings vs. inside attention.
+EMBEDDING_POSITIONS = ("sinusoidal", "learned")
+BIAS_POSITIONS = ("agf", "alibi")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive(name: str, value: Any) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{name} must be a positive integer, got {value!r}",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionConfig:
+    """One attention layer. Field names follow HF/DeepSeek where a convention exists."""
+
+    kind: str = "mha"
+    d_model: int
+    n_heads: int
+    n_kv_heads: int | None = None  # None -> n_heads (the variant may force it)
+    head_dim: int | None = None  # None -> d_model // n_heads
+    causal: bool = True
+    position: Position = "rope"
+    rope_theta: float = 10000.0
+    qkv_bias: bool = False
+    o_bias: bool = False
+    dropout: float = 0.0
+    # QV-Ka (paper §2.6): G = ctx·W_ctx shared by all heads, K_i = [G ; V_i]·W_K,i.
+    d_ctx: int | None = None  # None -> head_dim
+    qvka_cache: Literal["kv", "vg"] = "kv"  # cache K and V, or V and G (K recomputed)
+    # MLA (DeepSeek-V2), HF names.
+    q_lora_rank: int | None = None
+    kv_lora_rank: int | None = None  # None -> 4 * head_dim
+    qk_nope_head_dim: int | None = None  # None -> head_dim
+    qk_rope_head_dim: int | None = None  # None -> head_dim // 2
+    v_head_dim: int | None = None  # None -> head_dim
+    mla_absorb_decode: bool = True  # decode in latent space with absorbed W_UK / W_UV
+    norm_eps: float = 1e-6  # MLA's latent RMSNorms
+
+    def __post_init__(self) -> None:
+        from qvka_core.attention.registry import get_variant  # late: registry imports us
+
+        spec = get_variant(self.kind)  # raises ConfigError listing the valid names
+        _positive("d_model", self.d_model)
+        _positive("n_heads", self.n_heads)
+        if self.head_dim is None:
+            _require(
+                self.d_model % self.n_heads == 0,
+                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}) "
+                "unless head_dim is given",
+            )
+            self._set("head_dim", self.d_model // self.n_heads)
+        _positive("head_dim", self.head_dim)
+        if self.n_kv_heads is None:
+            self._set("n_kv_heads", self.n_heads)
+        _require(
+            self.position in POSITIONS,
+            f"position must be one of {', '.join(POSITIONS)}, got {self.position!r}",
+        )
+        _require(
+            0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
+        )
+        _require(self.rope_theta > 0, f"rope_theta must be positive, got {self.rope_theta!r}")
+        for name, value in spec.normalize(self).items():
+            self._set(name, value)
+        _positive("n_kv_heads", self.n_kv_heads)
+        _require(
+            self.n_heads % self.n_kv_heads == 0,
+            f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})",
+        )
+        spec.validate(self)
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per KV head."""
+        return self.n_heads // self.n_kv_heads
+
+    def replace(self, **changes: Any) -> AttentionConfig:
+        """A new validated config; variant-derived fields are re-derived from scratch."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """A transformer whose attention slot is filled from the variant registry.
+
+    It can mirror GPT-2 (pre-norm, learned positions, fused biases), BERT (post-norm encoder
+    with token types and an embedding LayerNorm), Llama/Qwen2 (RMSNorm, SwiGLU, RoPE) and the
+    attention part of DeepSeek-V2 (MLA).
+    """
+
+    attention: AttentionConfig
+    n_layers: int
+    vocab_size: int
+    ffn_dim: int
+    max_seq_len: int = 2048
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
+    norm_bias: bool = True
+    prenorm: bool = True
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = "gelu"
+    mlp_bias: bool = False
+    tie_embeddings: bool = True
+    lm_head: bool = True  # False for encoders whose checkpoint has no head (MiniLM)
+    lm_head_bias: bool = False
+    type_vocab_size: int = 0  # BERT token-type embeddings
+    embed_norm: bool = False  # BERT LayerNorm after the embeddings
+    pooler: bool = False  # BERT pooler (dense + tanh on the first token)
+    final_norm: bool = True  # pre-norm models normalise before the head
+    dropout: float = 0.0
+    name: str = "custom"
+    notes: str = ""  # provenance, e.g. "MoE FFN costed as dense active parameters"
+    extra: tuple[tuple[str, Any], ...] = field(default=())  # free-form, hashable metadata
+
+    def __post_init__(self) -> None:
+        _require(
+            isinstance(self.attention, AttentionConfig),
+            "attention must be an AttentionConfig",
+        )
+        for name in ("n_layers", "vocab_size", "ffn_dim", "max_seq_len"):
+            _positive(name, getattr(self, name))
+        _require(self.type_vocab_size >= 0, "type_vocab_size must be >= 0")
+        _require(
+            not (self.tie_embeddings and not self.lm_head),
+            "tie_embeddings needs lm_head=True",
+        )
+        _require(
+            0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
+        )
+
+    # Convenience views of the attention fields the model itself needs.
+    @property
+    def d_model(self) -> int:
+        return self.attention.d_model
+
+    @property
+    def n_heads(self) -> int:
+        return self.attention.n_heads
+
+    @property
+    def variant(self) -> str:
+        return self.attention.kind
+
+    @property
+    def causal(self) -> bool:
+        return self.attention.causal
+
+    @property
+    def position(self) -> str:
+        return self.attention.position
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+    def with_attention(self, **changes: Any) -> ModelConfig:
+        """Same model with some attention fields changed (validated again)."""
+        return dataclasses.replace(self, attention=self.attention.replace(**changes))
+
+    def with_variant(self, kind: str, **changes: Any) -> ModelConfig:
+        """Same dimensions, attention swapped to `kind` (paper: one spectrum, one model).
+
+        `n_kv_heads` is carried over only when the target variant accepts sharing; `mha` and
+        `mqa` force their own value.
+        """
+        return self.with_attention(kind=kind, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys are an error naming them."""
+        data = dict(data)
+        attn = data.pop("attention", None)
+        _require(isinstance(attn, dict), "config.attention must be a mapping")
+        known_a = {f.name for f in dataclasses.fields(AttentionConfig)}
+        known_m = {f.name for f in dataclasses.fields(cls)} - {"attention"}
+        unknown = sorted((set(attn) - known_a) | (set(data) - known_m))
+        _require(not unknown, f"unknown config field(s): {', '.join(unknown)}")
+        if "extra" in data:
+            data["extra"] = tuple(tuple(x) for x in data["extra"])
+        return cls(attention=AttentionConfig(**attn), **data)

@@ -1,0 +1,158 @@
+"""Our checkpoint format: a directory in the HF convention, nothing ever unpickled.
+
+    <dir>/config.json        {"format": "qvka-lab/1", "model": ModelConfig.to_dict()}
+    <dir>/model.safetensors  the state dict (a tied head is stored once, as tok_emb.weight)
+    <dir>/tokenizer.json     optional, `tokenizers` format (or HF tokenizer files)
+    <dir>/meta.json          optional: provenance, metrics, the command that made it
+
+Writes go to a temporary sibling directory that is renamed into place, so a crash never
+leaves a half-written checkpoint and an existing one is replaced only when asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from qvka_core.config import ModelConfig
+from qvka_core.errors import CheckpointError, ConfigError
+from qvka_core.model import Transformer
+from qvka_core.tokenizer import TextTokenizer
+
+FORMAT = "qvka-lab/1"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use: weights, tokenizer, config and provenance."""
+
+    model: Transformer
+    tokenizer: TextTokenizer | None
+    config: ModelConfig
+    name: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_checkpoint(directory: str | Path, model: Transformer, *,
+                    tokenizer: TextTokenizer | None = None, meta: dict[str, Any] | None = None,
+                    overwrite: bool = False) -> Path:
+    """Write a checkpoint atomically (temp dir + rename). Returns the directory."""
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise CheckpointError(f"{directory} already exists; choose another name or overwrite")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        if model.cfg.tie_embeddings:
+            state.pop("lm_head.weight", None)  # same storage as tok_emb.weight
+        save_file(state, str(tmp / "model.safetensors"))
+        _write_json(tmp / "config.json", {"format": FORMAT, "model": model.cfg.to_dict()})
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        if meta is not None:
+            _write_json(tmp / "meta.json", meta)
+        if directory.exists():  # overwrite: swap in, then drop the old copy
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> LoadedModel:
+    """Load a checkpoint written by `save_checkpoint`; every failure is a CheckpointError."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"checkpoint directory {directory} does not exist")
+    weights = directory / "model.safetensors"
+    if not weights.exists():
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(
+                f"{directory} holds only pickle files ({', '.join(pickles)}); QV-Ka Lab never "
+                "unpickles files. Convert them to model.safetensors."
+            )
+        raise CheckpointError(f"{directory} has no model.safetensors")
+    cfg = read_config(directory)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
+    model = Transformer(cfg)
+    load_state(model, state, source=str(weights))
+    model.eval()
+    tokenizer = None
+    if (directory / "tokenizer.json").exists():
+        tokenizer = TextTokenizer.from_file(directory / "tokenizer.json")
+    meta = _read_json(directory / "meta.json") if (directory / "meta.json").exists() else {}
+    return LoadedModel(model=model, tokenizer=tokenizer, config=cfg,
+                       name=name or directory.name, meta=meta)
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{directory} has no config.json")
+    data = _read_json(path)
+    if data.get("format") != FORMAT or not isinstance(data.get("model"), dict):
+        raise CheckpointError(
+            f"{path} is not a QV-Ka Lab config (expected format {FORMAT!r}); "
+            "HF model directories are loaded through qvka_core.checkpoints.load_checkpoint"
+        )
+    try:
+        return ModelConfig.from_dict(data["model"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
+def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Strict load: every missing, unexpected or mis-shaped tensor is named in the error."""
+    expected = model.state_dict()
+    if model.cfg.tie_embeddings:
+        expected.pop("lm_head.weight", None)
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""))
+    if mismatched:
+        problems.append(f"shape mismatch (file != config): {'; '.join(mismatched[:8])}")
+    if problems:
+        raise CheckpointError(f"{source} does not match its config: " + " | ".join(problems))
+    model.load_state_dict(state, strict=False)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc

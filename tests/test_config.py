@@ -1,0 +1,91 @@
+"""Configs are validated once; every error names the field and the rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qvka_core import AttentionConfig, ConfigError, ModelConfig, Transformer, available_variants
+
+
+def attn(**kw) -> AttentionConfig:
+    kw.setdefault("d_model", 64)
+    kw.setdefault("n_heads", 8)
+    return AttentionConfig(**kw)
+
+
+def test_registry_lists_all_six_in_spectrum_order():
+    assert available_variants() == ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
+
+
+def test_variants_force_their_kv_heads():
+    assert attn(kind="mha", n_kv_heads=2).n_kv_heads == 8
+    assert attn(kind="mqa", n_kv_heads=4).n_kv_heads == 1
+    assert attn(kind="gqa", n_kv_heads=2).n_kv_heads == 2
+    assert attn(kind="gqa").n_kv_heads == 8
+
+
+def test_defaults_derive_from_head_dim():
+    a = attn(kind="qvka")
+    assert a.head_dim == 8 and a.d_ctx == 8
+    m = attn(kind="mla")
+    assert (m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim) == (32, 8, 4, 8)
+
+
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"kind": "gqa", "n_kv_heads": 3}, r"n_heads \(8\) must be divisible by n_kv_heads \(3\)"),
+        ({"kind": "gqa", "d_model": 0}, r"d_model must be a positive integer"),
+        ({"kind": "gqa", "n_heads": -2}, r"n_heads must be a positive integer"),
+        ({"kind": "gqa", "d_model": 60, "n_heads": 8}, r"d_model \(60\) must be divisible"),
+        ({"kind": "gqa", "n_kv_heads": 0}, r"n_kv_heads must be a positive integer"),
+        ({"kind": "flash"}, r"unknown variant 'flash'; valid variants: mha, gqa, mqa, mla, qvka, qv"),
+        ({"kind": "qvka", "d_ctx": 0}, r"d_ctx must be an integer in 1..d_model \(64\)"),
+        ({"kind": "qvka", "d_ctx": 65}, r"d_ctx must be an integer in 1..d_model"),
+        ({"kind": "mla", "kv_lora_rank": 100}, r"kv_lora_rank \(100\) must be at most d_model"),
+        ({"kind": "mla", "qk_rope_head_dim": 3}, r"qk_rope_head_dim must be even"),
+        ({"kind": "mla", "q_lora_rank": 0}, r"q_lora_rank must be None or in 1..d_model"),
+        ({"kind": "mha", "position": "xpos"}, r"position must be one of rope, sinusoidal"),
+        ({"kind": "mha", "dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+    ],
+)
+def test_bad_attention_configs_name_field_and_rule(kw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        attn(**kw)
+
+
+def test_model_config_rules_and_round_trip():
+    a = attn(kind="qvka", d_ctx=16, position="agf")
+    with pytest.raises(ConfigError, match="n_layers must be a positive integer"):
+        ModelConfig(attention=a, n_layers=0, vocab_size=10, ffn_dim=8)
+    with pytest.raises(ConfigError, match="tie_embeddings needs lm_head"):
+        ModelConfig(attention=a, n_layers=1, vocab_size=10, ffn_dim=8, lm_head=False)
+    cfg = ModelConfig(attention=a, n_layers=2, vocab_size=10, ffn_dim=8)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown config field"):
+        ModelConfig.from_dict({**cfg.to_dict(), "n_experts": 4})
+
+
+def test_with_variant_keeps_dims_and_revalidates():
+    cfg = ModelConfig(attention=attn(kind="gqa", n_kv_heads=2), n_layers=2, vocab_size=10,
+                      ffn_dim=8)
+    assert cfg.with_variant("mha").attention.n_kv_heads == 8
+    assert cfg.with_variant("qv").attention.n_kv_heads == 2  # QV in groups ("GQA-QvVv")
+    assert cfg.with_variant("qvka").d_model == 64
+    with pytest.raises(ConfigError):
+        cfg.with_variant("gqa", n_kv_heads=5)
+
+
+def test_configs_are_frozen_and_hashable():
+    a = attn(kind="mla")
+    with pytest.raises(AttributeError):
+        a.n_heads = 4  # type: ignore[misc]
+    assert hash(a) == hash(attn(kind="mla"))
+
+
+def test_sequence_longer_than_max_is_a_clear_error():
+    cfg = ModelConfig(attention=attn(kind="mha", position="learned"), n_layers=1,
+                      vocab_size=10, ffn_dim=8, max_seq_len=8)
+    with pytest.raises(ConfigError, match=r"sequence of 9 tokens exceeds max_seq_len \(8\)"):
+        Transformer(cfg)(torch.zeros(1, 9, dtype=torch.long))

@@ -1,0 +1,29 @@
+"""`python -m qvka_core variants [--json]`: the registered attention variants."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from qvka_core.attention.registry import available_variants, get_variant
+
+HELP = "List the registered attention variants (spectrum order: MHA first, QV last)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [
+        {"name": n, "family": get_variant(n).family, "description": get_variant(n).description}
+        for n in available_variants()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    fam = max(len(r["family"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['family']:<{fam}}  {r['description']}")
+    return 0

@@ -17,6 +17,8 @@ from qvka_core.errors import LabError
 COMMANDS: dict[str, str] = {
     "variants": "variants",
     "costs": "costs",
+    "attention": "attention",
+    "checkpoints": "checkpoints",
 }
 
 

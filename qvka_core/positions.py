@@ -17,14 +17,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+_ROPE_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
 def rope_cos_sin(
     positions: Tensor, dim: int, theta: float, dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor]:
-    """cos, sin of shape (T, dim) for integer positions (T,); dim must be even."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=positions.device).float() / dim))
-    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, dim/2)
-    emb = torch.cat([angles, angles], dim=-1)  # (T, dim)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    """cos, sin of shape (T, dim) for integer positions (T,); dim must be even.
+
+    Tables are computed once per (dim, theta, device, dtype) and grown on demand, so the
+    layers of a forward pass share them instead of each recomputing sin/cos.
+    """
+    needed = int(positions.max()) + 1 if positions.numel() else 1
+    key = (dim, float(theta), positions.device, dtype)
+    table = _ROPE_TABLES.get(key)
+    if table is None or table[0].shape[0] < needed:
+        size = max(needed, 2 * table[0].shape[0] if table is not None else 256)
+        inv_freq = 1.0 / (
+            theta ** (torch.arange(0, dim, 2, device=positions.device).float() / dim)
+        )
+        angles = torch.arange(size, device=positions.device).float()[:, None] * inv_freq
+        emb = torch.cat([angles, angles], dim=-1)  # (size, dim)
+        table = (emb.cos().to(dtype), emb.sin().to(dtype))
+        _ROPE_TABLES[key] = table
+    cos, sin = table
+    if positions.numel() and int(positions[0]) + positions.numel() == needed:
+        start = int(positions[0])  # contiguous positions: a view, no gather
+        return cos[start:needed], sin[start:needed]
+    return cos[positions], sin[positions]
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

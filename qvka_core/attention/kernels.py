@@ -101,14 +101,14 @@ def attend(
     if impl not in ("sdpa", "eager"):
         raise ValueError(f"impl must be 'sdpa' or 'eager', got {impl!r}")
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, S, D)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, T, S)
+    scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, T, S); scale the smaller q
     if bias is not None:
         scores = scores + bias
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # (B, H, T, S)
-    # A query with no visible key (all padding) gets zeros, not NaN.
-    probs = torch.nan_to_num(probs, nan=0.0)
+        # The dtype's lowest finite value, not -inf: a fully masked row (a padding query)
+        # then gets a uniform row instead of NaN, with no extra pass over the scores.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, T, S)
     dropped = F.dropout(probs, p=dropout) if dropout > 0 else probs
     out = torch.matmul(dropped, v)  # (B, H, T, Dv)
     return out, (probs if return_weights else None)
@@ -119,5 +119,5 @@ def _float_mask(mask: Tensor | None, bias: Tensor | None, dtype: torch.dtype) ->
     if mask is None:
         return bias.to(dtype) if bias is not None else None
     neg = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    neg = neg.masked_fill(~mask, float("-inf"))
+    neg = neg.masked_fill(~mask, torch.finfo(dtype).min)  # finite: no NaN rows
     return neg if bias is None else neg + bias.to(dtype)

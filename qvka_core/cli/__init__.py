@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "costs": "costs",
     "attention": "attention",
     "checkpoints": "checkpoints",
+    "train": "train",
 }
 
 

@@ -1,0 +1,94 @@
+"""`python -m qvka_core train`: pre-train, fine-tune or distil one model (resumable, DDP).
+
+    python -m qvka_core train --preset austen --variant qv --position agf --steps 300
+    python -m qvka_core train --init austen-qv --data notes.txt --steps 100 --lr 3e-4
+    python -m qvka_core train --out runs --name qv-agf --resume
+    torchrun --nproc-per-node 2 -m qvka_core train --variant qv --batch 32 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from qvka_core.train.args import TrainArgs
+
+HELP = "train a model (from a preset or a checkpoint) on Austen or a text file"
+
+# CLI flag -> TrainArgs field, where the names differ beyond '-' vs '_'.
+_FIELDS = [f.name for f in dataclasses.fields(TrainArgs)]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument("--preset", help="model preset (default: austen, the bundled d128 decoder)")
+    g.add_argument("--variant", help="attention variant: mha, gqa, mqa, mla, qvka, qv")
+    g.add_argument("--position", help="rope, sinusoidal, learned, agf, alibi or none")
+    g.add_argument("--n-kv-heads", type=int)
+    g.add_argument("--d-ctx", type=int, help="QV-Ka context width (default head_dim)")
+    g.add_argument("--kv-lora-rank", type=int, help="MLA latent width")
+    g.add_argument("--n-layers", type=int)
+    g.add_argument("--init", help="start from this checkpoint (name or directory)")
+    g = parser.add_argument_group("data and optimisation")
+    g.add_argument("--data", help="'austen' (default) or a UTF-8 text file")
+    g.add_argument("--tokenizer", help="tokenizer.json for from-scratch runs")
+    for flag, kind in (("steps", int), ("batch", int), ("seq-len", int), ("lr", float),
+                       ("warmup", int), ("weight-decay", float), ("grad-clip", float),
+                       ("seed", int), ("eval-every", int), ("eval-batches", int),
+                       ("log-every", int), ("checkpoint-every", int), ("threads", int),
+                       ("temperature", float), ("distill-weight", float)):
+        g.add_argument(f"--{flag}", type=kind)
+    g.add_argument("--schedule", help="cosine (default) or constant")
+    g.add_argument("--device", help="auto (default), cpu, cuda or mps")
+    g.add_argument("--distill", help="none (default), logits or hidden")
+    g.add_argument("--teacher", help="teacher checkpoint for --distill")
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", help="parent directory of runs (default: runs)")
+    g.add_argument("--name", help="run name (default: <variant>-<position>-s<seed>)")
+    g.add_argument("--resume", action="store_true", help="continue out/name from its checkpoint")
+    g.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(args).items() if k in _FIELDS and v is not None}
+
+
+def build_args(ns: argparse.Namespace) -> TrainArgs:
+    """TrainArgs from the flags; with --resume, the stored arguments plus the given flags."""
+    given = _given(ns)
+    given.pop("resume", None)
+    if ns.resume:
+        out, name = given.get("out", "runs"), given.get("name")
+        if name is None:
+            from qvka_core.errors import RunError
+
+            raise RunError("--resume needs --name (the run directory under --out)")
+        stored = TrainArgs.from_run_dir(Path(out) / name)
+        return stored.replace(**given, resume=True)
+    return TrainArgs(**given)
+
+
+def _progress(record: dict[str, Any]) -> None:
+    parts = [f"step {record['step']}"]
+    for key in ("loss", "val_loss", "val_acc", "lr", "tokens_per_s"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4g}")
+    print("  ".join(parts), flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from qvka_core.train import run as train_run
+
+    targs = build_args(args)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    result = train_run(targs, on_metrics=None if args.quiet or not main_rank else _progress)
+    if main_rank:
+        summary = {"state": result.state, "step": result.step, "run_dir": str(result.run_dir),
+                   "val_loss": result.val_loss, "val_acc": result.val_acc,
+                   "unigram_loss": result.unigram_loss, "message": result.message}
+        print(json.dumps(summary))
+    return 0 if result.state in ("completed", "cancelled") else 1

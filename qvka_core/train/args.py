@@ -1,0 +1,210 @@
+"""`TrainArgs`: everything one training run needs, frozen and validated once.
+
+A run either builds a model from scratch (`preset` + `variant` + variant options) or starts
+from a checkpoint (`init`, any name or directory `load_checkpoint` accepts, converted or
+not). The same runner does pre-training and fine-tuning. Every rule broken raises a
+`ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qvka_core.config import POSITIONS
+from qvka_core.errors import ConfigError
+
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DISTILL = ("none", "logits", "hidden")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainArgs:
+    """One training run (pre-training or fine-tuning)."""
+
+    # --- model -----------------------------------------------------------------------------
+    preset: str | None = "austen"
+    """Model preset for a from-scratch run: "austen" (the bundled d128 decoder) or any name of
+    `qvka_core.presets`. Ignored when `init` is given."""
+    variant: str | None = None
+    """Attention variant (see `available_variants()`); None keeps the preset's/checkpoint's."""
+    position: str | None = None
+    """Position scheme override: rope, sinusoidal, learned, agf, alibi, none."""
+    n_kv_heads: int | None = None
+    """KV heads for gqa (None: the preset's or recost's default)."""
+    d_ctx: int | None = None
+    """QV-Ka context width (None: head_dim)."""
+    kv_lora_rank: int | None = None
+    """MLA latent width (None: recost's default, 4·head_dim capped at d_model)."""
+    n_layers: int | None = None
+    """Override the preset's layer count."""
+    init: str | None = None
+    """Start from this checkpoint (name or directory) instead of a fresh preset model. A
+    `variant` different from the checkpoint's converts it on load (`load_checkpoint(init,
+    variant=...)`); variant options and n_layers cannot be combined with init."""
+
+    # --- data ------------------------------------------------------------------------------
+    data: str = "austen"
+    """"austen" (bundled corpus) or the path of a UTF-8 text file (last 5 % = validation)."""
+    tokenizer: str | None = None
+    """tokenizer.json for from-scratch runs (None: the bundled Austen BPE)."""
+
+    # --- optimisation ----------------------------------------------------------------------
+    steps: int = 300
+    """Optimizer steps in total (a resumed run continues up to this step)."""
+    batch: int = 32
+    """Global batch in sequences (split across DDP ranks)."""
+    seq_len: int = 128
+    """Tokens per training window."""
+    lr: float = 2e-3
+    """Peak learning rate (AdamW)."""
+    warmup: int | None = None
+    """Linear warm-up steps (None: 10 % of steps, at most 100)."""
+    schedule: str = "cosine"
+    """"cosine" (decay to 10 % of lr at the last step) or "constant" after warm-up."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay on matrices (not on norms, biases, scalars)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 disables."""
+    seed: int = 0
+    """Seeds the initialisation and the batches: batch(step) depends on (seed, step) only."""
+
+    # --- evaluation, logging, checkpoints ---------------------------------------------------
+    eval_every: int = 100
+    """Evaluate on the fixed validation windows every this many steps (and at the end)."""
+    eval_batches: int = 8
+    """Validation windows = eval_batches · batch, evenly spaced over the validation split."""
+    log_every: int = 10
+    """Write a metrics line every this many steps (and at eval and final steps)."""
+    checkpoint_every: int = 100
+    """Write `checkpoint/` every this many steps (and at the end); 0 = only at the end."""
+
+    # --- hardware --------------------------------------------------------------------------
+    device: str = "auto"
+    """auto (CUDA, then MPS, then CPU), cpu, cuda or mps. CUDA uses bf16 autocast."""
+    threads: int | None = None
+    """torch CPU threads (None: leave torch's setting)."""
+
+    # --- distillation ----------------------------------------------------------------------
+    distill: str = "none"
+    """none, logits (KL to the teacher's softened logits) or hidden (MSE on final hiddens)."""
+    teacher: str | None = None
+    """Teacher checkpoint name or directory (same vocabulary; same d_model for hidden)."""
+    temperature: float = 2.0
+    """Softening temperature for logit distillation (loss scaled by T²)."""
+    distill_weight: float = 0.5
+    """Loss = (1 − w)·CE + w·distillation term."""
+
+    # --- output ----------------------------------------------------------------------------
+    out: str = "runs"
+    """Parent directory of run directories."""
+    name: str | None = None
+    """Run directory name under `out` (None: "<variant>-<position>-s<seed>")."""
+    resume: bool = False
+    """Continue the run in out/name from its last good checkpoint."""
+
+    def __post_init__(self) -> None:
+        if self.warmup is None and isinstance(self.steps, int):
+            object.__setattr__(self, "warmup", min(100, self.steps // 10))
+        _check_int_fields(self)
+        if self.init is None and not self.preset:
+            raise ConfigError("preset must be given when init is not (a from-scratch run)")
+        if self.position is not None and self.position not in POSITIONS:
+            raise ConfigError(f"position must be one of {', '.join(POSITIONS)}, "
+                              f"got {self.position!r}")
+        if self.variant is not None:
+            from qvka_core.attention.registry import get_variant
+
+            get_variant(self.variant)  # ConfigError listing the valid names
+        if not self.data:
+            raise ConfigError("data must be 'austen' or a text file path")
+        if not (self.lr > 0 and self.lr == self.lr):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if self.warmup < 0 or self.warmup > self.steps:
+            raise ConfigError(f"warmup must be in 0..steps ({self.steps}), got {self.warmup}")
+        for name in ("weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        _choice("distill", self.distill, DISTILL)
+        if self.distill != "none" and not self.teacher:
+            raise ConfigError(f"distill={self.distill!r} needs a teacher checkpoint (teacher)")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
+        bad_name = not self.name or "/" in self.name or self.name in {".", ".."}
+        if self.name is not None and bad_name:
+            raise ConfigError(f"name must be a plain directory name, got {self.name!r}")
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        base = Path(self.init).name if self.init else f"{self.variant or 'model'}"
+        return f"{base}-{self.position or 'default'}-s{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.run_name
+
+    def replace(self, **changes: Any) -> TrainArgs:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainArgs:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainArgs field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path) -> TrainArgs:
+        """The arguments stored in a run's config.json."""
+        path = Path(run_dir) / "config.json"
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8"))["train"])
+        except (OSError, KeyError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not a readable run config: {exc}") from exc
+
+
+# Fields that may differ when resuming (they do not change what was trained so far).
+RESUME_MUTABLE = ("steps", "resume", "device", "threads", "eval_every", "log_every",
+                  "checkpoint_every")
+
+_POSITIVE = ("steps", "batch", "seq_len", "eval_every", "eval_batches", "log_every")
+_NON_NEGATIVE = ("warmup", "checkpoint_every", "seed")
+_OPTIONAL_POSITIVE = ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers", "threads")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_int_fields(a: TrainArgs) -> None:
+    for name in _POSITIVE:
+        v = getattr(a, name)
+        if not _is_int(v) or v <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    for name in _NON_NEGATIVE:
+        v = getattr(a, name)
+        if not _is_int(v) or v < 0:
+            raise ConfigError(f"{name} must be an integer >= 0, got {v!r}")
+    for name in _OPTIONAL_POSITIVE:
+        v = getattr(a, name)
+        if v is not None and (not _is_int(v) or v <= 0):
+            raise ConfigError(f"{name} must be a positive integer or unset, got {v!r}")
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        raise ConfigError(f"{name} must be one of {', '.join(options)}, got {value!r}")

@@ -118,7 +118,10 @@ class Transformer(nn.Module):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, 0.0, std)
+            # Under sinusoidal positions the token embedding is scaled by sqrt(d) in `embed`;
+            # initialise it at d^-1/2 so the scaled embedding has unit-variance entries.
+            scaled = module is getattr(self, "tok_emb", None) and self.cfg.position == "sinusoidal"
+            nn.init.normal_(module.weight, 0.0, self.cfg.d_model**-0.5 if scaled else std)
         for name in ("o_proj", "down_proj"):
             sub = getattr(module, name, None)
             if isinstance(sub, nn.Linear):
@@ -138,6 +141,10 @@ class Transformer(nn.Module):
                 f"sequence of {start + t} tokens exceeds max_seq_len ({self.cfg.max_seq_len})"
             )
         x = self.tok_emb(input_ids)  # (B, T, d)
+        if self.cfg.position == "sinusoidal":
+            # Vaswani et al. §3.4 (and OpenNMT, the paper's framework) scale embeddings by
+            # sqrt(d) so that token identity is not drowned by the unit-amplitude sin/cos.
+            x = x * math.sqrt(self.cfg.d_model)
         if self.cfg.position == "learned":
             x = x + self.pos_emb(torch.arange(start, start + t, device=input_ids.device))
         elif self.cfg.position == "sinusoidal":

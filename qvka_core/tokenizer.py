@@ -42,9 +42,12 @@ class TextTokenizer:
         from tokenizers import Tokenizer
 
         try:
-            return cls(Tokenizer.from_file(str(path)), **kw)
+            backend = Tokenizer.from_file(str(path))
         except Exception as exc:  # the library raises a bare Exception on bad JSON
             raise CheckpointError(f"cannot read tokenizer file {path}: {exc}") from exc
+        if kw.get("eos_token") is None and backend.token_to_id("<|endoftext|>") is not None:
+            kw["eos_token"] = "<|endoftext|>"  # our corpus tokenizers mark documents with it
+        return cls(backend, **kw)
 
     @property
     def vocab_size(self) -> int:

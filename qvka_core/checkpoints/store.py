@@ -62,6 +62,7 @@ def save_checkpoint(directory: str | Path, model: Transformer, *,
             tokenizer.save(tmp)
         if meta is not None:
             _write_json(tmp / "meta.json", meta)
+        _make_readable(tmp)  # mkdtemp creates 0700; a checkpoint is ordinary shared data
         if directory.exists():  # overwrite: swap in, then drop the old copy
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -145,6 +146,12 @@ def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: st
     if problems:
         raise CheckpointError(f"{source} does not match its config: " + " | ".join(problems))
     model.load_state_dict(state, strict=False)
+
+
+def _make_readable(directory: Path) -> None:
+    os.chmod(directory, 0o755)
+    for path in directory.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "attention": "attention",
     "checkpoints": "checkpoints",
     "train": "train",
+    "jobs": "jobs",
+    "paper": "paper",
 }
 
 

@@ -1,0 +1,67 @@
+"""`python -m qvka_core paper ...`: the paper-mini reproduction grid and its summary.
+
+    paper grid [--seeds 0 1 2] [--steps-mult 4] [--submit] [--json]   list (or queue) the runs
+    paper summary [--runs DIR] [--out FILE] [--metric val_loss|val_acc] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+HELP = "the paper-mini grid (list or queue its runs) and the summary of finished runs"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", default="runs", help="runs root (default: runs)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    common = argparse.ArgumentParser(add_help=False)  # also accepted after the action
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    common.add_argument("--runs", default=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("grid", parents=[common],
+                       help="the grid's train command lines; --submit queues them")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--cells", nargs="+", default=None, help="qkv qv qvka1x qvka2x")
+    p.add_argument("--positions", nargs="+", default=None, help="sin agf")
+    p.add_argument("--steps-mult", type=float, default=1.0, help="scale the step budget")
+    p.add_argument("--qvka-both", action="store_true", help="QV-Ka under sinusoidal PE too")
+    p.add_argument("--device", default="cpu", help="queue device (cpu, cuda, cuda:N, auto)")
+    p.add_argument("--submit", action="store_true", help="queue every run as a job")
+    p = sub.add_parser("summary", parents=[common],
+                       help="mean ± sd per cell and the claims verdicts")
+    p.add_argument("--metric", default="val_loss", choices=["val_loss", "val_acc"])
+    p.add_argument("--out", default=None, help="also write the summary JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from qvka_core import paper
+
+    if args.action == "grid":
+        kw = {"seeds": args.seeds, "cells": args.cells, "positions": args.positions,
+              "steps_mult": args.steps_mult, "qvka_both": args.qvka_both}
+        if args.submit:
+            rows = paper.submit_grid(root=args.runs, device=args.device, **kw)
+            text = "\n".join(f"queued {r['id']} (#{r['seq']})" for r in rows)
+            print(json.dumps(rows, indent=2, default=str) if args.json else text)
+            return 0
+        argvs = paper.grid_argvs(out=args.runs, **kw)
+        text = "\n".join("python -m qvka_core train " + shlex.join(a) for a in argvs)
+        print(json.dumps(argvs, indent=2) if args.json else text)
+        return 0
+    command = "python -m qvka_core " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
+    data = paper.summary(args.runs, metric=args.metric, command=command, out=args.out)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    for key, c in data["cells"].items():
+        sd = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
+        print(f"{key:<22} n={c['n']}  val_loss {c['val_loss_mean']:.4f} ± "
+              f"{sd(c['val_loss_sd'])}  val_acc {c['val_acc_mean']:.2f} ± {sd(c['val_acc_sd'])} %")
+    if data["incomplete"]:
+        print(f"incomplete: {', '.join(data['incomplete'])}")
+    for c in data["claims"]:
+        print(f"({c['id']}) {c['claim']} [paper: {c['paper']}]\n    {c['text']}")
+    return 0

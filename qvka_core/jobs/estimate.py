@@ -1,0 +1,164 @@
+"""A time and memory *estimate* for a training run before it is launched.
+
+time   = (training FLOPs per step x steps + evaluation FLOPs) / assumed throughput + start-up
+         throughput: CPU ~90 GFLOP/s (measured on 2 cores, notes/stack.md); a GPU: its dense
+         bf16 peak from `qvka_core.hardware` x 35 % MFU.
+memory = params x (4 weights + 4 grads + 8 AdamW moments) bytes + activations, where
+         activations ~ batch x seq_len x d_model x n_layers x 34 bytes (fp32, no recompute;
+         Korthikanti et al. 2022 without the attention-score term) + scores batch x heads x
+         seq_len² x n_layers x 4 bytes, + logits batch x seq_len x vocab x 8 bytes.
+It is labelled an estimate everywhere; tiny models on CPU run well below the assumed rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qvka_core.errors import LabError, RunError
+
+CPU_FLOPS = 90e9
+GPU_MFU = 0.35
+STARTUP_S = 6.0  # interpreter + torch import + data/tokenizer load, measured ~4-8 s on CPU
+DEFAULT_GPU = "H100 SXM"
+
+
+def args_from_argv(argv: list[str]) -> Any:
+    """A `TrainArgs` from train options (["--variant", "qv", "--steps", "50", ...]), parsed
+    by the train command's own parser."""
+    from qvka_core.cli import _Parser
+    from qvka_core.cli import train as train_cli
+
+    parser = _Parser(prog="train")
+    train_cli.add_arguments(parser)
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:
+        raise RunError(f"invalid train options {' '.join(argv)!r}") from exc
+    return train_cli.build_args(ns)
+
+
+def _model_config(args: Any) -> Any:
+    if args.init:
+        from qvka_core.checkpoints.resolve import find
+        from qvka_core.checkpoints.store import read_config
+        from qvka_core.presets import get_preset
+
+        try:  # a name (bundled, run, embedded) or a directory; embedded: its preset
+            name, _, directory = find(args.init)
+            cfg = get_preset(name) if directory is None else read_config(directory)
+            return cfg if not args.variant or args.variant == cfg.variant else \
+                cfg.with_variant(args.variant)
+        except (LabError, OSError) as exc:
+            raise RunError(f"cannot read the config of init checkpoint {args.init!r} for an "
+                           f"estimate: {exc}") from exc
+    from qvka_core.train.setup import model_config
+
+    vocab = 4096
+    if args.preset != "austen":
+        from qvka_core.presets import get_preset
+
+        vocab = get_preset(args.preset).vocab_size
+    return model_config(args, vocab)
+
+
+def measured_flops(root: Any, device: str = "cpu", limit: int = 10) -> float | None:
+    """Median effective training FLOP/s of the latest completed runs under `root` on `device`
+    ("cpu" or "cuda"): accounted FLOPs of the tokens trained / elapsed wall seconds."""
+    from pathlib import Path
+
+    from qvka_core.accounting import flops_breakdown
+    from qvka_core.config import ModelConfig
+    from qvka_core.jobs.status import read_metrics
+    from qvka_core.jobs.store import read_json
+
+    rates: list[tuple[float, float]] = []
+    for run_dir in Path(root).iterdir() if Path(root).is_dir() else []:
+        status = read_json(run_dir / "status.json") or {}
+        cfg = read_json(run_dir / "config.json") or {}
+        job = read_json(run_dir / "job.json") or {}
+        used = ",".join(job.get("assigned") or []) or str(cfg.get("train", {}).get("device"))
+        if status.get("state") != "completed" or ("cuda" in used) != (device == "cuda"):
+            continue
+        recs = [r for r in read_metrics(run_dir) if r.get("tokens") and r.get("elapsed_s")]
+        if not recs or "model" not in cfg:
+            continue
+        try:
+            model = ModelConfig.from_dict(cfg["model"])
+            seq = int(cfg["train"]["seq_len"])
+            per_token = flops_breakdown(model, seq_len=seq)["training_per_token"]
+        except (LabError, KeyError, TypeError, ValueError):
+            continue
+        last = recs[-1]
+        rates.append((run_dir.stat().st_mtime, per_token * last["tokens"] / last["elapsed_s"]))
+    if not rates:
+        return None
+    latest = sorted(rates, reverse=True)[:limit]
+    values = sorted(r for _, r in latest)
+    return values[len(values) // 2]
+
+
+def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
+             n_gpus: int = 1, root: Any = None) -> dict[str, Any]:
+    """Estimated wall time and peak memory of a run (TrainArgs, a dict of its fields, or argv).
+
+    Returns a dict with "estimate": True, seconds, memory bytes by part, the throughput
+    assumed and the formula, so a page can show it next to the launch button. With `root`
+    (a runs root), "measured_seconds" also gives the time at the effective FLOP/s of the
+    latest completed runs there on the same device kind (None if there are none).
+    """
+    from qvka_core.accounting import flops_breakdown, param_breakdown
+    from qvka_core.train.args import TrainArgs
+
+    if isinstance(train_args, (list, tuple)):
+        args = args_from_argv([str(a) for a in train_args])
+    elif isinstance(train_args, dict):
+        args = TrainArgs(**train_args)
+    else:
+        args = train_args
+    cfg = _model_config(args)
+    params = sum(param_breakdown(cfg).values())
+    fl = flops_breakdown(cfg, seq_len=args.seq_len, batch=args.batch)
+    train_flops = fl["training_per_step"] * args.steps
+    n_evals = args.steps // args.eval_every + 1
+    eval_flops = fl["forward_per_step"] * args.eval_batches * n_evals
+    on_gpu = device.startswith("cuda")
+    if on_gpu:
+        from qvka_core.hardware import get_gpu
+
+        gpu_spec = get_gpu(gpu or DEFAULT_GPU)
+        throughput = gpu_spec.peak_flops * GPU_MFU * max(1, n_gpus)
+        basis = f"{gpu_spec.name} bf16 peak x {GPU_MFU:.0%} MFU x {max(1, n_gpus)} GPU(s)"
+    else:
+        throughput = CPU_FLOPS
+        basis = "CPU ~90 GFLOP/s (measured on 2 cores)"
+    d, layers = cfg.d_model, cfg.n_layers
+    tokens = args.batch * args.seq_len
+    memory = {
+        "weights": params * 4,
+        "gradients": params * 4,
+        "adam_moments": params * 8,
+        "activations": tokens * d * layers * 34
+        + args.batch * cfg.attention.n_heads * args.seq_len**2 * layers * 4,
+        "logits": tokens * cfg.vocab_size * 8,
+    }
+    compute_s = (train_flops + eval_flops) / throughput
+    measured = measured_flops(root, "cuda" if on_gpu else "cpu") if root is not None else None
+    return {
+        "estimate": True,
+        "label": "estimate from analytic FLOPs and an assumed throughput; not a measurement",
+        "device": "cuda" if on_gpu else "cpu",
+        "params": params,
+        "tokens": tokens * args.steps,
+        "training_flops": train_flops,
+        "eval_flops": eval_flops,
+        "throughput_flops": throughput,
+        "throughput_basis": basis,
+        "startup_s": STARTUP_S,
+        "seconds": STARTUP_S + compute_s,
+        "seconds_per_step": compute_s / args.steps,
+        "measured_flops": measured,
+        "measured_seconds": (STARTUP_S + (train_flops + eval_flops) / measured
+                             if measured else None),
+        "memory_bytes": memory,
+        "memory_total_bytes": sum(memory.values()),
+    }

@@ -1,0 +1,201 @@
+"""On-disk job records: the runs root, job.json, names, submission numbers, locks, pids.
+
+A job's run directory is the single source of truth. Besides the trainer's own files
+(config.json, status.json, metrics.jsonl, log.txt, checkpoint/) it holds `job.json`:
+
+    id, name, argv, device, slots, n_gpus, trainer, seq, submitted_at, started_at,
+    finished_at, exit_code, worker_pid, train_pid, assigned, cancel_requested_at, attempts
+
+Every write is atomic (temp file + os.replace) and read-modify-write cycles hold an fcntl
+lock on RUN_DIR/.job.lock, so the submitting process and the worker never lose each
+other's fields. Stdlib only: the detached worker imports this without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from qvka_core.errors import RunError
+
+JOB_FILE = "job.json"
+CANCEL_FILE = "CANCEL"
+RUNS_ENV = "QVKA_RUNS"
+NAME_MAX = 64
+_SLUG_OK = re.compile(r"[^a-z0-9._-]+")
+
+
+def now_iso() -> str:
+    """UTC time as ISO-8601 with seconds (what every record stores)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def runs_root(root: str | Path | None = None, *, create: bool = True) -> Path:
+    """The runs root: `root`, else $QVKA_RUNS, else ./runs (created if missing and `create`)."""
+    path = Path(root if root is not None else os.environ.get(RUNS_ENV) or "runs")
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write JSON to a temp file in the same directory, fsync, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`, or None if it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# --- names ----------------------------------------------------------------------------------
+def slugify(name: str) -> str:
+    """A user-given run name as a safe directory name: [a-z0-9._-], at most 64 characters.
+
+    Raises RunError for empty names and anything that looks like a path ("../x", "/etc",
+    "a/b", ".", "..", names starting with a dot).
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise RunError("run name is empty; give a short name such as 'qv-agf-s0'")
+    raw = name.strip()
+    if "/" in raw or "\\" in raw or "\x00" in raw or ".." in raw or raw.startswith("."):
+        raise RunError(f"run name {name!r} looks like a path; use letters, digits, '-', '_' "
+                       "and '.' only (no '/', '..' or leading '.')")
+    slug = _SLUG_OK.sub("-", raw.lower()).strip("-")
+    if not slug or slug.startswith(".") or set(slug) <= {".", "-", "_"}:
+        raise RunError(f"run name {name!r} has no letters or digits")
+    if len(slug) > NAME_MAX:
+        raise RunError(f"run name is {len(slug)} characters after cleaning; the limit is "
+                       f"{NAME_MAX}")
+    return slug
+
+
+def run_dir_of(job_id: str, root: str | Path | None = None) -> Path:
+    """The directory of job `job_id` under the runs root (never outside it)."""
+    if slugify(job_id) != job_id:
+        raise RunError(f"{job_id!r} is not a run id (ids are lowercase [a-z0-9._-])")
+    path = runs_root(root, create=False) / job_id
+    if not path.is_dir():
+        raise RunError(f"no run {job_id!r} under {path.parent}")
+    return path
+
+
+# --- locks and counters -----------------------------------------------------------------------
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive (blocking) fcntl lock on `path` for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def try_lock(path: Path) -> int | None:
+    """A non-blocking exclusive lock on `path`: the open fd, or None if another holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def slot_lock_path(root: Path, slot: str) -> Path:
+    """RUNS/.locks/<slot>.lock, held by the worker (and its trainer) using that device."""
+    return root / ".locks" / f"{slot.replace(':', '-')}.lock"
+
+
+def next_seq(root: Path) -> int:
+    """The next submission number: unique and increasing across processes (locked file)."""
+    counter = root / ".locks" / "seq"
+    with file_lock(root / ".locks" / "seq.lock"):
+        try:
+            value = int(counter.read_text(encoding="utf-8").strip() or 0)
+        except (OSError, ValueError):
+            value = 0
+        value += 1
+        tmp = counter.with_name(f".seq.tmp{os.getpid()}")
+        tmp.write_text(f"{value}\n", encoding="utf-8")
+        os.replace(tmp, counter)
+    return value
+
+
+# --- job.json ---------------------------------------------------------------------------------
+def read_job(run_dir: Path) -> dict[str, Any] | None:
+    """The job record of `run_dir`, or None for runs not made through the queue."""
+    return read_json(run_dir / JOB_FILE)
+
+
+def update_job(run_dir: Path, **changes: Any) -> dict[str, Any]:
+    """Locked read-modify-write of job.json; returns the new record."""
+    with file_lock(run_dir / ".job.lock"):
+        job = read_job(run_dir)
+        if job is None:
+            raise RunError(f"{run_dir} has no readable {JOB_FILE}")
+        job.update(changes)
+        atomic_write_json(run_dir / JOB_FILE, job)
+    return job
+
+
+def iter_run_dirs(root: Path) -> Iterator[Path]:
+    """Run directories under `root`: those with a job.json or a status.json."""
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        if (path / JOB_FILE).exists() or (path / "status.json").exists():
+            yield path
+
+
+# --- processes --------------------------------------------------------------------------------
+def pid_alive(pid: int | None, must_contain: str | None = None) -> bool:
+    """True if `pid` is a live process (not a zombie) whose command line holds `must_contain`.
+
+    The command-line check (Linux /proc) guards against a recycled pid.
+    """
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():
+        try:
+            stat = (proc / "stat").read_text()
+            if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+                return False
+            if must_contain is not None:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\x00", b" ").decode(
+                    "utf-8", "replace")
+                return must_contain in cmdline
+        except OSError:
+            return False
+    return True

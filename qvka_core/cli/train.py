@@ -51,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--name", help="run name (default: <variant>-<position>-s<seed>)")
     g.add_argument("--resume", action="store_true", help="continue out/name from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no per-step progress lines")
+    g = parser.add_argument_group("grids")
+    g.add_argument("--grid", choices=["paper-mini"],
+                   help="run a named grid here, one run after another (finished runs are "
+                   "skipped), then print its summary: paper-mini is the paper's QKV/QV/QV-Ka "
+                   "x sinusoidal/AGF comparison, 3 seeds, equal budgets")
+    g.add_argument("--steps-mult", type=float, default=1.0,
+                   help="with --grid: scale every run's steps (e.g. 10 on a GPU)")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,9 +87,26 @@ def _progress(record: dict[str, Any]) -> None:
     print("  ".join(parts), flush=True)
 
 
+def _run_grid(args: argparse.Namespace) -> int:
+    from qvka_core import paper
+
+    out = args.out or "runs"
+    done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult)
+    for r in done:
+        print(json.dumps(r), flush=True)
+    command = "python -m qvka_core train --grid paper-mini" + (
+        f" --steps-mult {args.steps_mult:g}" if args.steps_mult != 1.0 else "")
+    target = Path(out) / "paper-mini-summary.json"
+    print(json.dumps(paper.summary(out, command=command, out=target), indent=2, default=str))
+    print(f"summary written to {target}", flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from qvka_core.train import run as train_run
 
+    if args.grid:
+        return _run_grid(args)
     targs = build_args(args)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     result = train_run(targs, on_metrics=None if args.quiet or not main_rank else _progress)

@@ -1,0 +1,319 @@
+"""The one seam between Streamlit and qvka_core: cached loaders, cached results, URL state,
+presentation mode, error display and figure downloads. Pages import only this (and
+streamlit); nothing here mutates a cached model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import streamlit as st
+
+from qvka_core.analysis import (
+    costs_view,  # noqa: F401 (re-exported for the pages)
+    figures,
+    views,  # noqa: F401 (re-exported)
+)
+from qvka_core.analysis import explorer as _explore
+from qvka_core.analysis import export as exports  # noqa: F401 (re-exported)
+from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS  # noqa: F401 (re-exported)
+from qvka_core.attention import available_variants
+from qvka_core.errors import LabError
+
+# --- model families ---------------------------------------------------------------------------
+FAMILIES: dict[str, str] = {
+    "random": "Randomly initialised (small decoder, every variant)",
+    "austen": "Bundled Austen models (one trained model per variant)",
+    "minilm": "MiniLM-L6 (pretrained encoder) and its conversions",
+    "smollm2": "SmolLM2-135M (pretrained decoder) and its conversions",
+}
+_BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
+LOAD_CALLS: Counter[tuple[str, str]] = Counter()  # (family, variant) -> real loads (tests)
+_LOAD_LOCK = threading.Lock()
+
+
+def _checkpoint_names() -> set[str]:
+    try:
+        from qvka_core.checkpoints import list_checkpoints  # type: ignore[attr-defined]
+
+        return {c["name"] for c in list_checkpoints()}
+    except Exception:  # loader not built yet, or assets missing: family just not offered
+        return set()
+
+
+def _can_convert() -> bool:
+    try:
+        from qvka_core.convert import convert  # type: ignore[import-not-found] # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def family_variants() -> dict[str, list[str]]:
+    """Family -> variants it can show now (random always; others when their files exist)."""
+    names = _checkpoint_names()
+    out: dict[str, list[str]] = {"random": list(_explore.RANDOM_VARIANTS)}
+    rank = {v: i for i, v in enumerate(available_variants())}
+    austen = sorted((n.removeprefix("austen-") for n in names if n.startswith("austen-")),
+                    key=lambda x: (rank.get(x.split("-")[0], 99), x))  # "qv", "qv-agf", ...
+    if austen:
+        out["austen"] = austen
+    for fam, base in _BASES.items():
+        if base in names:
+            out[fam] = available_variants() if _can_convert() else [_base_variant(fam)]
+    return out
+
+
+def _base_variant(family: str) -> str:
+    return {"minilm": "mha", "smollm2": "gqa"}.get(family, "mha")
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def load_model(family: str, variant: str) -> Any:
+    """A loaded-like model (eval, no grads). Cached per (family, variant); never mutate it."""
+    with _LOAD_LOCK:
+        LOAD_CALLS[(family, variant)] += 1
+    if family == "random":
+        return _explore.random_model(variant)
+    from qvka_core.checkpoints import load_checkpoint
+
+    if family == "austen":
+        loaded = load_checkpoint(f"austen-{variant}")
+    elif family in _BASES:
+        loaded = _load_base(_BASES[family])
+        if variant != loaded.config.variant:
+            from qvka_core.checkpoints import LoadedModel
+            from qvka_core.convert import convert
+
+            opts = {"n_kv_heads": _gqa_groups(loaded.config.n_heads)} if variant == "gqa" else {}
+            result = convert(loaded, to=variant, **opts)  # new model; the base is untouched
+            loaded = LoadedModel(model=result.model, tokenizer=loaded.tokenizer,
+                                 config=result.config, name=f"{loaded.name}→{variant}",
+                                 meta={"conversion": result.report.to_dict()})
+    else:
+        raise LabError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
+    loaded.model.eval().requires_grad_(False)
+    return loaded
+
+
+def _gqa_groups(n_heads: int) -> int:
+    """KV heads for a GQA conversion: the largest divisor of n_heads that is <= n_heads/4."""
+    return max((k for k in range(1, n_heads + 1) if n_heads % k == 0 and 4 * k <= n_heads),
+               default=1)
+
+
+@st.cache_resource(show_spinner="Loading pretrained weights…")
+def _load_base(name: str) -> Any:
+    from qvka_core.checkpoints import load_checkpoint
+
+    return load_checkpoint(name)
+
+
+@st.cache_data(show_spinner="Running the models…", max_entries=96)
+def run_cached(family: str, variant: str, text: str) -> _explore.VariantRun:
+    """One forward of (family, variant) on text; cached across sessions."""
+    return _explore.run_model(load_model(family, variant), text)
+
+
+def explorer(family: str, variants: list[str], text: str, layer: int, head: int | None
+             ) -> _explore.ExplorerResult:
+    models = {v: _load_shown(family, v) for v in variants}
+    return _explore.explore(models, text, layer, head,
+                            run=lambda label, _m, t: run_cached(family, label, t))
+
+
+def _load_shown(family: str, variant: str) -> Any:
+    """load_model with a spinner that warns about slow first conversions."""
+    slow = family in _BASES and variant in ("mla", "qvka")
+    note = " (first conversion calibrates on text: up to a minute or more on CPU, then cached)"
+    with st.spinner(f"Loading {family} · {variant}{note if slow else ''}…"):
+        return load_model(family, variant)
+
+
+def model_shape(family: str, variant: str) -> tuple[int, int, int]:
+    """(layers, heads, token limit) of a model, for widget ranges."""
+    m = _load_shown(family, variant)
+    return m.config.n_layers, m.config.n_heads, _explore.token_limit(m)
+
+
+# --- URL state -------------------------------------------------------------------------------
+def init_from_url(defaults: dict[str, Any], parsers: dict[str, Callable[[str], Any]]) -> None:
+    """On a session's first visit, seed widget keys from the query params (else defaults)."""
+    flag = "_url_seeded_" + "_".join(sorted(defaults))
+    if st.session_state.get(flag):
+        return
+    st.session_state[flag] = True
+    for key, default in defaults.items():
+        raw = st.query_params.get(key)
+        value = default
+        if raw is not None:
+            try:
+                value = parsers.get(key, str)(raw)
+            except (ValueError, TypeError):
+                value = default
+        st.session_state.setdefault(key, value)
+
+
+def sync_to_url(**values: Any) -> None:
+    """Write the page state into the URL so that a link reproduces the view."""
+    for key, value in values.items():
+        text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        if st.query_params.get(key) != text:
+            st.query_params[key] = text
+
+
+def split_list(raw: str) -> list[str]:
+    return [x for x in raw.split(",") if x]
+
+
+# --- presentation mode, errors, downloads ---------------------------------------------------------
+def _leave_pages_directory_mode() -> None:
+    """Until some session runs app.py, Streamlit treats the pages/ folder as the old
+    auto-discovered navigation and runs a deep-linked page (/explorer?...) on its own, without
+    app.py's router and page config. Switch to st.navigation mode and rerun through app.py."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def page_setup() -> bool:
+    """Every page calls this first: router check, then the sidebar's presentation toggle."""
+    _leave_pages_directory_mode()
+    return st.sidebar.toggle("Presentation mode", key="presentation",
+                             help="Large type, fewer controls, high-contrast colours.")
+
+
+def is_presenting() -> bool:
+    return bool(st.session_state.get("presentation", False))
+
+
+def show_error(exc: BaseException) -> None:
+    st.error(str(exc))
+
+
+@contextmanager
+def guarded(stop: bool = True) -> Iterator[None]:
+    """Show a LabError as a message (no traceback); stop the script unless `stop=False`
+    (inside a tab, so that the other tabs still render)."""
+    try:
+        yield
+    except LabError as exc:
+        show_error(exc)
+        if stop:
+            st.stop()
+
+
+def show_figure(fig: Any, name: str, key: str, *, data: dict[str, str] | None = None) -> None:
+    """Plot a figure with PNG/SVG (and optional CSV/JSON) downloads under it."""
+    st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
+    ok, reason = figures.export_available()
+    cols = st.columns(2 + len(data or {}) + (0 if ok else 1))
+    if ok:
+        for col, fmt, mime in ((cols[0], "png", "image/png"), (cols[1], "svg", "image/svg+xml")):
+            col.download_button(f"{fmt.upper()}", data=_exporter(fig, fmt),
+                                file_name=f"{name}.{fmt}", mime=mime, key=f"dl_{fmt}_{key}",
+                                on_click="ignore")
+    else:
+        cols[0].download_button("HTML", data=fig.to_html(include_plotlyjs="cdn"),
+                                file_name=f"{name}.html", key=f"dl_html_{key}",
+                                on_click="ignore")
+        cols[1].caption(reason)
+    for i, (ext, payload) in enumerate((data or {}).items()):
+        cols[2 + i].download_button(ext.upper(), data=payload, file_name=f"{name}.{ext}",
+                                    key=f"dl_{ext}_{key}", on_click="ignore")
+
+
+def _exporter(fig: Any, fmt: str) -> Callable[[], bytes]:
+    def make() -> bytes:  # deferred: runs only when the user clicks
+        return figures.to_image(fig, fmt)
+
+    return make
+
+
+
+# --- costs (guarded: the accounting modules may be missing in a partial build) ---------------
+def preset_options() -> list[str]:
+    try:
+        from qvka_core.presets import preset_names
+
+        return preset_names()
+    except ImportError:
+        return ["random"]
+
+
+@st.cache_data(show_spinner=False)
+def spectrum_table(preset: str) -> Any:
+    """DataFrame of the spectrum on `preset`, or None if accounting is not available."""
+    try:
+        from qvka_core.analysis import costs_view
+        from qvka_core.presets import get_preset
+    except ImportError:
+        return None
+    return costs_view.spectrum(get_preset(preset))
+
+
+def spectrum_figure(df: Any, presentation: bool) -> Any:
+    from qvka_core.analysis.costs_view import spectrum_figure as fig
+
+    return fig(df, presentation)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def bundled_losses(directory: str) -> list[dict[str, Any]]:
+    """Validation loss of each bundled checkpoint that has a meta.json."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for meta_path in sorted(Path(directory).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        metrics = meta.get("metrics", {}) if isinstance(meta.get("metrics"), dict) else {}
+        loss = next((src[k] for src in (meta, metrics)
+                     for k in ("val_loss", "valid_loss", "validation_loss") if k in src), None)
+        acc = meta.get("val_acc", metrics.get("val_acc"))
+        rows.append({"model": meta_path.parent.name,
+                     "variant": meta.get("variant", meta_path.parent.name.removeprefix("austen-")),
+                     "val loss": "not recorded" if loss is None else f"{loss:.4f}",
+                     "val acc %": "" if acc is None else f"{100 * acc:.2f}"})
+    return rows
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cost_configs(source: str, preset: str, dims: tuple[tuple[str, int], ...],
+                 variants: tuple[str, ...], causal: bool) -> dict[str, Any]:
+    """Variant -> ModelConfig on a preset's or the user's dimensions (ConfigError if bad)."""
+    from qvka_core.analysis import costs_view
+    from qvka_core.presets import get_preset
+
+    base = get_preset(preset) if source == "preset" else costs_view.custom_config(
+        **dict(dims), causal=causal)
+    return costs_view.variant_configs(base, list(variants), causal=causal)
+
+
+@st.cache_data(show_spinner="Measuring on CPU…", max_entries=16)
+def measured(source: str, preset: str, dims: tuple[tuple[str, int], ...],
+             variants: tuple[str, ...], causal: bool, seq_len: int, batch: int, dtype: str
+             ) -> Any:
+    """Measured-vs-formula table (None when the model is too big to build on CPU)."""
+    cfgs = cost_configs(source, preset, dims, variants, causal)
+    return costs_view.measured_table(cfgs, seq_len=seq_len, batch=batch, dtype=dtype)
+
+
+def gpu_options() -> list[str]:
+    try:
+        from qvka_core.hardware import gpu_names
+
+        return gpu_names()
+    except ImportError:
+        return []

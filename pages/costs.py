@@ -1,0 +1,90 @@
+"""Costs: parameters, FLOPs, KV cache and decode speed of every variant on one model."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import app_shared as ui
+
+ui.page_setup()
+
+cv = ui.costs_view
+st.title("Costs")
+present = ui.is_presenting()
+presets = ui.preset_options()
+ui.init_from_url({"cost_preset": "smollm2-135m" if "smollm2-135m" in presets else presets[0]},
+                 {})
+
+c1, c2 = st.columns([1, 2])
+source = c1.radio("Dimensions", ["preset", "custom"], key="cost_source", horizontal=True)
+dims: tuple[tuple[str, int], ...] = ()
+if source == "preset":
+    preset = c2.selectbox("Preset", presets, key="cost_preset")
+else:
+    preset = ""
+    fields = [("d_model", 576), ("n_heads", 9), ("n_kv_heads", 3), ("n_layers", 30),
+              ("ffn_dim", 1536), ("vocab_size", 49152)]
+    cols = c2.columns(3)
+    dims = tuple((name, int(cols[i % 3].number_input(name, value=default, step=1,
+                                                     key=f"cost_{name}")))
+                 for i, (name, default) in enumerate(fields))
+variants = st.multiselect("Variants", list(cv.SPECTRUM), default=list(cv.SPECTRUM),
+                          key="cost_variants")
+c3, c4, c5, c6 = st.columns(4)
+seq_len = int(c3.number_input("Sequence / context length", 1, 1 << 20, 2048, key="cost_seq"))
+batch = int(c4.number_input("Batch", 1, 4096, 1, key="cost_batch"))
+dtype = c5.selectbox("dtype", ["bf16", "fp16", "fp32"], key="cost_dtype")
+gpus = ui.gpu_options()
+gpu = c6.selectbox("GPU (roofline)", gpus, key="cost_gpu") if gpus else None
+c7, c8 = st.columns(2)
+causal = c7.toggle("Causal (decoder; halves attention FLOPs)", value=True, key="cost_causal")
+unit = c8.radio("Count", ["FLOPs", "MACs"], key="cost_unit", horizontal=True,
+                help="1 multiply-add (MAC) = 2 FLOPs")
+if source == "preset":
+    ui.sync_to_url(cost_preset=preset)
+if not variants:
+    st.info("Choose at least one variant.")
+    st.stop()
+
+with ui.guarded():
+    cfgs = ui.cost_configs(source, preset, dims, tuple(variants), causal)
+    table = cv.compare_table(cfgs, seq_len=seq_len, batch=batch, dtype=dtype,
+                             causal_halving=causal, unit=unit, gpu=gpu)
+st.subheader("Side by side")
+kv_row = table.loc["KV bytes / token"]
+for col, (v, kv) in zip(st.columns(len(variants)), kv_row.items(), strict=True):
+    col.metric(f"{v} KV / token", f"{kv / 1024:,.1f} KiB",
+               delta=None if v == variants[0] else f"{100 * (kv / kv_row.iloc[0] - 1):+.0f}%",
+               delta_color="inverse")
+st.dataframe(cv.readable(table), key="cost_table")
+st.download_button("CSV", table.to_csv(), "costs.csv", key="dl_costs", on_click="ignore")
+st.caption("FLOPs = 2 × MACs, matmuls only; training = 3 × forward. KV bytes per token sum "
+           "every layer's cached tensors (MLA: latent + RoPE key; QV: V only). The roofline "
+           "is an upper bound: min(bandwidth / bytes, peak / FLOPs) per decode step.")
+
+t1, t2, t3 = st.tabs(["Parameters", "KV cache vs context", f"{unit} vs sequence length"])
+with t1:
+    st.plotly_chart(cv.params_figure(cv.params_long(cfgs), present), key="cost_params_fig")
+with t2:
+    kv = cv.kv_vs_context(cfgs, dtype=dtype, batch=batch, max_context=max(seq_len, 1 << 17))
+    st.plotly_chart(cv.line_figure(kv, "context", "KV GiB", f"KV cache ({dtype}, batch "
+                                   f"{batch})", present), key="cost_kv_fig")
+with t3:
+    fl = cv.flops_vs_seq(cfgs, batch=batch, causal_halving=causal,
+                         max_seq=max(seq_len, 1 << 15), unit=unit)
+    st.plotly_chart(cv.line_figure(fl, "seq_len", f"forward T{unit}", f"Forward {unit} per "
+                                   "step", present), key="cost_flops_fig")
+
+if not present:
+    st.subheader("Measured next to the formula")
+    refusal = cv.measure_refusal(cfgs, seq_len)
+    if refusal:
+        st.info(f"Costed analytically only: {refusal}.")
+    elif st.toggle("Measure on CPU (params, forward FLOPs, KV bytes)", key="cost_measure"):
+        with ui.guarded(False):
+            m = ui.measured(source, preset, dims, tuple(variants), causal, seq_len, batch,
+                            dtype)
+            st.dataframe(cv.readable(m), hide_index=True, key="cost_measured")
+            st.caption("Measured: parameters of the built model, FlopCounterMode FLOPs "
+                       "(full S×S scores, so compared without causal halving), KV bytes "
+                       "after a prefill and one decode step.")

@@ -1,0 +1,126 @@
+"""Attention Explorer: one text, up to six attention variants, side by side."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import app_shared as ui
+
+ui.page_setup()
+
+DEFAULT_TEXT = "There is a beautiful girl."
+
+st.title("Attention Explorer")
+present = ui.is_presenting()
+families = ui.family_variants()
+default_family = "austen" if "austen" in families else "random"  # trained beats random
+ui.init_from_url(
+    {"text": DEFAULT_TEXT, "family": default_family, "variants": ["mha", "gqa", "qv"],
+     "layer": 0, "head": "mean"},
+    {"variants": ui.split_list, "layer": int},
+)
+if st.session_state.get("family") not in families:
+    st.session_state["family"] = default_family
+
+c1, c2 = st.columns([3, 2])
+text = c1.text_area("Text", key="text", height=90 if not present else 68)
+family = c2.selectbox("Model family", list(families), key="family",
+                      format_func=lambda f: ui.FAMILIES.get(f, f))
+options = families[family]
+st.session_state["variants"] = [v for v in st.session_state.get("variants", []) if v in options]
+variants = c2.multiselect("Variants (1–6)", options, key="variants", max_selections=6)
+if not variants:
+    st.info("Choose at least one variant.")
+    st.stop()
+
+with ui.guarded():
+    n_layers, n_heads, limit = ui.model_shape(family, variants[0])
+st.session_state["layer"] = min(int(st.session_state.get("layer", 0)), n_layers - 1)
+head_options = ["mean", *map(str, range(n_heads))]
+if str(st.session_state.get("head")) not in head_options:
+    st.session_state["head"] = "mean"
+c3, c4 = st.columns(2)
+layer = c3.slider("Layer", 0, n_layers - 1, key="layer") if n_layers > 1 else 0
+head_s = c4.selectbox("Head", head_options, key="head",
+                      format_func=lambda h: "mean of heads" if h == "mean" else f"head {h}")
+head = None if head_s == "mean" else int(head_s)
+ui.sync_to_url(text=text, family=family, variants=variants, layer=layer, head=head_s)
+
+with ui.guarded():
+    res = ui.explorer(family, variants, text, layer, head)
+n_tok = len(res.tokens(variants[0]))
+if any(r.truncated for r in res.runs.values()):
+    total = max(r.n_tokens_in_text for r in res.runs.values())
+    st.warning(f"The text has {total} tokens; the Explorer shows the first {n_tok} "
+               f"(limit {limit}: the model's maximum length or {ui.EXPLORER_MAX_TOKENS}).")
+
+opts = ui.views.ViewOptions(presentation=present)
+if not present and n_tok > 8:
+    with st.expander("Long inputs: zoom, top-k, block pooling", expanded=n_tok > 48):
+        d1, d2, d3 = st.columns(3)
+        zoom = d1.slider("Token range", 0, n_tok, (0, n_tok), key=f"zoom_{n_tok}")
+        top_k = d2.number_input("Top-k per query (0 = all)", 0, n_tok, 0, key=f"top_k_{n_tok}")
+        block = d3.number_input("Block size (1 = none)", 1, max(1, n_tok // 2),
+                                1 if n_tok <= 64 else max(1, n_tok // 48), key=f"block_{n_tok}")
+        if zoom[1] - zoom[0] < 1:
+            zoom = (0, n_tok)
+    opts = ui.views.ViewOptions(top_k=int(top_k), block=int(block), zoom=tuple(zoom),
+                                presentation=present)
+
+tabs = st.tabs(["Side by side", "Difference", "Overview", "KV groups", "Statistics",
+                "Rollout", "POS lens"])
+with tabs[0], ui.guarded(False):
+    ui.show_figure(ui.views.side_by_side(res, opts), "attention_side_by_side", "sbs")
+    d1, d2 = st.columns(2)
+    pick = d1.selectbox("Tensors of", variants, key="export_variant")
+    run = res.runs[pick]
+    d2.download_button("CSV (long format)", key="dl_csv_tensors", on_click="ignore",
+                       data=lambda: ui.exports.attention_csv(run.attentions, run.tokens,
+                                                            layer=layer),
+                       file_name=f"attention_{pick}.csv", mime="text/csv")
+    d2.download_button("JSON", key="dl_json_tensors", on_click="ignore",
+                       data=lambda: ui.exports.attention_json(
+                           run.attentions, run.tokens, meta={"variant": pick, "text": text}),
+                       file_name=f"attention_{pick}.json", mime="application/json")
+
+with tabs[1], ui.guarded(False):
+    if len(variants) < 2:
+        st.info("Choose two or more variants to compare them.")
+    else:
+        e1, e2 = st.columns(2)
+        a = e1.selectbox("Variant A", variants, index=0, key="diff_a")
+        b = e2.selectbox("Variant B", variants, index=1, key="diff_b")
+        ui.show_figure(ui.views.difference(res, a, b, opts), f"difference_{a}_{b}", "diff")
+        fig, mean_js = ui.views.divergence(res, a, b, opts)
+        st.metric("Mean Jensen–Shannon divergence", f"{mean_js:.4f} nats")
+        ui.show_figure(fig, f"divergence_{a}_{b}", "div")
+
+with tabs[2], ui.guarded(False):
+    which = st.selectbox("Variant", variants, key="overview_variant")
+    ui.show_figure(ui.views.overview(res, which, opts), f"overview_{which}", "overview")
+
+with tabs[3], ui.guarded(False):
+    for v in variants:
+        fig, caption = ui.views.groups(res, v, opts)
+        st.caption(f"**{v}** — {caption}")
+        ui.show_figure(fig, f"groups_{v}", f"groups_{v}")
+
+with tabs[4], ui.guarded(False):
+    all_layers = st.toggle("All layers", key="stats_all_layers")
+    table = ui.views.stats_table(res, layer_only=not all_layers)
+    st.dataframe(table, hide_index=True, key="stats_table")
+    st.caption("entropy in nats (uniform over T keys = ln T); sink = weight on the first "
+               "token; mean_distance in tokens; prev_token = weight on the previous token.")
+    st.download_button("CSV", table.to_csv(index=False), "head_stats.csv", key="dl_stats",
+                       on_click="ignore")
+
+with tabs[5], ui.guarded(False):
+    ui.show_figure(ui.views.rollout(res, opts), "rollout", "rollout")
+
+with tabs[6], ui.guarded(False):
+    figs, caption = ui.views.pos_lens(res, text, opts)
+    st.caption(caption)
+    cols = st.columns(min(2 if present else 3, len(figs)))
+    for i, (label, fig) in enumerate(figs.items()):
+        with cols[i % len(cols)]:
+            ui.show_figure(fig, f"pos_{label}", f"pos_{label}")

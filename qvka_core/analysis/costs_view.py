@@ -1,0 +1,199 @@
+"""Tables and chart data for the Costs page, from `accounting`, `presets`, `hardware` and
+`measure` (analytic first; measured only for small configs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from qvka_core.config import AttentionConfig, ModelConfig
+from qvka_core.errors import ConfigError
+
+MEASURE_MAX_PARAMS = 30_000_000  # the page measures on CPU only below this size
+MEASURE_MAX_TOKENS = 1024
+
+
+def custom_config(*, d_model: int, n_heads: int, n_kv_heads: int, n_layers: int,
+                  ffn_dim: int, vocab_size: int, max_seq_len: int = 4096,
+                  causal: bool = True) -> ModelConfig:
+    """A Llama-style config from user dimensions; raises ConfigError naming the field."""
+    attn = AttentionConfig(kind="gqa", d_model=d_model, n_heads=n_heads,
+                           n_kv_heads=n_kv_heads, causal=causal)
+    return ModelConfig(attention=attn, n_layers=n_layers, vocab_size=vocab_size,
+                       ffn_dim=ffn_dim, max_seq_len=max_seq_len, norm="rmsnorm",
+                       mlp="swiglu", activation="silu", name="custom")
+
+
+def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool
+                    ) -> dict[str, ModelConfig]:
+    from qvka_core.presets import recost
+
+    if base.causal != causal:
+        base = base.with_attention(causal=causal)
+    return {v: recost(base, v) for v in variants}
+
+
+def compare_table(cfgs: dict[str, ModelConfig], *, seq_len: int, batch: int, dtype: str,
+                  causal_halving: bool, unit: str = "FLOPs", gpu: str | None = None
+                  ) -> pd.DataFrame:
+    """One column per variant; rows: params per component, FLOPs, KV, intensity, roofline."""
+    from qvka_core.accounting import costs
+
+    div = 2 if unit == "MACs" else 1
+    cols: dict[str, dict[str, Any]] = {}
+    for v, cfg in cfgs.items():
+        r = costs(cfg, seq_len=seq_len, batch=batch, dtype=dtype, causal_halving=causal_halving)
+        col: dict[str, Any] = {"params total": r.params_total}
+        col.update({f"params · {k}": n for k, n in r.params.items()})
+        col["attention params"] = r.attention_params
+        for k in ("forward_per_step", "training_per_step", "attention_scores",
+                  "attention_values", "forward_per_token"):
+            col[f"{unit} · {k.replace('_', ' ')}"] = r.flops[k] / div
+        col["KV bytes / token"] = r.kv_cache_bytes_per_token
+        col[f"KV bytes @ {seq_len}×{batch}"] = r.kv_cache_bytes
+        col["decode intensity (FLOP/B)"] = round(r.arithmetic_intensity, 3)
+        if gpu:
+            from qvka_core.hardware import decode_roofline
+
+            roof = decode_roofline(cfg, gpu, seq_len, batch, dtype)
+            col[f"decode tok/s on {gpu} (roofline)"] = round(roof["tokens_per_s"], 1)
+            col["decode bound"] = roof["bound"]
+        cols[v] = col
+    return pd.DataFrame(cols)
+
+
+def measure_refusal(cfgs: dict[str, ModelConfig], seq_len: int) -> str | None:
+    """Why these configs are costed analytically only (None when they can be measured)."""
+    from qvka_core.accounting import param_breakdown
+
+    for v, cfg in cfgs.items():
+        total = sum(param_breakdown(cfg).values())
+        if total > MEASURE_MAX_PARAMS:
+            return (f"{v} has {total:,} parameters; measuring builds the model on CPU, which "
+                    f"this page does below {MEASURE_MAX_PARAMS:,} (try the 'tiny' preset)")
+        limit = min(MEASURE_MAX_TOKENS, cfg.max_seq_len)
+        if seq_len > limit:
+            return f"measuring needs a sequence length of at most {limit} for this model"
+    return None
+
+
+def measured_table(cfgs: dict[str, ModelConfig], *, seq_len: int, batch: int, dtype: str
+                   ) -> pd.DataFrame | None:
+    """Measured vs formula (params, forward FLOPs, KV bytes) or None if too big to build."""
+    from qvka_core.measure import measure
+
+    if measure_refusal(cfgs, seq_len):
+        return None
+    rows = []
+    for v, cfg in cfgs.items():
+        m = measure(cfg, seq_len=seq_len, batch=batch, dtype=dtype)
+        for k in ("params_total", "forward_flops", "kv_cache_bytes"):
+            meas, ana = m["measured"][k], m["analytic"][k]
+            rel = m["rel_diff"][k]
+            rows.append({"variant": v, "quantity": k, "formula": ana, "measured": meas,
+                         "difference %": None if rel is None else round(100 * rel, 3)})
+    return pd.DataFrame(rows)
+
+
+def params_long(cfgs: dict[str, ModelConfig]) -> pd.DataFrame:
+    from qvka_core.accounting import param_breakdown
+
+    return pd.DataFrame([{"variant": v, "component": k, "params": n}
+                         for v, cfg in cfgs.items() for k, n in param_breakdown(cfg).items()])
+
+
+def kv_vs_context(cfgs: dict[str, ModelConfig], *, dtype: str, batch: int,
+                  max_context: int) -> pd.DataFrame:
+    from qvka_core.accounting import kv_cache_bytes_per_token
+
+    points = sorted({2 ** i for i in range(6, 20) if 2 ** i <= max_context} | {max_context})
+    return pd.DataFrame([{"variant": v, "context": c,
+                          "KV GiB": kv_cache_bytes_per_token(cfg, dtype) * c * batch / 2**30}
+                         for v, cfg in cfgs.items() for c in points])
+
+
+def flops_vs_seq(cfgs: dict[str, ModelConfig], *, batch: int, causal_halving: bool,
+                 max_seq: int, unit: str = "FLOPs") -> pd.DataFrame:
+    from qvka_core.accounting import flops_breakdown
+
+    div = 2 if unit == "MACs" else 1
+    points = sorted({2 ** i for i in range(6, 20) if 2 ** i <= max_seq} | {max_seq})
+    return pd.DataFrame([{"variant": v, "seq_len": s,
+                          f"forward T{unit}": flops_breakdown(
+                              cfg, seq_len=s, batch=batch,
+                              causal_halving=causal_halving)["forward_per_step"] / div / 1e12}
+                         for v, cfg in cfgs.items() for s in points])
+
+
+def check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+SPECTRUM = ("mha", "gqa", "mqa", "mla", "qvka", "qv")
+
+
+def spectrum(base: ModelConfig, dtype: str = "bf16") -> pd.DataFrame:
+    """Attention parameters and KV bytes per token of each variant on `base`'s dimensions."""
+    from qvka_core.accounting import costs
+    from qvka_core.presets import recost
+
+    rows = []
+    for v in SPECTRUM:
+        r = costs(recost(base, v), seq_len=1, dtype=dtype)
+        rows.append({"variant": v, "attention params": r.attention_params,
+                     "params total": r.params_total,
+                     f"KV bytes / token ({dtype})": r.kv_cache_bytes_per_token})
+    return pd.DataFrame(rows)
+
+
+def spectrum_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
+    """Two bar panels along the spectrum: attention params and KV bytes per token."""
+    from plotly.subplots import make_subplots
+
+    from qvka_core.analysis.figures import style
+
+    kv_col = [c for c in df.columns if c.startswith("KV bytes")][0]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("attention parameters", kv_col))
+    labels = [v.upper().replace("QVKA", "QV-Ka") for v in df["variant"]]
+    fig.add_bar(x=labels, y=df["attention params"], row=1, col=1, marker_color="#4c78a8",
+                showlegend=False)
+    fig.add_bar(x=labels, y=df[kv_col], row=1, col=2, marker_color="#f58518", showlegend=False)
+    return style(fig, presentation=presentation, height=340)
+
+
+def readable(df: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as a string with thousands separators (mixed rows render reliably)."""
+    def fmt(x: Any) -> str:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            return str(x)
+        if x != x:  # NaN: the variant has no such component
+            return "—"
+        if isinstance(x, float) and not x.is_integer():
+            return f"{x:,.3f}" if abs(x) < 1e6 else f"{x:,.0f}"
+        return f"{int(x):,}"
+
+    return df.apply(lambda col: col.map(fmt))
+
+
+def params_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
+    import plotly.express as px
+
+    from qvka_core.analysis.figures import style
+
+    fig = px.bar(df, x="variant", y="params", color="component", title="Parameters by component")
+    return style(fig, presentation=presentation, height=420)
+
+
+def line_figure(df: pd.DataFrame, x: str, y: str, title: str, presentation: bool = False
+                ) -> Any:
+    import plotly.express as px
+
+    from qvka_core.analysis.figures import style
+
+    fig = px.line(df, x=x, y=y, color="variant", markers=True, log_x=True, log_y=True,
+                  title=title)
+    return style(fig, presentation=presentation, height=380)

@@ -1,0 +1,212 @@
+"""Plotly figures for the Explorer (no Streamlit here) and their PNG/SVG export.
+
+Axes are numeric with token tick labels, so repeated tokens ("the", "the") keep their own
+rows. Rows are queries (top to bottom), columns keys. `presentation=True` gives large type
+and a high-contrast colour scale.
+
+Static export uses kaleido 1.x, which drives a local Chromium (Debian's /usr/bin/chromium
+works offline); `export_available()` says whether it can run here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from qvka_core.errors import LabError
+
+SCALE = "Blues"
+SCALE_PRESENTATION = "Inferno"
+DIVERGING = "RdBu_r"
+_EXPORT_LOCK = threading.Lock()
+
+
+def _label(tok: str) -> str:
+    t = tok.strip()
+    return t if t else "␣"
+
+
+def _ticks(tokens: Sequence[str], max_ticks: int = 64) -> dict:
+    step = max(1, -(-len(tokens) // max_ticks))
+    idx = list(range(0, len(tokens), step))
+    return {"tickmode": "array", "tickvals": idx, "ticktext": [_label(tokens[i]) for i in idx]}
+
+
+def style(fig: go.Figure, *, presentation: bool = False, height: int | None = None
+          ) -> go.Figure:
+    """Common layout; presentation mode enlarges every font."""
+    size = 20 if presentation else 12
+    fig.update_layout(
+        font={"size": size}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        template="plotly_white", height=height,
+    )
+    fig.update_annotations(font_size=size + 2)
+    return fig
+
+
+def _heat_trace(m: np.ndarray, q_tok: Sequence[str], k_tok: Sequence[str], *,
+                scale: str, zmin: float | None, zmax: float | None, zmid: float | None,
+                coloraxis: str | None = None) -> go.Heatmap:
+    t, s = m.shape
+    custom = np.empty((t, s, 2), dtype=object)  # (T, S, 2): query token, key token
+    custom[:, :, 0] = np.asarray([_label(x) for x in q_tok], dtype=object)[:, None]
+    custom[:, :, 1] = np.asarray([_label(x) for x in k_tok], dtype=object)[None, :]
+    kw = {"coloraxis": coloraxis} if coloraxis else {
+        "colorscale": scale, "zmin": zmin, "zmax": zmax, "zmid": zmid}
+    return go.Heatmap(
+        z=m, customdata=custom,
+        hovertemplate="%{customdata[0]} → %{customdata[1]}: %{z:.3f}<extra></extra>", **kw,
+    )
+
+
+def heatmap(m: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str] | None = None,
+            *, title: str = "", presentation: bool = False, diverging: bool = False
+            ) -> go.Figure:
+    """(T, S) map; hover reads "query → key: weight"."""
+    m = np.asarray(m, dtype=np.float64)
+    k_tokens = q_tokens if k_tokens is None else k_tokens
+    if diverging:
+        lim = float(np.nanmax(np.abs(m))) or 1e-9
+        trace = _heat_trace(m, q_tokens, k_tokens, scale=DIVERGING, zmin=-lim, zmax=lim,
+                            zmid=0.0)
+    else:
+        scale = SCALE_PRESENTATION if presentation else SCALE
+        trace = _heat_trace(m, q_tokens, k_tokens, scale=scale, zmin=0.0, zmax=None, zmid=None)
+    fig = go.Figure(trace)
+    fig.update_xaxes(title_text="key", **_ticks(k_tokens), tickangle=-60)
+    fig.update_yaxes(title_text="query", autorange="reversed", **_ticks(q_tokens))
+    fig.update_layout(title=title)
+    side = 260 + 14 * min(len(q_tokens), 60)
+    return style(fig, presentation=presentation, height=side)
+
+
+def side_by_side(maps: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[str]], *,
+                 presentation: bool = False, cols: int = 3, title: str = "") -> go.Figure:
+    """One heatmap per variant on a shared colour scale (0 .. max)."""
+    labels = list(maps)
+    cols = min(cols, len(labels))
+    rows = -(-len(labels) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=labels,
+                        horizontal_spacing=0.08,
+                        vertical_spacing=0.22 if rows > 1 else 0.1)  # room for key labels
+    zmax = max(float(np.nanmax(m)) for m in maps.values()) or 1.0
+    for i, label in enumerate(labels):
+        r, c = divmod(i, cols)
+        tok = tokens[label]
+        fig.add_trace(_heat_trace(np.asarray(maps[label], dtype=np.float64), tok, tok,
+                                  scale="", zmin=None, zmax=None, zmid=None,
+                                  coloraxis="coloraxis"), row=r + 1, col=c + 1)
+        fig.update_xaxes(**_ticks(tok, 40), tickangle=-60, row=r + 1, col=c + 1)
+        fig.update_yaxes(**_ticks(tok, 40), autorange="reversed", row=r + 1, col=c + 1)
+    scale = SCALE_PRESENTATION if presentation else SCALE
+    fig.update_layout(coloraxis={"colorscale": scale, "cmin": 0.0, "cmax": zmax}, title=title)
+    t = max(len(v) for v in tokens.values())
+    return style(fig, presentation=presentation, height=rows * (280 + 10 * min(t, 50)))
+
+
+def difference_heatmap(diff: np.ndarray, tokens: Sequence[str], *, title: str = "",
+                       presentation: bool = False) -> go.Figure:
+    """Signed difference, diverging scale centred at 0."""
+    return heatmap(diff, tokens, title=title, presentation=presentation, diverging=True)
+
+
+def matrix_figure(m: np.ndarray | pd.DataFrame, *, x_title: str, y_title: str, title: str = "",
+                  x_labels: Sequence[str] | None = None, y_labels: Sequence[str] | None = None,
+                  presentation: bool = False, scale: str | None = None, fmt: str = ".2f",
+                  zmax: float | None = None) -> go.Figure:
+    """Small annotated matrix (divergence layers × heads, POS pairs, statistics)."""
+    if isinstance(m, pd.DataFrame):
+        x_labels = [str(c) for c in m.columns] if x_labels is None else x_labels
+        y_labels = [str(i) for i in m.index] if y_labels is None else y_labels
+        m = m.to_numpy(dtype=np.float64)
+    m = np.asarray(m, dtype=np.float64)
+    x_labels = list(x_labels) if x_labels is not None else [str(i) for i in range(m.shape[1])]
+    y_labels = list(y_labels) if y_labels is not None else [str(i) for i in range(m.shape[0])]
+    text = [[("" if np.isnan(v) else format(v, fmt)) for v in row] for row in m]
+    fig = go.Figure(go.Heatmap(
+        z=m, x=x_labels, y=y_labels, text=text, texttemplate="%{text}",
+        colorscale=scale or (SCALE_PRESENTATION if presentation else SCALE),
+        zmin=0.0 if zmax is not None else None, zmax=zmax,
+        hovertemplate=f"{y_title} %{{y}} · {x_title} %{{x}}: %{{z:{fmt}}}<extra></extra>",
+    ))
+    fig.update_xaxes(title_text=x_title, type="category")
+    fig.update_yaxes(title_text=y_title, type="category", autorange="reversed")
+    fig.update_layout(title=title)
+    return style(fig, presentation=presentation, height=200 + 28 * min(len(y_labels), 30))
+
+
+def overview_grid(attentions: Sequence[np.ndarray], head_order: Sequence[int],
+                  head_labels: Sequence[str], *, max_side: int = 24, title: str = "",
+                  presentation: bool = False) -> go.Figure:
+    """All layers × heads as one mosaic (one trace: fast even for 30 × 16 heads).
+
+    Maps longer than `max_side` tokens are average-pooled so each tile stays small.
+    """
+    n_layers = len(attentions)
+    t = attentions[0].shape[-1]
+    block = max(1, -(-t // max_side))
+    n = -(-t // block)
+    gap = 1
+    mosaic = np.full((n_layers * (n + gap), len(head_order) * (n + gap)), np.nan)
+    for li, a in enumerate(attentions):
+        a = np.asarray(a, dtype=np.float64)
+        pad = n * block - t
+        a = np.pad(a, ((0, 0), (0, pad), (0, pad)))  # (H, n·block, n·block)
+        pooled = a.reshape(a.shape[0], n, block, n, block).mean((2, 4))  # (H, n, n)
+        for col, h in enumerate(head_order):
+            r0, c0 = li * (n + gap), col * (n + gap)
+            mosaic[r0:r0 + n, c0:c0 + n] = pooled[h]
+    scale = SCALE_PRESENTATION if presentation else SCALE
+    fig = go.Figure(go.Heatmap(z=mosaic, colorscale=scale, zmin=0.0, hoverongaps=False,
+                               hovertemplate="%{z:.3f}<extra></extra>"))
+    fig.update_xaxes(tickmode="array", tickvals=[c * (n + gap) + n / 2 for c in
+                                                 range(len(head_order))],
+                     ticktext=list(head_labels), tickangle=-60, showgrid=False)
+    fig.update_yaxes(tickmode="array", tickvals=[li * (n + gap) + n / 2 for li in
+                                                 range(n_layers)],
+                     ticktext=[f"L{li}" for li in range(n_layers)], autorange="reversed",
+                     showgrid=False)
+    fig.update_layout(title=title)
+    return style(fig, presentation=presentation,
+                 height=min(1400, 160 + n_layers * max(40, 70 if len(head_order) < 10 else 45)))
+
+
+# --- static export ----------------------------------------------------------------------------
+def _chrome_path() -> str | None:
+    for env in ("BROWSER_PATH", "CHROME_PATH"):
+        if os.environ.get(env):
+            return os.environ[env]
+    return shutil.which("chromium") or shutil.which("google-chrome") or shutil.which("chrome")
+
+
+def export_available() -> tuple[bool, str]:
+    """(ok, reason): kaleido importable and a Chromium to drive."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False, "PNG/SVG export needs the kaleido package (pip install kaleido)"
+    if _chrome_path() is None:
+        return False, "PNG/SVG export needs Chromium (apt-get install chromium)"
+    return True, ""
+
+
+def to_image(fig: go.Figure, fmt: str = "png", *, scale: float = 2.0) -> bytes:
+    """PNG or SVG bytes; raises LabError with the reason when export cannot run here."""
+    if fmt not in ("png", "svg"):
+        raise LabError(f"export format must be png or svg, got {fmt!r}")
+    ok, reason = export_available()
+    if not ok:
+        raise LabError(reason)
+    os.environ.setdefault("BROWSER_PATH", _chrome_path() or "")
+    with _EXPORT_LOCK:  # one headless browser at a time on a small machine
+        try:
+            return fig.to_image(format=fmt, scale=scale if fmt == "png" else 1.0)
+        except Exception as exc:  # kaleido/choreographer raise assorted errors
+            raise LabError(f"figure export failed: {exc}") from exc

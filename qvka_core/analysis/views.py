@@ -1,0 +1,119 @@
+"""From an `ExplorerResult` and the page's display options to figures and tables, so the
+Explorer page only reads widgets and renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from qvka_core.analysis import figures, stats
+from qvka_core.analysis.explorer import ExplorerResult, grouped_heads
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    top_k: int = 0  # 0 = keep every weight
+    block: int = 1  # 1 = no pooling
+    zoom: tuple[int, int] | None = None  # token range [start, end) of queries and keys
+    presentation: bool = False
+
+
+def prepare(m: np.ndarray, tokens: list[str], opts: ViewOptions) -> tuple[np.ndarray, list[str]]:
+    """Zoom, then top-k per row, then block pooling: (T, T) -> (T', T')."""
+    if opts.zoom is not None:
+        s, e = opts.zoom
+        m, tokens = m[s:e, s:e], tokens[s:e]
+    if opts.top_k:
+        m = stats.top_k_rows(m, opts.top_k)
+    if opts.block > 1:
+        m, tokens = stats.block_pool(m, tokens, opts.block)
+    return m, tokens
+
+
+def _where(res: ExplorerResult) -> str:
+    head = "mean of heads" if res.head is None else f"head {res.head}"
+    return f"layer {res.layer}, {head}"
+
+
+def side_by_side(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
+    maps, toks = {}, {}
+    for label in res.labels:
+        maps[label], toks[label] = prepare(res.map(label), res.tokens(label), opts)
+    return figures.side_by_side(maps, toks, presentation=opts.presentation,
+                                cols=2 if opts.presentation else 3,
+                                title=f"Attention, {_where(res)}")
+
+
+def difference(res: ExplorerResult, a: str, b: str, opts: ViewOptions) -> go.Figure:
+    d, toks = prepare(res.difference(a, b), res.tokens(a), ViewOptions(
+        zoom=opts.zoom, block=opts.block, presentation=opts.presentation))
+    return figures.difference_heatmap(d, toks, presentation=opts.presentation,
+                                      title=f"{a} − {b}, {_where(res)}")
+
+
+def divergence(res: ExplorerResult, a: str, b: str, opts: ViewOptions
+               ) -> tuple[go.Figure, float]:
+    m = res.divergence(a, b)  # (L, H)
+    fig = figures.matrix_figure(
+        m, x_title="head", y_title="layer", presentation=opts.presentation, fmt=".2f",
+        title=f"Jensen–Shannon divergence {a} vs {b} (nats, max ln 2 ≈ 0.69)")
+    return fig, float(m.mean())
+
+
+def overview(res: ExplorerResult, label: str, opts: ViewOptions) -> go.Figure:
+    run = res.runs[label]
+    order, labels = stats.group_order(run.groups[0])
+    return figures.overview_grid(run.attentions, order, labels, presentation=opts.presentation,
+                                 title=f"{label}: every layer × head (heads ordered by KV group)")
+
+
+def groups(res: ExplorerResult, label: str, opts: ViewOptions) -> tuple[go.Figure, str]:
+    """The chosen layer's heads laid out by the KV head / latent they share, plus a caption."""
+    run = res.runs[label]
+    g = run.groups[res.layer]
+    order, labels = stats.group_order(g)
+    fig = figures.overview_grid([run.attentions[res.layer]], order, labels, max_side=32,
+                                presentation=opts.presentation,
+                                title=f"{label}, layer {res.layer}: heads grouped by shared KV")
+    caption = "; ".join(f"{name}: heads {', '.join(map(str, heads))}"
+                        for name, heads in grouped_heads(g))
+    return fig, caption
+
+
+def stats_table(res: ExplorerResult, layer_only: bool = True) -> pd.DataFrame:
+    frames = []
+    for label, run in res.runs.items():
+        df = run.stats.copy()
+        if layer_only:
+            df = df[df["layer"] == res.layer]
+        df.insert(0, "variant", label)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True).round(4)
+
+
+def rollout(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
+    maps, toks = {}, {}
+    for label in res.labels:
+        maps[label], toks[label] = prepare(res.rollout(label), res.tokens(label),
+                                           ViewOptions(zoom=opts.zoom, block=opts.block))
+    return figures.side_by_side(maps, toks, presentation=opts.presentation,
+                                cols=2 if opts.presentation else 3,
+                                title=f"Attention rollout through layer {res.layer} "
+                                "(0.5·I + 0.5·A, heads averaged)")
+
+
+def pos_lens(res: ExplorerResult, text: str, opts: ViewOptions
+             ) -> tuple[dict[str, go.Figure], str]:
+    """One POS-pair matrix per variant on a shared colour scale, and a caption."""
+    frames = {label: res.pos_pairs(label, text) for label in res.labels}
+    zmax = max(float(np.nanmax(df.to_numpy())) for df in frames.values())
+    figs = {label: figures.matrix_figure(df, x_title="key POS", y_title="query POS",
+                                         presentation=opts.presentation, title=label,
+                                         zmax=zmax)
+            for label, df in frames.items()}
+    caption = (f"Mean attention mass from query tokens of one POS to key tokens of another, "
+               f"{_where(res)}; rows sum to 1. SPECIAL = tokens without text ([CLS], <s>).")
+    return figs, caption

@@ -1,0 +1,255 @@
+"""qvka_core.analysis: hand-checkable statistics, divergence, rollout, long-input helpers,
+POS lens, exports, the explore() engine and the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from qvka_core.analysis import (
+    block_pool,
+    difference,
+    divergence_matrix,
+    explore,
+    export,
+    figures,
+    group_order,
+    grouped_heads,
+    head_stats,
+    js_divergence_rows,
+    pos,
+    random_model,
+    rollout,
+    row_entropy,
+    top_k_rows,
+    views,
+)
+from qvka_core.analysis.costs_view import compare_table, custom_config, variant_configs
+from qvka_core.errors import ConfigError, LabError
+
+SENTENCE = "There is a beautiful girl."
+
+
+def causal_uniform(t: int) -> np.ndarray:
+    a = np.tril(np.ones((t, t)))
+    return a / a.sum(-1, keepdims=True)  # (T, T)
+
+
+# --- statistics -------------------------
+def test_entropy_uniform_is_ln_t() -> None:
+    assert row_entropy(np.full(7, 1 / 7)) == pytest.approx(math.log(7))
+    assert row_entropy(np.eye(3)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_head_stats_identity_and_previous_token() -> None:
+    t = 5
+    prev = np.zeros((t, t))
+    prev[0, 0] = 1.0
+    prev[np.arange(1, t), np.arange(t - 1)] = 1.0
+    df = head_stats(np.stack([np.eye(t), prev])[None])  # (L=1, H=2, T, T)
+    ident, shift = df.iloc[0], df.iloc[1]
+    assert ident.entropy == 0 and ident.mean_distance == 0 and ident.prev_token == 0
+    assert ident.sink == pytest.approx(1 / t)  # only query 0 looks at token 0
+    assert shift.prev_token == 1.0 and shift.mean_distance == pytest.approx((t - 1) / t)
+    assert list(df.columns) == ["layer", "head", "entropy", "sink", "mean_distance",
+                                "prev_token"]
+
+
+def test_head_stats_uniform_bidirectional_entropy() -> None:
+    t = 6
+    df = head_stats(np.full((1, 1, t, t), 1 / t))
+    assert df.entropy[0] == pytest.approx(math.log(t))
+    assert df.sink[0] == pytest.approx(1 / t)
+
+
+def test_js_identical_zero_disjoint_ln2() -> None:
+    p = causal_uniform(4)
+    assert js_divergence_rows(p, p) == pytest.approx(np.zeros(4))
+    a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    assert js_divergence_rows(a, b) == pytest.approx(math.log(2))
+
+
+def test_divergence_matrix_shape_and_mismatch() -> None:
+    x = np.stack([causal_uniform(4)] * 3)[None].repeat(2, 0)  # (L=2, H=3, T, T)
+    m = divergence_matrix(x, x)
+    assert m.shape == (2, 3) and np.allclose(m, 0)
+    with pytest.raises(LabError):
+        divergence_matrix(x, x[:, :2])
+
+
+def test_difference_signed() -> None:
+    a, b = np.eye(2), causal_uniform(2)
+    d = difference(a, b)
+    assert d[1, 1] == pytest.approx(0.5) and d[1, 0] == pytest.approx(-0.5)
+
+
+def test_rollout_identity_and_one_layer() -> None:
+    t = 4
+    eye = np.eye(t)[None, None]  # (1, 1, T, T)
+    assert np.allclose(rollout(np.repeat(eye, 3, 0)), np.eye(t))
+    a = causal_uniform(t)
+    r = rollout(a[None, None])[0]
+    assert np.allclose(r, 0.5 * np.eye(t) + 0.5 * a)
+
+
+def test_rollout_causal_stays_lower_and_rows_sum_one() -> None:
+    a = np.stack([causal_uniform(5)] * 2)[None].repeat(3, 0)  # (3, 2, 5, 5)
+    r = rollout(a)
+    assert np.allclose(np.triu(r[-1], 1), 0)
+    assert np.allclose(r.sum(-1), 1)
+    bi = rollout(np.full((2, 1, 3, 3), 1 / 3))
+    assert np.allclose(bi.sum(-1), 1) and (bi > 0).all()
+
+
+def test_block_pool_and_labels() -> None:
+    m = np.arange(16, dtype=float).reshape(4, 4)
+    pooled, labels = block_pool(m, ["a", "b", "c", "d"], 2)
+    assert pooled.shape == (2, 2) and np.allclose(pooled.sum(-1), 1)
+    assert labels == ["0-1:ab", "2-3:cd"]
+    pooled3, labels3 = block_pool(np.eye(5), list("abcde"), 2)
+    assert pooled3.shape == (3, 3) and labels3[-1] == "4-4:e"
+
+
+def test_top_k_rows_keeps_k() -> None:
+    m = np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1]])
+    out = top_k_rows(m, 1)
+    assert out.tolist() == [[0.0, 0.5, 0.0], [0.6, 0.0, 0.0]]
+    assert np.array_equal(top_k_rows(m, 5), m)
+    with pytest.raises(LabError):
+        top_k_rows(m, 0)
+
+
+def test_group_order_and_names() -> None:
+    order, labels = group_order([[0, 1], [2, 3]])
+    assert order == [0, 1, 2, 3] and labels[2] == "kv1·h2"
+    assert grouped_heads([[0, 1, 2]])[0][0].startswith("shared")
+    assert grouped_heads([[0], [1]])[1] == ("head 1 (own KV)", [1])
+
+
+# --- POS lens -------------------------
+def test_pos_alignment_on_paper_sentence() -> None:
+    words = pos.tag_words(SENTENCE)
+    # word tokens, a subword split of "beautiful", and a special token without a span
+    offsets = [(0, 0), (0, 5), (6, 8), (9, 10), (11, 17), (17, 20), (21, 25), (25, 26)]
+    tags = pos.align_pos(offsets, words)
+    assert tags[0] == pos.SPECIAL
+    assert tags[4] == tags[5] == "ADJ" and tags[6] == "NOUN" and tags[7] == "PUNCT"
+
+
+def test_pos_pair_matrix_has_noun_to_adj() -> None:
+    tags = ["PRON", "AUX", "DET", "ADJ", "NOUN", "PUNCT"]
+    a = causal_uniform(6)
+    df = pos.pos_pair_matrix(a, tags)
+    assert df.loc["NOUN", "ADJ"] == pytest.approx(1 / 5)  # "girl" spreads over 5 keys
+    assert np.allclose(df.sum(1), 1)
+    with pytest.raises(LabError):
+        pos.pos_pair_matrix(a, tags[:3])
+
+
+# --- export -------------------------
+def test_export_csv_long_format_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    attn = [np.stack([causal_uniform(3)] * 2)]  # 1 layer, 2 heads, T=3
+    df = export.attention_long(attn, ["a", "b", "c"])
+    assert list(df.columns) == export.CSV_COLUMNS
+    assert len(df) == 2 * 6  # causal zeros dropped: 6 non-zero weights per head
+    row = df[(df.query_index == 2) & (df.key_index == 0)].iloc[0]
+    assert row.query_token == "c" and row.key_token == "a" and row.weight == pytest.approx(1 / 3)
+    payload = json.loads(export.attention_json(attn, ["a", "b", "c"], meta={"variant": "mha"}))
+    assert payload["shape"] == [1, 2, 3, 3] and payload["variant"] == "mha"
+    assert export.attention_csv(attn, ["a", "b", "c"]).startswith("layer,head,query_index")
+    monkeypatch.setattr(export, "MAX_CSV_ROWS", 10)  # 2 layers x 2 heads x 9 cells > 10
+    big = [np.full((2, 3, 3), 1 / 3)] * 2
+    csv = export.attention_csv(big, ["a", "b", "c"], layer=1)
+    assert csv.count("\n") == 2 * 9 + 1 and "\n1,0,0," in csv  # chosen layer only
+
+
+# --- explore() on randomly initialised models -------------------------
+@pytest.fixture(scope="module")
+def models() -> dict:
+    return {v: random_model(v) for v in ("mha", "gqa", "mla", "qv")}
+
+
+def test_explore_runs_every_variant(models: dict) -> None:
+    res = explore(models, SENTENCE, layer=1, head=None)
+    assert res.tokens("mha") == ["There", "is", "a", "beautiful", "girl", "."]
+    for run in res.runs.values():
+        assert len(run.attentions) == 4 and run.attentions[0].shape == (8, 6, 6)
+        assert np.allclose(run.attentions[2].astype(float).sum(-1), 1, atol=2e-3)
+        assert np.allclose(np.triu(run.attentions[0].astype(float), 1), 0)
+        assert len(run.stats) == 4 * 8
+    assert res.runs["gqa"].groups[0] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert res.runs["mla"].groups[0] == [list(range(8))]
+    assert res.divergence("mha", "mha").max() == 0
+    assert res.divergence("mha", "qv").shape == (4, 8)
+    assert res.map("gqa").shape == (6, 6) and res.rollout("qv").shape == (6, 6)
+    df = res.pos_pairs("mha", SENTENCE)
+    assert "ADJ" in df.columns and "NOUN" in df.index
+
+
+def test_explore_user_errors(models: dict) -> None:
+    with pytest.raises(LabError, match="layer 9"):
+        explore(models, SENTENCE, layer=9)
+    with pytest.raises(LabError, match="head"):
+        explore(models, SENTENCE, head=8)
+    with pytest.raises(LabError, match="text"):
+        explore(models, "   ")
+    with pytest.raises(LabError):
+        explore({}, SENTENCE)
+
+
+def test_explore_truncates_long_text(models: dict) -> None:
+    res = explore({"mha": models["mha"]}, "word " * 400)
+    run = res.runs["mha"]
+    assert run.truncated and run.n_tokens_in_text == 400 and len(run.tokens) == 256
+
+
+def test_views_long_input_options(models: dict) -> None:
+    res = explore({"mha": models["mha"]}, "word " * 60)
+    m, toks = views.prepare(res.map("mha"), res.tokens("mha"),
+                            views.ViewOptions(top_k=3, block=4, zoom=(0, 40)))
+    assert m.shape == (10, 10) and len(toks) == 10
+
+
+# --- figures -------------------------
+def test_heatmap_repeated_tokens_keep_rows() -> None:
+    fig = figures.heatmap(causal_uniform(3), ["the", "cat", "the"])
+    trace = fig.data[0]
+    assert np.asarray(trace.z).shape == (3, 3)
+    assert list(fig.layout.yaxis.ticktext) == ["the", "cat", "the"]
+    assert "→" in trace.hovertemplate
+
+
+def test_difference_figure_centred_and_presentation_font() -> None:
+    fig = figures.difference_heatmap(np.array([[0.2, -0.1], [0.0, 0.0]]), ["a", "b"],
+                                     presentation=True)
+    assert fig.data[0].zmid == 0 and fig.data[0].zmin == -fig.data[0].zmax
+    assert fig.layout.font.size == 20
+
+
+def test_overview_grid_mosaic_shape() -> None:
+    attn = [np.stack([causal_uniform(4)] * 2)] * 3  # 3 layers, 2 heads, T=4
+    fig = figures.overview_grid(attn, [1, 0], ["h1", "h0"])
+    assert np.asarray(fig.data[0].z).shape == (3 * 5, 2 * 5)
+
+
+@pytest.mark.skipif(not figures.export_available()[0], reason="kaleido or Chromium missing")
+def test_static_export_png_svg() -> None:
+    fig = figures.heatmap(causal_uniform(3), ["a", "b", "c"])
+    assert figures.to_image(fig, "png")[:4] == b"\x89PNG"
+    assert b"<svg" in figures.to_image(fig, "svg")[:400]
+
+
+# --- costs view -------------------------
+def test_cost_table_and_invalid_dims() -> None:
+    base = custom_config(d_model=64, n_heads=4, n_kv_heads=2, n_layers=2, ffn_dim=128,
+                         vocab_size=256)
+    table = compare_table(variant_configs(base, ["mha", "qv"], causal=True), seq_len=16,
+                          batch=1, dtype="bf16", causal_halving=True)
+    assert list(table.columns) == ["mha", "qv"]
+    assert table.loc["KV bytes / token", "qv"] * 2 == table.loc["KV bytes / token", "mha"]
+    with pytest.raises(ConfigError, match="n_heads"):
+        custom_config(d_model=63, n_heads=4, n_kv_heads=2, n_layers=2, ffn_dim=128,
+                      vocab_size=256)

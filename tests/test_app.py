@@ -1,0 +1,240 @@
+"""Streamlit AppTest: Home, Attention Explorer and Costs, their main interactions, URL state
+and eight concurrent sessions sharing one cached model per variant."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import app_shared
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+EXPLORER = str(Path(__file__).resolve().parents[1] / "pages" / "explorer.py")
+TIMEOUT = 90
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def ticktexts(at: AppTest) -> set[str]:
+    out: set[str] = set()
+    for spec in charts(at):
+        for name, axis in spec.get("layout", {}).items():
+            if name.startswith(("xaxis", "yaxis")) and isinstance(axis, dict):
+                out.update(axis.get("ticktext") or [])
+    return out
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture
+def explorer() -> AppTest:
+    """The Explorer on the random family (independent of which checkpoints are bundled)."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["family"] = "random"
+    at.run()
+    at.switch_page("pages/explorer.py").run()
+    return at
+
+
+def test_home_renders_spectrum_and_paper_table() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    no_errors(at)
+    assert at.title[0].value == "QV-Ka Lab"
+    spec = charts(at)[0]
+    assert [t["type"] for t in spec["data"]] == ["bar", "bar"]
+    assert at.selectbox(key="home_preset").value == "smollm2-135m"
+    at.selectbox(key="home_preset").set_value("gpt2").run()
+    no_errors(at)
+
+
+def test_explorer_default_sentence(explorer: AppTest) -> None:
+    no_errors(explorer)
+    assert {"There", "beautiful", "girl"} <= ticktexts(explorer)
+    assert explorer.query_params["text"] == ["There is a beautiful girl."] or \
+        explorer.query_params["text"] == "There is a beautiful girl."
+    assert len(explorer.get("plotly_chart")) >= 5  # every tab renders
+    assert explorer.metric[0].label.startswith("Mean Jensen")
+
+
+def test_explorer_text_variant_layer_head_change(explorer: AppTest) -> None:
+    explorer.text_area(key="text").input("Attention heads often attend to the previous token.")
+    explorer.run()
+    no_errors(explorer)
+    assert "previous" in ticktexts(explorer)
+    explorer.multiselect(key="variants").set_value(["mla", "qvka", "mqa", "mha"]).run()
+    no_errors(explorer)
+    sbs = charts(explorer)[0]
+    titles = [a["text"] for a in sbs["layout"]["annotations"]]
+    assert titles[:4] == ["mla", "qvka", "mqa", "mha"]
+    explorer.slider(key="layer").set_value(3).run()
+    explorer.selectbox(key="head").set_value("2").run()
+    no_errors(explorer)
+    assert "layer 3, head 2" in sbs["layout"]["title"]["text"] or \
+        "layer 3, head 2" in charts(explorer)[0]["layout"]["title"]["text"]
+    assert explorer.query_params["layer"] in ("3", ["3"])
+
+
+def test_explorer_url_reproduces_view() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update({"text": "The cat sat.", "family": "random",
+                            "variants": "qv,mha", "layer": "2", "head": "1"})
+    at.run()
+    at.switch_page("pages/explorer.py").run()
+    no_errors(at)
+    assert at.text_area(key="text").value == "The cat sat."
+    assert at.multiselect(key="variants").value == ["qv", "mha"]
+    assert at.slider(key="layer").value == 2 and at.selectbox(key="head").value == "1"
+
+
+def test_explorer_long_text_is_truncated_with_message(explorer: AppTest) -> None:
+    explorer.text_area(key="text").input("word " * 300).run()
+    no_errors(explorer)
+    assert "first 256" in explorer.warning[0].value
+
+
+def test_explorer_empty_selection_and_empty_text(explorer: AppTest) -> None:
+    explorer.multiselect(key="variants").set_value([]).run()
+    no_errors(explorer)
+    assert "at least one variant" in explorer.info[0].value
+    explorer.multiselect(key="variants").set_value(["mha"]).run()
+    explorer.text_area(key="text").input("   ").run()
+    assert not explorer.exception
+    assert "enter some text" in explorer.error[0].value
+
+
+def test_presentation_mode(explorer: AppTest) -> None:
+    explorer.sidebar.toggle(key="presentation").set_value(True).run()
+    no_errors(explorer)
+    assert charts(explorer)[0]["layout"]["font"]["size"] == 20
+
+
+def test_costs_preset_change_and_values() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/costs.py").run()
+    no_errors(at)
+    before = at.dataframe[0].value
+    at.selectbox(key="cost_preset").set_value("tiny").run()
+    no_errors(at)
+    after = at.dataframe[0].value
+    assert list(after.columns) == ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
+    assert before.loc["params total", "mha"] != after.loc["params total", "mha"]
+    assert len(at.get("plotly_chart")) == 3
+    assert "analytically only" in at.info[0].value  # 2048 > tiny's max_seq_len
+    at.number_input(key="cost_seq").set_value(64).run()
+    at.toggle(key="cost_measure").set_value(True).run()  # tiny is small enough to build
+    no_errors(at)
+    assert set(at.dataframe[-1].value["variant"]) >= {"mha", "qv"}
+
+
+def test_costs_invalid_custom_dims_names_field() -> None:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/costs.py").run()
+    at.radio(key="cost_source").set_value("custom").run()
+    no_errors(at)
+    at.number_input(key="cost_d_model").set_value(577).run()
+    assert not at.exception
+    assert "d_model" in at.error[0].value and "divisible" in at.error[0].value
+
+
+@pytest.fixture
+def shared_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """AppTest installs a mock Runtime singleton and a fresh script cache per run, and resets
+    the singleton to None afterwards, so overlapping runs in threads would pull it from
+    under each other. Give every run one shared mock and one script cache instead (what a
+    real server has: one Runtime, many sessions)."""
+    from unittest.mock import MagicMock
+
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.caching.storage.dummy_cache_storage import (
+        MemoryCacheStorageManager,
+    )
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.testing.v1 import app_test
+
+    mock = MagicMock(spec=Runtime)
+    mock.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
+    mock.cache_storage_manager = MemoryCacheStorageManager()
+    monkeypatch.setattr(Runtime, "_instance", mock)
+    # One bytecode cache as on a server (its lock serialises compiles; concurrent compile()
+    # calls trip a CPython 3.11 AST recursion-depth check).
+    cache = app_test.ScriptCache()
+    monkeypatch.setattr(app_test, "ScriptCache", lambda: cache)
+    monkeypatch.setattr(app_test, "Runtime", type("PerRunRuntime", (), {"_instance": None}))
+
+
+def test_concurrent_sessions_share_one_model_copy(shared_runtime: None) -> None:
+    app_shared.load_model.clear()
+    app_shared.run_cached.clear()
+    app_shared.LOAD_CALLS.clear()
+    results: dict[int, set[str]] = {}
+    failures: list[str] = []
+
+    def session(i: int) -> None:
+        try:
+            at = AppTest.from_file(EXPLORER, default_timeout=TIMEOUT)
+            at.query_params.update({"text": f"Session number{i} reads this.",
+                                    "family": "random", "variants": "mha,gqa,qv"})
+            at.run()
+            if at.exception or at.error:
+                failures.append(f"{i}: {[(e.message, e.stack_trace) for e in at.exception]}")
+            results[i] = ticktexts(at)
+        except Exception as exc:  # collected and asserted below
+            failures.append(f"{i}: {exc!r}")
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    for i, ticks in results.items():
+        assert f"number{i}" in ticks and not any(f"number{j}" in ticks for j in range(8)
+                                                 if j != i)
+    assert dict(app_shared.LOAD_CALLS) == {("random", v): 1 for v in ("mha", "gqa", "qv")}
+
+
+@pytest.mark.slow
+def test_explorer_pretrained_minilm_and_conversion() -> None:
+    if "minilm" not in app_shared.family_variants():
+        pytest.skip("MiniLM loader or package not available")
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params.update({"family": "minilm", "variants": "mha,qv", "text": "The cat sat."})
+    at.run()
+    at.switch_page("pages/explorer.py").run()
+    no_errors(at)
+    assert {"[CLS]", "cat", "[SEP]"} <= ticktexts(at)
+
+
+def test_bundled_losses_reads_meta(tmp_path: Path) -> None:
+    run = tmp_path / "austen-qv"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"val_loss": 3.21, "val_acc": 0.3}))
+    (tmp_path / "austen-mha").mkdir()
+    (tmp_path / "austen-mha" / "meta.json").write_text("{}")
+    rows = app_shared.bundled_losses(str(tmp_path))
+    assert rows[1] == {"model": "austen-qv", "variant": "qv", "val loss": "3.2100",
+                       "val acc %": "30.00"}
+    assert rows[0]["val loss"] == "not recorded"
+
+
+def test_explorer_bundled_austen_family() -> None:
+    if "austen" not in app_shared.family_variants():
+        pytest.skip("no bundled Austen checkpoints")
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("pages/explorer.py").run()
+    no_errors(at)
+    assert at.selectbox(key="family").value == "austen"  # the default when bundled
+    variants = app_shared.family_variants()["austen"]
+    at.multiselect(key="variants").set_value(variants[:6]).run()
+    no_errors(at)
+    assert "girl" in {t.strip() for t in ticktexts(at)}

@@ -74,11 +74,11 @@ def main() -> None:
         core.train(), hf.train()
         diff = (core(ids).logits - hf(ids).logits).abs().max().item()
 
-        def core_step():
+        def core_step(core=core):
             core.zero_grad(set_to_none=True)
             core(ids, impl="sdpa").logits.float().mean().backward()
 
-        def hf_step():
+        def hf_step(hf=hf):
             hf.zero_grad(set_to_none=True)
             hf(ids).logits.float().mean().backward()
 
@@ -90,15 +90,16 @@ def main() -> None:
         core.eval(), hf.eval()
 
         @torch.no_grad()
-        def core_eager():
+        def core_eager(core=core):
             return core(ids, impl="eager", return_attentions=True)
 
         @torch.no_grad()
-        def hf_eager():
+        def hf_eager(hf=hf):
             return hf(ids, output_attentions=True)
 
         a, b = core_eager(), hf_eager()
-        wdiff = max((x - y).abs().max().item() for x, y in zip(a.attentions, b.attentions))
+        pairs = zip(a.attentions, b.attentions, strict=True)
+        wdiff = max((x - y).abs().max().item() for x, y in pairs)
         ratios[f"{label} eager+weights"] = compare(
             f"{label} eager fwd with weights (max |Δp| {wdiff:.1e})", core_eager, hf_eager,
             args.repeats,

@@ -146,7 +146,8 @@ def test_agf_bias_is_a_learnable_positive_power_law():
     bias = attn.pos_bias(torch.arange(4), torch.arange(4))  # (H, T, S)
     alpha = attn.pos_bias.strength()
     assert (alpha > 0).all()
-    expected = -alpha[:, None, None] * torch.log1p((torch.arange(4)[:, None] - torch.arange(4)).abs())
+    dist = (torch.arange(4)[:, None] - torch.arange(4)).abs()  # (T, S)
+    expected = -alpha[:, None, None] * torch.log1p(dist)
     torch.testing.assert_close(bias, expected)
     attn.pos_bias.alpha_raw.data.fill_(-50.0)  # any raw value still gives α > 0
     assert (attn.pos_bias.strength() > 0).all()
@@ -166,8 +167,8 @@ def test_generate_greedy_matches_argmax_of_full_forward():
 def test_generate_sampling_is_seeded_and_encoders_refuse():
     model = Transformer(tiny("qv")).eval()
     prompt = torch.randint(0, 61, (2, 3))
-    a = model.generate(prompt, 5, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
-    b = model.generate(prompt, 5, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(1))
+    a, b = (model.generate(prompt, 5, temperature=1.0, top_k=5,
+                           generator=torch.Generator().manual_seed(1)) for _ in range(2))
     assert torch.equal(a, b)
     from qvka_core import ConfigError
 

@@ -40,7 +40,8 @@ def test_defaults_derive_from_head_dim():
         ({"kind": "gqa", "n_heads": -2}, r"n_heads must be a positive integer"),
         ({"kind": "gqa", "d_model": 60, "n_heads": 8}, r"d_model \(60\) must be divisible"),
         ({"kind": "gqa", "n_kv_heads": 0}, r"n_kv_heads must be a positive integer"),
-        ({"kind": "flash"}, r"unknown variant 'flash'; valid variants: mha, gqa, mqa, mla, qvka, qv"),
+        ({"kind": "flash"}, r"unknown variant 'flash'; valid variants: mha, gqa, mqa, mla, qvka, "
+                            r"qv"),
         ({"kind": "qvka", "d_ctx": 0}, r"d_ctx must be an integer in 1..d_model \(64\)"),
         ({"kind": "qvka", "d_ctx": 65}, r"d_ctx must be an integer in 1..d_model"),
         ({"kind": "mla", "kv_lora_rank": 100}, r"kv_lora_rank \(100\) must be at most d_model"),

@@ -63,7 +63,8 @@ def test_qvka_with_identity_key_map_and_zero_context_equals_qv():
         w[:, -8:, :] = torch.eye(8)
         state[name] = w
     qvka.load_state_dict(state)
-    qv.load_state_dict({k: v for k, v in state.items() if "ctx_proj" not in k and "k_weight" not in k})
+    qv.load_state_dict({k: v for k, v in state.items() if "ctx_proj" not in k
+                        and "k_weight" not in k})
     ids = torch.randint(0, 40, (2, 9))
     torch.testing.assert_close(qvka(ids).logits, qv(ids).logits, atol=1e-6, rtol=1e-5)
 

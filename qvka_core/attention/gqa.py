@@ -1,4 +1,4 @@
-"""MHA, GQA and MQA: one class, three registry names (paper §2.1-2.3).
+r"""MHA, GQA and MQA: one class, three registry names (paper §2.1-2.3).
 
     MHA  n_kv_heads = n_heads     GQA  1 < n_kv_heads < n_heads     MQA  n_kv_heads = 1
 

@@ -31,7 +31,8 @@ class MLAttention(AttentionBase):
     def __init__(self, cfg: AttentionConfig) -> None:
         super().__init__(cfg)
         h, m = cfg.n_heads, cfg.d_model
-        dn, dr, dv, dc = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+        dn, dr = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
+        dv, dc = cfg.v_head_dim, cfg.kv_lora_rank
         if cfg.q_lora_rank is None:
             self.q_proj = nn.Linear(m, h * (dn + dr), bias=cfg.qkv_bias)
         else:
@@ -66,7 +67,8 @@ class MLAttention(AttentionBase):
         )
         q = self.split_heads(self._queries(x), h)  # (B, H, T, dn + dr)
         q_nope, q_rope = q.split([dn, dr], dim=-1)  # (B, H, T, dn), (B, H, T, dr)
-        latent, k_rope = self.kv_a_proj_with_mqa(x).split([dc, dr], dim=-1)  # (B, T, dc), (B, T, dr)
+        kv_a = self.kv_a_proj_with_mqa(x)  # (B, T, dc + dr)
+        latent, k_rope = kv_a.split([dc, dr], dim=-1)  # (B, T, dc), (B, T, dr)
         latent = self.kv_a_layernorm(latent)[:, None]  # (B, 1, T, dc)
         k_rope = k_rope[:, None]  # (B, 1, T, dr): one RoPE key shared by all heads
         if cfg.position == "rope":

@@ -7,8 +7,9 @@ accounting, the CLI, the pages) asks the registry, so a new variant needs no oth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from qvka_core.attention.base import AttentionBase

@@ -138,14 +138,18 @@ def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: st
     ]
     problems = []
     if missing:
-        problems.append(f"missing tensors: {', '.join(missing[:8])}" + (" ..." if len(missing) > 8 else ""))
+        problems.append(f"missing tensors: {_first(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected[:8])}" + (" ..." if len(unexpected) > 8 else ""))
+        problems.append(f"unexpected tensors: {_first(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatch (file != config): {'; '.join(mismatched[:8])}")
     if problems:
         raise CheckpointError(f"{source} does not match its config: " + " | ".join(problems))
     model.load_state_dict(state, strict=False)
+
+
+def _first(names: list[str], n: int = 8) -> str:
+    return ", ".join(names[:n]) + (" ..." if len(names) > n else "")
 
 
 def _make_readable(directory: Path) -> None:

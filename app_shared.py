@@ -88,14 +88,11 @@ def load_model(family: str, variant: str) -> Any:
     elif family in _BASES:
         loaded = _load_base(_BASES[family])
         if variant != loaded.config.variant:
-            from qvka_core.checkpoints import LoadedModel
-            from qvka_core.convert import convert
+            from qvka_core.convert import convert_cached
 
             opts = {"n_kv_heads": _gqa_groups(loaded.config.n_heads)} if variant == "gqa" else {}
-            result = convert(loaded, to=variant, **opts)  # new model; the base is untouched
-            loaded = LoadedModel(model=result.model, tokenizer=loaded.tokenizer,
-                                 config=result.config, name=f"{loaded.name}→{variant}",
-                                 meta={"conversion": result.report.to_dict()})
+            # A new model (the base is untouched), computed once per machine, then from disk.
+            loaded = convert_cached(_BASES[family], variant, **opts)
     else:
         raise LabError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
     loaded.model.eval().requires_grad_(False)

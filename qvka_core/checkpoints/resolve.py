@@ -70,6 +70,10 @@ def load(name_or_dir: str, variant: str | None = None) -> LoadedModel:
     from qvka_core.checkpoints.hf import load_hf_directory
 
     name, source, directory = find(name_or_dir, variant)
+    if variant and source == "embedded":
+        from qvka_core.convert import convert_cached  # slow conversions: once per machine
+
+        return convert_cached(name, variant)
     if directory is None:
         loaded = embedded.load_embedded(name)
     elif directory_kind(directory) == "hf":

@@ -17,11 +17,12 @@ from qvka_core.errors import LabError
 COMMANDS: dict[str, str] = {
     "variants": "variants",
     "costs": "costs",
-    "attention": "attention",
-    "checkpoints": "checkpoints",
+    "convert": "convert",
     "train": "train",
     "jobs": "jobs",
     "paper": "paper",
+    "attention": "attention",
+    "checkpoints": "checkpoints",
 }
 
 

@@ -1,0 +1,306 @@
+"""`convert`: turn a model into another attention variant, with a fidelity report.
+
+Pure functions, one per method (each returns a new `Transformer`; the source is never
+modified and the weights it shares with the target, embeddings, norms, MLPs and head, are
+copied):
+
+- `to_kv_sharing`: MHA/GQA/MQA with another number of KV heads by mean-pooling K and V
+  heads per group (GQA uptraining, Ainslie et al. 2023, arXiv 2305.13245); exact towards
+  more heads (replication).
+- `to_mla`: partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025, arXiv 2502.14837).
+- `to_qv`: drop K, score against V (the paper's QV, arXiv 2603.15665 §2.5); lossy.
+- `to_qvka`: least-squares fit of W_ctx and W_K,i on calibration activations (§2.6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import Tensor
+
+from qvka_core.attention.registry import get_variant
+from qvka_core.checkpoints.store import LoadedModel
+from qvka_core.config import ModelConfig
+from qvka_core.convert import mla as mla_mod
+from qvka_core.convert.calibration import (
+    default_calibration_text,
+    input_covariances,
+    token_batches,
+)
+from qvka_core.convert.keyless import qvka_layer
+from qvka_core.convert.report import (
+    ConversionReport,
+    compare,
+    count_params,
+    held_out_text,
+    kv_bytes_per_token,
+)
+from qvka_core.convert.weights import (
+    assemble,
+    check_kv_heads,
+    check_source,
+    extract_dense,
+    gqa_state,
+    qv_state,
+    regroup_kv,
+)
+from qvka_core.errors import ConfigError
+from qvka_core.model import Transformer
+
+Progress = Callable[[float, str], None]
+LatentNorm = Literal["fold", "rms"]
+METHODS = {
+    "mha": "replicate/mean-pool KV heads (GQA uptraining, Ainslie et al. 2023)",
+    "gqa": "mean-pool KV heads per group (GQA uptraining, Ainslie et al. 2023)",
+    "mqa": "mean-pool all KV heads into one (GQA uptraining, Ainslie et al. 2023)",
+    "mla": "partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025)",
+    "qv": "drop K, score against V (post-hoc tying; lossy)",
+    "qvka": "least-squares fit of W_ctx and W_K,i on calibration activations (variable projection)",
+}
+
+
+@dataclass
+class ConversionResult:
+    model: Transformer
+    config: ModelConfig
+    report: ConversionReport
+
+    def to_loaded(self, source: LoadedModel | None = None) -> LoadedModel:
+        """The converted model as a `LoadedModel` (tokenizer and provenance from `source`)."""
+        name = f"{self.report.source}->{self.report.target_variant}"
+        meta = {"converted_from": self.report.source, "method": self.report.method,
+                "options": self.report.to_dict()["options"]}
+        if source is not None:
+            meta["source_meta"] = source.meta
+        return LoadedModel(model=self.model, tokenizer=None if source is None else
+                           source.tokenizer, config=self.config, name=name, meta=meta)
+
+
+def _step(progress: Progress | None, lo: float, hi: float, n: int, msg: str):
+    def tick(i: int) -> None:
+        if progress is not None:
+            progress(lo + (hi - lo) * (i + 1) / max(1, n), f"{msg} ({i + 1}/{n})")
+    return tick
+
+
+def _kv_target(cfg: ModelConfig, kind: str, n_kv_heads: int | None) -> int:
+    a = cfg.attention
+    if kind == "mha":
+        target = a.n_heads
+    elif kind == "mqa":
+        target = 1
+    elif n_kv_heads is None:
+        if kind == "gqa":
+            raise ConfigError("n_kv_heads is required for --to gqa (it must divide n_heads "
+                              f"({a.n_heads}) and nest with the source's {a.n_kv_heads})")
+        target = a.n_kv_heads
+    else:
+        target = n_kv_heads
+    if kind in ("mha", "mqa") and n_kv_heads is not None and n_kv_heads != target:
+        raise ConfigError(f"n_kv_heads ({n_kv_heads}) conflicts with {kind}, which has "
+                          f"{target} KV heads")
+    check_kv_heads(a.n_heads, a.n_kv_heads, target)
+    return target
+
+
+def to_kv_sharing(model: Transformer, kind: str, n_kv_heads: int | None = None, *,
+                  progress: Progress | None = None) -> Transformer:
+    """MHA/GQA/MQA with `n_kv_heads` KV heads: mean-pool or replicate K/V heads per group
+    (Ainslie et al. 2023, arXiv 2305.13245). Exact when the pooled heads are identical."""
+    check_source(model.cfg)
+    target = _kv_target(model.cfg, kind, n_kv_heads)
+    cfg = model.cfg.with_variant(kind, n_kv_heads=target)
+    tick = _step(progress, 0.0, 1.0, len(model.layers), "pooling KV heads")
+    states = []
+    for i, layer in enumerate(model.layers):
+        states.append(gqa_state(regroup_kv(extract_dense(layer.attn), target)))
+        tick(i)
+    return assemble(model, cfg, states)
+
+
+def to_qv(model: Transformer, n_kv_heads: int | None = None, *,
+          progress: Progress | None = None) -> Transformer:
+    """QV (arXiv 2603.15665 §2.5): keep Q, V, O and drop K; queries score against V.
+    This is post-hoc tying, which the BrainChip companion notes report as lossy."""
+    check_source(model.cfg)
+    target = _kv_target(model.cfg, "qv", n_kv_heads)
+    cfg = model.cfg.with_variant("qv", n_kv_heads=target)
+    tick = _step(progress, 0.0, 1.0, len(model.layers), "dropping K")
+    states = []
+    for i, layer in enumerate(model.layers):
+        states.append(qv_state(regroup_kv(extract_dense(layer.attn), target)))
+        tick(i)
+    return assemble(model, cfg, states)
+
+
+def to_mla(model: Transformer, kv_lora_rank: int | None = None,
+           qk_rope_head_dim: int | None = None, *, latent_norm: LatentNorm = "fold",
+           covariances: list[Tensor] | None = None, whiten: bool = True,
+           progress: Progress | None = None,
+           diagnostics: dict[str, Any] | None = None) -> Transformer:
+    """MLA by partial RoPE + joint SVD of [W_K,nope ; W_V] (MHA2MLA, Ji et al. 2025,
+    arXiv 2502.14837); see `qvka_core.convert.mla` for the exactness conditions."""
+    check_source(model.cfg)
+    if latent_norm not in ("fold", "rms"):
+        raise ConfigError(f"latent_norm must be 'fold' or 'rms', got {latent_norm!r}")
+    if latent_norm == "rms" and covariances is None:
+        raise ConfigError("latent_norm='rms' needs calibration statistics (covariances)")
+    plan = mla_mod.mla_plan(model.cfg, kv_lora_rank, qk_rope_head_dim)
+    cfg = mla_mod.mla_config(model.cfg, plan, latent_norm)
+    tick = _step(progress, 0.0, 1.0, len(model.layers), "SVD of K/V")
+    states, diags = [], []
+    for i, layer in enumerate(model.layers):
+        state, diag = mla_mod.mla_layer(
+            extract_dense(layer.attn), plan, latent_norm=latent_norm,
+            input_cov=None if covariances is None else covariances[i],
+            norm_eps=cfg.attention.norm_eps, whiten=whiten)
+        states.append(state)
+        diags.append(diag)
+        tick(i)
+    if diagnostics is not None:
+        diagnostics["per_layer"] = diags
+        diagnostics["rope_dims_kept"] = plan["kept_rope"]
+        diagnostics["svd_metric"] = "activations" if whiten and covariances else "weights"
+    return assemble(model, cfg, states)
+
+
+def to_qvka(model: Transformer, covariances: list[Tensor], d_ctx: int | None = None,
+            n_kv_heads: int | None = None, *, ridge: float = 1e-6,
+            progress: Progress | None = None,
+            diagnostics: dict[str, Any] | None = None) -> Transformer:
+    """QV-Ka (arXiv 2603.15665 §2.6) fitted by ridge least squares (variable projection) so that
+    [G ; V_i]·W_K,i ≈ K_i on calibration activations; see `qvka_core.convert.keyless`."""
+    check_source(model.cfg)
+    target = _kv_target(model.cfg, "qvka", n_kv_heads)
+    cfg = model.cfg.with_variant("qvka", n_kv_heads=target, d_ctx=d_ctx)
+    if len(covariances) != len(model.layers):
+        raise ConfigError(f"covariances: expected {len(model.layers)} layers, "
+                          f"got {len(covariances)}")
+    tick = _step(progress, 0.0, 1.0, len(model.layers), "fitting W_ctx and W_K")
+    states, diags = [], []
+    for i, layer in enumerate(model.layers):
+        dense = regroup_kv(extract_dense(layer.attn), target)
+        state, diag = qvka_layer(dense, covariances[i], cfg.attention.d_ctx, ridge=ridge)
+        states.append(state)
+        diags.append(diag)
+        tick(i)
+    if diagnostics is not None:
+        diagnostics["per_layer"] = diags
+    return assemble(model, cfg, states)
+
+
+def _unpack(loaded: LoadedModel | Transformer, tokenizer: Any) -> tuple[Transformer, Any, str]:
+    if isinstance(loaded, LoadedModel):
+        return loaded.model, tokenizer if tokenizer is not None else loaded.tokenizer, \
+            loaded.name
+    if isinstance(loaded, Transformer):
+        return loaded, tokenizer, loaded.cfg.name
+    raise ConfigError(f"convert needs a LoadedModel or Transformer, got {type(loaded).__name__}")
+
+
+def _check_options(to: str, **opts: Any) -> None:
+    allowed = {"mha": set(), "mqa": set(), "gqa": {"n_kv_heads"}, "qv": {"n_kv_heads"},
+               "qvka": {"n_kv_heads", "d_ctx"}, "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
+    for name, value in opts.items():
+        if value is not None and name not in allowed[to]:
+            raise ConfigError(f"{name} does not apply to --to {to} (it applies to: "
+                              f"{', '.join(k for k, v in allowed.items() if name in v)})")
+
+
+def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | None = None,
+            kv_lora_rank: int | None = None, qk_rope_head_dim: int | None = None,
+            d_ctx: int | None = None, calib_text: str | None = None, tokenizer: Any = None,
+            progress: Progress | None = None, eval_text: str | None = None,
+            latent_norm: LatentNorm = "fold", ridge: float = 1e-6,
+            max_eval_tokens: int = 256, max_calib_tokens: int = 4096) -> ConversionResult:
+    """Convert `source` to variant `to` and measure the drift (see `report.py`).
+
+    Calibration (QV-Ka, and MLA's latent statistics) uses `calib_text`, else the lab's
+    training split (`qvka_core.data.train_text()`) when there is a tokenizer, else seeded
+    random token ids. Evaluation uses `eval_text`, else
+    `qvka_core.data.validation_text()` when that exists, else random token ids.
+    `progress(fraction, message)` is called as the work advances.
+    """
+    model, tok, name = _unpack(loaded, tokenizer)
+    get_variant(to)  # unknown variant -> ConfigError listing the valid ones
+    check_source(model.cfg)
+    _check_options(to, n_kv_heads=n_kv_heads, kv_lora_rank=kv_lora_rank,
+                   qk_rope_head_dim=qk_rope_head_dim, d_ctx=d_ctx)
+    cfg = model.cfg
+    timings: dict[str, float] = {}
+    diagnostics: dict[str, Any] = {}
+    notes: list[str] = []
+    report_progress = progress or (lambda f, m: None)
+    t0 = time.perf_counter()
+    covs = None
+    if to in ("qvka", "mla"):  # MLA: latent statistics (rms weight, fold error)
+        text, calib_source = calib_text, "calib_text"
+        if text is None and tok is not None:
+            text, calib_source = default_calibration_text()
+        batches, how = token_batches(
+            text, tok, vocab_size=cfg.vocab_size, max_seq_len=cfg.max_seq_len,
+            max_tokens=max_calib_tokens)
+        diagnostics["calibration"] = f"{calib_source}: {how}" if text is not None else how
+        if text is None and to == "qvka":
+            notes.append("calibrated on random token ids; pass calib_text for a data-aware fit")
+        covs = input_covariances(
+            model, batches, progress=lambda f: report_progress(0.25 * f, "calibrating"))
+        timings["calibrate_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    sub = _sub_progress(progress, 0.25, 0.8)
+    if to in ("mha", "gqa", "mqa"):
+        target = to_kv_sharing(model, to, n_kv_heads, progress=sub)
+    elif to == "qv":
+        target = to_qv(model, n_kv_heads, progress=sub)
+        notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip notes)")
+    elif to == "mla":
+        target = to_mla(model, kv_lora_rank, qk_rope_head_dim, latent_norm=latent_norm,
+                        covariances=covs, progress=sub, diagnostics=diagnostics)
+        if cfg.position == "rope" and cfg.attention.n_kv_heads > 1:
+            notes.append("MLA has one shared RoPE key: the kept RoPE rows of the "
+                         f"{cfg.attention.n_kv_heads} KV heads were mean-pooled (lossy)")
+    else:
+        target = to_qvka(model, covs, d_ctx, n_kv_heads, ridge=ridge, progress=sub,
+                         diagnostics=diagnostics)
+    timings["convert_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    text, eval_source = held_out_text(eval_text)
+    if text is not None and tok is None:
+        text, eval_source = None, "random token ids (no tokenizer)"
+    eval_batches, _ = token_batches(text, tok, vocab_size=cfg.vocab_size,
+                                    max_seq_len=cfg.max_seq_len, max_tokens=max_eval_tokens,
+                                    seed=1, what="eval_text")
+    report_progress(0.85, "comparing with the source")
+    fid = compare(model, target, eval_batches)
+    timings["report_s"] = time.perf_counter() - t2
+    timings["total_s"] = time.perf_counter() - t0
+    before, after = count_params(model), count_params(target)
+    options = {"n_kv_heads": target.cfg.attention.n_kv_heads}
+    if to == "mla":
+        a = target.cfg.attention
+        options.update(kv_lora_rank=a.kv_lora_rank, qk_rope_head_dim=a.qk_rope_head_dim,
+                       latent_norm=latent_norm, rope_theta=a.rope_theta)
+    if to == "qvka":
+        options.update(d_ctx=target.cfg.attention.d_ctx, ridge=ridge)
+    report = ConversionReport(
+        source=name, source_variant=cfg.variant, target_variant=to, method=METHODS[to],
+        options=options, eval_source=eval_source, eval_tokens=fid["eval_tokens"],
+        js_divergence_per_layer=fid["js_divergence_per_layer"],
+        js_divergence_mean=fid["js_divergence_mean"], hidden_cosine=fid["hidden_cosine"],
+        loss_before=fid["loss_before"], loss_after=fid["loss_after"],
+        params_before=before[0], params_after=after[0], attention_params_before=before[1],
+        attention_params_after=after[1],
+        kv_cache_bytes_per_token_before=kv_bytes_per_token(cfg),
+        kv_cache_bytes_per_token_after=kv_bytes_per_token(target.cfg),
+        timings_s=timings, diagnostics=diagnostics, notes=notes)
+    report_progress(1.0, "done")
+    return ConversionResult(model=target, config=target.cfg, report=report)
+
+
+def _sub_progress(progress: Progress | None, lo: float, hi: float) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda f, m: progress(lo + (hi - lo) * f, m)

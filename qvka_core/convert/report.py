@@ -1,0 +1,165 @@
+"""Fidelity report of a conversion: how far the converted model drifted from its source.
+
+- Attention maps: per layer, the Jensen–Shannon divergence (in bits, so in [0, 1]) between
+  the source's and the target's attention distributions, averaged over heads and query
+  positions (Lin 1991; the same per-row comparison MHA2MLA and TransMLA report as KL).
+- Final hidden states: mean cosine similarity over tokens (after the final norm).
+- LM loss (cross-entropy, nats/token) on held-out text, before and after (causal LMs only).
+- Parameters (numel, and the attention part) and KV-cache bytes per token (bf16, all layers,
+  what each variant actually caches; `qvka_core.accounting`).
+- Timings of each phase, the evaluation text's origin, and per-method diagnostics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qvka_core.attention.registry import get_variant
+from qvka_core.config import ModelConfig
+from qvka_core.errors import DataError
+from qvka_core.model import Transformer
+
+
+@dataclass
+class ConversionReport:
+    source: str
+    source_variant: str
+    target_variant: str
+    method: str
+    options: dict[str, Any]
+    eval_source: str
+    eval_tokens: int
+    js_divergence_per_layer: list[float]
+    js_divergence_mean: float
+    hidden_cosine: float
+    loss_before: float | None
+    loss_after: float | None
+    params_before: int
+    params_after: int
+    attention_params_before: int
+    attention_params_after: int
+    kv_cache_bytes_per_token_before: int
+    kv_cache_bytes_per_token_after: int
+    timings_s: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (floats, ints, strings, lists, dicts only)."""
+        return _jsonable(asdict(self))
+
+    def summary(self) -> str:
+        """A few lines for the CLI."""
+        loss = ("n/a" if self.loss_before is None else
+                f"{self.loss_before:.3f} -> {self.loss_after:.3f} nats/token")
+        return "\n".join([
+            f"{self.source} ({self.source_variant}) -> {self.target_variant}: {self.method}",
+            f"  attention JS divergence (mean over layers): {self.js_divergence_mean:.4f} bits",
+            f"  final hidden cosine: {self.hidden_cosine:.4f}",
+            f"  LM loss on {self.eval_source}: {loss}",
+            f"  parameters: {self.params_before:,} -> {self.params_after:,} "
+            f"(attention {self.attention_params_before:,} -> {self.attention_params_after:,})",
+            f"  KV cache per token (bf16): {self.kv_cache_bytes_per_token_before:,} -> "
+            f"{self.kv_cache_bytes_per_token_after:,} bytes",
+        ])
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, Tensor):
+        return _jsonable(x.tolist())
+    return x
+
+
+def count_params(model: Transformer) -> tuple[int, int]:
+    """(all parameters, attention parameters), shared tensors counted once."""
+    total = sum(p.numel() for p in model.parameters())
+    attn = sum(p.numel() for layer in model.layers for p in layer.attn.parameters())
+    return total, attn
+
+
+def kv_bytes_per_token(cfg: ModelConfig, dtype: str = "bf16") -> int:
+    try:
+        from qvka_core.accounting import kv_cache_bytes_per_token
+    except ImportError:  # accounting not available: same formula from the registry
+        a = cfg.attention
+        return cfg.n_layers * sum(get_variant(a.kind).kv_cache_elems(a).values()) * 2
+    return int(kv_cache_bytes_per_token(cfg, dtype))
+
+
+def js_divergence(p: Tensor, q: Tensor) -> Tensor:
+    """Jensen–Shannon divergence in bits along the last dim; (…, S) -> (…)."""
+    p, q = p.double(), q.double()
+    m = 0.5 * (p + q)
+
+    def kl(a: Tensor) -> Tensor:
+        ratio = torch.where(a > 0, a / m.clamp_min(1e-300), torch.ones_like(a))
+        return (a * torch.log2(ratio)).sum(-1)
+
+    return (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0.0)
+
+
+@torch.no_grad()
+def compare(source: Transformer, target: Transformer, batches: list[Tensor]) -> dict[str, Any]:
+    """JS divergence per layer, final hidden cosine and LM loss of both models on `batches`."""
+    n_layers = len(source.layers)
+    js_sum = [0.0] * n_layers
+    rows = 0
+    cos_sum, tokens = 0.0, 0
+    loss_sum = {"before": 0.0, "after": 0.0}
+    loss_tokens = 0
+    causal_lm = source.cfg.causal and source.cfg.lm_head
+    device = next(source.parameters()).device
+    for ids in batches:
+        ids = ids.to(device)
+        a = source(ids, impl="eager", return_attentions=True)
+        b = target(ids, impl="eager", return_attentions=True)
+        for i, (pa, pb) in enumerate(zip(a.attentions, b.attentions, strict=True)):
+            js = js_divergence(pa, pb)  # (B, H, T)
+            js_sum[i] += float(js.mean(1).sum())  # mean over heads, summed over queries
+        rows += ids.numel()
+        cos = F.cosine_similarity(a.hidden_states.double(), b.hidden_states.double(), dim=-1)
+        cos_sum += float(cos.sum())
+        tokens += ids.numel()
+        if causal_lm and ids.shape[1] > 1:
+            for key, out in (("before", a), ("after", b)):
+                logits = out.logits[:, :-1].float()  # (B, T-1, V)
+                loss_sum[key] += float(F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                    reduction="sum"))  # (B, T-1, V) -> (B·(T-1), V) rows
+            loss_tokens += ids[:, 1:].numel()
+        del a, b
+    per_layer = [s / max(1, rows) for s in js_sum]
+    return {
+        "js_divergence_per_layer": per_layer,
+        "js_divergence_mean": sum(per_layer) / max(1, len(per_layer)),
+        "hidden_cosine": cos_sum / max(1, tokens),
+        "loss_before": loss_sum["before"] / loss_tokens if loss_tokens else None,
+        "loss_after": loss_sum["after"] / loss_tokens if loss_tokens else None,
+        "eval_tokens": tokens,
+    }
+
+
+def held_out_text(caller_text: str | None) -> tuple[str | None, str]:
+    """The caller's text if given, else `qvka_core.data.validation_text()` if it exists."""
+    if caller_text is not None:
+        return caller_text, "caller text"
+    try:
+        from qvka_core.data import validation_text
+    except ImportError:
+        return None, "random token ids"
+    try:
+        return validation_text(), "validation split of the bundled corpus"
+    except DataError:
+        return None, "random token ids (corpus unavailable)"

@@ -1,0 +1,288 @@
+"""App-layer glue for the Convert, Fine-tune and Paper pages: cached sources and conversions,
+saving converted models, uploads, job launching and chart data. Pages import this and
+app_shared; the logic that is not Streamlit-specific lives in qvka_core (jobs, runview, paper).
+Cached models are shared by every session: nothing here mutates one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from qvka_core import jobs, paper, runview
+from qvka_core.errors import DataError, RunError
+
+ROOT = Path(__file__).parent
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # uploaded training text (the CLI allows 50 MB files)
+PRESET_BASES = ["austen"]  # from-scratch bases that train on CPU with the bundled tokenizer
+CONVERT_OPTIONS = {"gqa": ("n_kv_heads",), "qv": ("n_kv_heads",),
+                   "qvka": ("n_kv_heads", "d_ctx"), "mla": ("kv_lora_rank",),
+                   "mha": (), "mqa": ()}
+_LOCK = threading.Lock()
+
+
+def runs_root() -> Path:
+    """$QVKA_RUNS or ./runs (read on every call, so tests can point it elsewhere)."""
+    return jobs.runs_root()
+
+
+# --- checkpoints and conversions ----------------------------------------------------------------
+def converted_dirs() -> dict[str, Path]:
+    """name -> directory of the models saved by the Convert page (runs/converted/<name>)."""
+    base = runs_root() / "converted"
+    return {p.parent.name: p.parent for p in sorted(base.glob("*/config.json"))}
+
+
+def checkpoint_choices() -> dict[str, str]:
+    """Label -> checkpoint reference (name or directory) for every source a page can use."""
+    from qvka_core.checkpoints import list_checkpoints
+
+    out = {c["name"]: c["name"] for c in list_checkpoints()}
+    for status in jobs.list_jobs(runs_root()):
+        ckpt = Path(status["run_dir"]) / "checkpoint"
+        if (ckpt / "config.json").exists() and status["state"] not in jobs.ACTIVE:
+            out[f"run: {status['id']}"] = str(ckpt)
+    out.update({f"converted: {n}": str(d) for n, d in converted_dirs().items()})
+    return out
+
+
+@st.cache_resource(show_spinner="Loading the source model…", max_entries=6)
+def load_source(ref: str) -> Any:
+    """A LoadedModel (eval, no grads); shared by every session: never mutate it."""
+    from qvka_core.checkpoints import load_checkpoint
+
+    loaded = load_checkpoint(ref)
+    loaded.model.eval().requires_grad_(False)
+    return loaded
+
+
+@st.cache_resource(show_spinner=False)
+def _conversions() -> OrderedDict[tuple[Any, ...], Any]:
+    """Process-wide LRU of conversion results, keyed by primitives (see `conversion`)."""
+    return OrderedDict()
+
+
+def conversion(ref: str, to: str, opts: tuple[tuple[str, int], ...], calib: str | None,
+               progress: Callable[[float, str], None] | None = None) -> Any:
+    """A ConversionResult for (source, target, options, calibration text), computed once per
+    process (8 kept). Not an st.cache_resource call because `progress` writes to the page."""
+    from qvka_core.convert import convert
+
+    key = (ref, to, opts, None if calib is None else hashlib.sha256(calib.encode()).hexdigest())
+    cache = _conversions()
+    with _LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    loaded = load_source(ref)
+    result = convert(loaded, to=to, calib_text=calib, progress=progress, **dict(opts))
+    result.model.eval().requires_grad_(False)
+    with _LOCK:
+        cache[key] = result
+        while len(cache) > 8:
+            cache.popitem(last=False)
+    return result
+
+
+def save_converted(ref: str, result: Any, name: str) -> Path:
+    """Write a converted model to runs/converted/<sanitised name>; RunError if taken."""
+    from qvka_core.checkpoints import save_checkpoint
+
+    slug = jobs.slugify(name)
+    directory = runs_root() / "converted" / slug
+    if directory.exists():
+        raise RunError(f"a converted model named {slug!r} already exists; choose another name")
+    source = load_source(ref)
+    src_val = runview.checkpoint_meta(ref).get("val_loss")
+    meta = {"name": slug, "converted_from": ref, "variant": result.config.variant,
+            "source_val_loss": src_val, "conversion": result.report.to_dict()}
+    return save_checkpoint(directory, result.model, tokenizer=source.tokenizer, meta=meta)
+
+
+# --- uploads ------------------------------------------------------------------------------------
+def stage_upload(filename: str, data: bytes) -> Path:
+    """Validate an uploaded text file and store it under runs/uploads/ (atomic); DataError if it
+    is too large, empty, binary or not UTF-8. Same bytes -> same file."""
+    from qvka_core.data import read_text_file
+
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DataError(f"{filename!r} is too large: {len(data):,} bytes > the page's limit "
+                        f"of {MAX_UPLOAD_BYTES:,} (train larger files from the command line)")
+    stem = jobs.slugify(Path(filename).stem or "upload")[:40]
+    target = runs_root() / "uploads" / f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}.txt"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        try:
+            read_text_file(tmp, max_bytes=MAX_UPLOAD_BYTES)
+        except DataError as exc:
+            raise DataError(str(exc).replace(str(tmp), repr(filename))) from None
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# --- launching ----------------------------------------------------------------------------------
+def _unique(base: str, used: set[str]) -> str:
+    name, k = base, 1
+    while name in used:
+        k += 1
+        name = f"{base}-{k}"
+    used.add(name)
+    return name
+
+
+def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: str,
+                steps: int, batch: int, seq_len: int, lr: float, seed: int,
+                distill: bool, prefix: str) -> list[dict[str, Any]]:
+    """One {name, argv, teacher} per variant, every run under the same budget.
+
+    Preset base: trained from scratch (`--preset base --variant v`). Checkpoint base:
+    `--init base`, converted on load when v differs from the checkpoint's variant; with
+    `distill`, the teacher is the unconverted source (RunError if there is none)."""
+    if not variants:
+        raise RunError("choose at least one variant")
+    root = runs_root()
+    used = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    budget = ["--data", data, "--steps", str(steps), "--batch", str(batch), "--seq-len",
+              str(seq_len), "--lr", str(lr), "--seed", str(seed), "--warmup",
+              str(max(1, steps // 10)), "--eval-every", str(max(1, steps // 8)),
+              "--eval-batches", "2", "--log-every", str(max(1, steps // 40)),
+              "--checkpoint-every", str(max(1, steps // 4)), "--quiet"]
+    plans = []
+    for v in variants:
+        if from_checkpoint:
+            own = runview.checkpoint_variant(base)
+            argv = ["--init", base] + (["--variant", v] if v != own else [])
+        else:
+            argv = ["--preset", base, "--variant", v]
+        teacher = runview.unconverted_source(base, v) if from_checkpoint else None
+        if distill:
+            if teacher is None:
+                raise RunError(f"distillation needs an unconverted source: {base!r} with "
+                               f"variant {v!r} is not a converted model (turn distillation off)")
+            argv += ["--distill", "logits", "--teacher", teacher]
+        name = _unique(f"{jobs.slugify(prefix)[:50]}-{v}", used)
+        plans.append({"name": name, "argv": argv + budget, "teacher": teacher})
+    return plans
+
+
+def estimate(plan: dict[str, Any], device: str, n_gpus: int) -> dict[str, Any]:
+    kind = "cuda" if device.startswith("cuda") or (device == "auto" and
+                                                  jobs.devices()["cuda"]) else "cpu"
+    return jobs.estimate(plan["argv"], device=kind, n_gpus=n_gpus, root=runs_root())
+
+
+def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[str, Any]]:
+    """Queue every plan (detached jobs that outlive the page); returns their statuses."""
+    return [jobs.submit(p["argv"], name=p["name"], device=device, n_gpus=n_gpus,
+                        root=runs_root(), tags={"page": "finetune"}) for p in plans]
+
+
+# --- chart data ---------------------------------------------------------------------------------
+def metrics_frame(run_ids: list[str]) -> pd.DataFrame:
+    """Long table run, step, tokens, split (train/validation), loss for overlaid curves."""
+    rows = []
+    for rid, recs in jobs.compare(run_ids, root=runs_root()).items():
+        for r in recs:
+            for split, key in (("train", "loss"), ("validation", "val_loss")):
+                if r.get(key) is not None:
+                    rows.append({"run": rid, "step": r["step"], "tokens": r.get("tokens", 0),
+                                 "split": split, "loss": float(r[key])})
+    return pd.DataFrame(rows, columns=["run", "step", "tokens", "split", "loss"])
+
+
+def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
+    """(run, tokens, share of the original's loss) for converted-model runs, and notes."""
+    rows, notes = [], []
+    for s in statuses:
+        argv = [str(a) for a in s.get("argv") or []]
+        init = runview.argv_option(argv, "--init")
+        original, how = runview.original_loss(init, runview.argv_option(argv, "--variant"))
+        if init is None or original is None:
+            continue
+        notes.append(f"{s['id']}: {how} = {original:.3f}")
+        metrics = jobs.read_metrics(s["run_dir"])
+        rows += [{"run": s["id"], **r} for r in runview.recovery(metrics, original)]
+    return pd.DataFrame(rows, columns=["run", "tokens", "share"]), notes
+
+
+def runs_table(statuses: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([runview.run_row(s) for s in statuses])
+
+
+# --- paper --------------------------------------------------------------------------------------
+PAPER_COMMITTED = ROOT / "assets" / "paper_mini" / "results.json"
+PAPER_COMMAND = ("python -m qvka_core paper grid --submit --device cpu && "
+                 "python -m qvka_core paper summary --out assets/paper_mini/results.json")
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def paper_results(root: str) -> dict[str, Any]:
+    """Our paper-mini aggregate over `root`, else the committed results.json (if present)."""
+    import json
+
+    live = paper.aggregate(root)
+    if live["cells"] or not PAPER_COMMITTED.exists():
+        return {**live, "from": f"runs under {root}"}
+    return {**json.loads(PAPER_COMMITTED.read_text(encoding="utf-8")),
+            "from": str(PAPER_COMMITTED.relative_to(ROOT))}
+
+
+def launch_grid(steps_mult: float, seeds: int, device: str) -> tuple[list[str], list[str]]:
+    """Queue the paper-mini grid through the job queue; runs that already exist are skipped
+    (a second press does not duplicate them). Returns (queued ids, skipped names)."""
+    root = runs_root()
+    queued, skipped = [], []
+    for r in paper.grid_runs(seeds=list(range(seeds)), steps_mult=steps_mult):
+        if (root / r["name"]).exists():
+            skipped.append(r["name"])
+            continue
+        tags = {"grid": paper.GRID_NAME, "cell": r["cell"], "position": r["position"],
+                "seed": r["seed"]}
+        queued.append(jobs.submit(r["argv"], name=r["name"], device=device, root=root,
+                                  tags=tags)["id"])
+    return queued, skipped
+
+
+def ours_table(results: dict[str, Any]) -> pd.DataFrame:
+    """Our cells as mean ± sd strings (val loss in nats, next-token accuracy in %)."""
+    def pm(mean: float, sd: float | None, digits: int) -> str:
+        return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"
+
+    return pd.DataFrame([{"cell": c["label"], "position": c["position"], "n": c["n"],
+                          "val loss (nats)": pm(c["val_loss_mean"], c["val_loss_sd"], 4),
+                          "val acc %": pm(c["val_acc_mean"], c["val_acc_sd"], 2)}
+                         for c in results.get("cells", {}).values()])
+
+
+# --- navigation ------------------------------------------------------------------------------
+EXPLORER_NOTE = ("The Explorer cannot load saved or trained checkpoints: it re-converts "
+                 "MiniLM/SmolLM2 with default options, and for Austen sources shows the bundled "
+                 "models trained from scratch as each variant.")
+
+
+def run_explorer_target(status: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """`explorer_target` for a run: its init checkpoint (or source) and its variant."""
+    init = runview.argv_option([str(a) for a in status.get("argv") or []], "--init")
+    source = runview.unconverted_source(init, None) or init
+    return runview.explorer_target(source, runview.run_row(status)["variant"]) if source else None
+
+
+def open_in_explorer(family: str, variants: list[str]) -> None:
+    """Seed the Explorer's widget keys (also on a second visit) and switch to it."""
+    st.session_state["family"], st.session_state["variants"] = family, variants
+    st.switch_page("pages/explorer.py",
+                   query_params={"family": family, "variants": ",".join(variants)})

@@ -1,0 +1,96 @@
+"""Convert: turn a model into another attention variant and read the fidelity report."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import app_runs as ar
+import app_shared as ui
+
+ui.page_setup()
+st.title("Convert")
+st.caption("Convert a trained model to another attention variant without training, then see "
+           "how far it drifted: attention divergence per layer, hidden-state cosine and loss.")
+choices = ar.checkpoint_choices()
+if st.session_state.get("cv_source") not in choices:
+    st.session_state["cv_source"] = "austen-mha" if "austen-mha" in choices else next(
+        iter(choices))
+
+c1, c2 = st.columns(2)
+label = c1.selectbox("Source model", list(choices), key="cv_source")
+to = c2.selectbox("Target variant", ui.available_variants(), key="cv_to",
+                  index=ui.available_variants().index("qv"))
+wanted = ar.CONVERT_OPTIONS.get(to, ())
+cols = st.columns(3)
+helps = {"n_kv_heads": "KV heads (must divide the query heads)",
+         "kv_lora_rank": "MLA latent width", "d_ctx": "QV-Ka context width d_ctx"}
+opts = tuple((name, int(v)) for i, name in enumerate(wanted) if (v := cols[i].number_input(
+    f"{name} (0 = default)", 0, 4096, 0, key=f"cv_{name}", help=helps[name])))
+calib_mode = st.radio("Calibration text (QV-Ka and MLA fit on it)",
+                      ["Bundled corpus (train split)", "Paste text"], key="cv_calib",
+                      horizontal=True)
+calib = None
+if calib_mode == "Paste text":
+    calib = st.text_area("Calibration text", key="cv_calib_text", height=120) or None
+st.caption("The report always evaluates on the bundled validation split (held out from "
+           "calibration).")
+
+if st.button("Convert", key="cv_run", type="primary"):
+    bar = st.progress(0.0, text="starting…")
+    with ui.guarded():
+        ar.conversion(choices[label], to, opts, calib,
+                      progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+        st.session_state["cv_last"] = (choices[label], to, opts, calib)
+        st.session_state.pop("cv_saved", None)
+    bar.empty()
+
+last = st.session_state.get("cv_last")
+if last is None:
+    st.info("Pick a source and a target, then press Convert.")
+    st.stop()
+with ui.guarded():
+    result = ar.conversion(*last)
+rep = result.report.to_dict()
+st.subheader(f"{rep['source']} ({rep['source_variant']}) → {rep['target_variant']}")
+st.caption(f"Method: {rep['method']}. Options: {rep['options']}. Evaluated on "
+           f"{rep['eval_tokens']} tokens of the {rep['eval_source']}.")
+m = st.columns(5)
+m[0].metric("Mean JS divergence (bits)", f"{rep['js_divergence_mean']:.4f}")
+m[1].metric("Hidden-state cosine", f"{rep['hidden_cosine']:.4f}")
+if rep["loss_before"] is not None:
+    m[2].metric("Loss after (nats)", f"{rep['loss_after']:.3f}",
+                f"{rep['loss_after'] - rep['loss_before']:+.3f} vs {rep['loss_before']:.3f}",
+                delta_color="inverse")
+else:
+    m[2].metric("Loss", "n/a", help="not a causal language model")
+m[3].metric("Parameters", f"{rep['params_after']:,}",
+            f"{rep['params_after'] - rep['params_before']:+,}", delta_color="inverse")
+kv0, kv1 = rep["kv_cache_bytes_per_token_before"], rep["kv_cache_bytes_per_token_after"]
+m[4].metric("KV cache bytes/token", f"{kv1:,}", f"{kv1 - kv0:+,} ({kv1 / kv0:.0%})",
+            delta_color="inverse")
+layers = pd.DataFrame({"layer": range(len(rep["js_divergence_per_layer"])),
+                       "JS divergence (bits)": rep["js_divergence_per_layer"]})
+st.altair_chart(alt.Chart(layers).mark_bar().encode(x="layer:O", y="JS divergence (bits):Q",
+                                                    tooltip=list(layers.columns)),
+                key="cv_layers", width="stretch")
+for note in rep.get("notes") or []:
+    st.caption(f"Note: {note}")
+
+s1, s2, s3 = st.columns([2, 1, 1])
+name = s1.text_input("Save as", f"{last[0].rsplit('/', 1)[-1]}-to-{last[1]}", key="cv_name")
+if s1.button("Save", key="cv_save"):
+    with ui.guarded(False):
+        saved = ar.save_converted(last[0], result, name)
+        st.session_state["cv_saved"] = str(saved)
+saved = st.session_state.get("cv_saved")
+if saved:
+    st.success(f"Saved to {saved}")
+target = ar.runview.explorer_target(last[0], last[1])
+if target and s2.button("Open in Explorer", key="cv_explorer", help=ar.EXPLORER_NOTE):
+    ar.open_in_explorer(*target)
+if s3.button("Heal on the Fine-tune page", key="cv_heal", disabled=not saved,
+             help="save first; the saved model is then the Fine-tune page's base"):
+    st.session_state["ft_preselect"] = saved
+    st.switch_page("pages/finetune.py")

@@ -1,0 +1,150 @@
+"""Fine-tune: launch runs (one per variant, same budget), watch them train, manage them.
+Everything is read back from the runs folder, so the page can be closed and reopened."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+import app_runs as ar
+import app_shared as ui
+from qvka_core import jobs
+
+ui.page_setup()
+st.title("Fine-tune")
+choices = ar.checkpoint_choices()
+pre = st.session_state.pop("ft_preselect", None)  # from Convert ("heal"): the base to use
+if label := next((k for k, v in choices.items() if pre in (k, v)), None):
+    st.session_state.update(ft_base_kind="checkpoint", ft_base=label, ft_variants=[])
+statuses = jobs.list_jobs(ar.runs_root())
+
+with st.expander("New run", expanded=not statuses or bool(pre)):
+    c1, c2, c3 = st.columns([1, 2, 2])
+    kind = c1.radio("Base", ["checkpoint", "preset"], key="ft_base_kind",
+                    help="checkpoint: fine-tune it (converted on load if the variant differs); "
+                    "preset: train from scratch")
+    options = list(choices) if kind == "checkpoint" else ar.PRESET_BASES
+    if st.session_state.get("ft_base") not in options:
+        st.session_state["ft_base"] = "austen-qv" if "austen-qv" in options else options[0]
+    label = c2.selectbox("Model", options, key="ft_base")
+    base = choices.get(label, label)
+    own = ar.runview.checkpoint_variant(base) if kind == "checkpoint" else None
+    if not st.session_state.get("ft_variants"):
+        st.session_state["ft_variants"] = [own] if own else ["mha", "qv"]
+    variants = c3.multiselect("Variants (trained side by side, same budget)",
+                              ui.available_variants(), key="ft_variants")
+    d1, d2 = st.columns([1, 2])
+    source = d1.radio("Data", ["Bundled Austen corpus", "Upload a .txt file"], key="ft_data")
+    data = "austen"
+    if source != "Bundled Austen corpus":
+        up = d2.file_uploader(f"UTF-8 text, at most {ar.MAX_UPLOAD_BYTES // 2**20} MB",
+                              type=["txt"], key="ft_upload")
+        data = ""
+        if up is not None:
+            with ui.guarded(False):
+                data = str(ar.stage_upload(up.name, up.getvalue()))
+                d2.caption(f"validated: {up.size:,} bytes → {data}")
+    e = st.columns(6)
+    steps = int(e[0].number_input("Steps", 1, 1_000_000, 30, key="ft_steps"))
+    batch = int(e[1].number_input("Batch", 1, 4096, 4, key="ft_batch"))
+    seq_len = int(e[2].number_input("Sequence length", 8, 8192, 64, key="ft_seq"))
+    lr = float(e[3].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.5f", key="ft_lr"))
+    seed = int(e[4].number_input("Seed", 0, 10_000, 0, key="ft_seed"))
+    distill = e[5].toggle("Distil", key="ft_distill",
+                          help="logit distillation; teacher = the unconverted source model")
+    f1, f2, f3 = st.columns(3)
+    device = f1.selectbox("Device", ["auto", "cpu", "cuda"], key="ft_device")
+    n_gpus = int(f2.number_input("GPUs per run", 1, 64, 1, key="ft_gpus",
+                                 disabled=device == "cpu"))
+    prefix = f3.text_input("Name prefix", "ft", key="ft_name", max_chars=40)
+    plans = []
+    with ui.guarded(False):
+        plans = ar.train_plans(base, kind == "checkpoint", variants, data=data or "austen",
+                               steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed,
+                               distill=distill, prefix=prefix)
+        est = ar.estimate(plans[0], device, n_gpus)
+        sec = est["measured_seconds"] or est["seconds"]
+        st.caption(f"Estimate per run ({est['device']}): ~{sec:,.0f} s, "
+                   f"~{est['memory_total_bytes'] / 2**20:,.0f} MiB, {est['params']:,} params, "
+                   f"{est['tokens']:,} tokens. {est['label']}. Runs: "
+                   + ", ".join(p["name"] for p in plans))
+    if st.button("Launch", key="ft_launch", type="primary", disabled=not plans or not data):
+        with ui.guarded(False):
+            launched = ar.launch(plans, device, n_gpus)
+            st.session_state["ft_curves"] = [s["id"] for s in launched]
+            st.success("Queued " + ", ".join(s["id"] for s in launched))
+            statuses = jobs.list_jobs(ar.runs_root())
+
+if not statuses:
+    st.info("No runs yet: launch one above. Runs live in " + str(ar.runs_root()))
+    st.stop()
+active = [s["id"] for s in statuses if s["state"] in jobs.ACTIVE]
+
+
+@st.fragment(run_every=2 if active else None)
+def live() -> None:
+    """Progress, curves, log tail and the runs table; reruns every 2 s while a run is active."""
+    now = jobs.list_jobs(ar.runs_root())
+    ids = [s["id"] for s in now]
+    for s in now:
+        if s["state"] in jobs.ACTIVE:
+            st.progress(*ar.runview.progress_of(s))
+    st.session_state.setdefault("ft_curves", ids[:3])
+    st.session_state["ft_curves"] = [r for r in st.session_state["ft_curves"] if r in ids]
+    picked = st.multiselect("Curves", ids, key="ft_curves")
+    frame = ar.metrics_frame(picked)
+    if frame.empty:
+        st.caption("No metrics yet: the first point appears after start-up (a few seconds).")
+    else:
+        st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
+            x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="run:N",
+            strokeDash="split:N", tooltip=list(frame.columns)).properties(
+            usermeta={"embedOptions": {"renderer": "svg"}}), key="ft_chart", width="stretch")
+    for g in ar.runview.gpu_memory():
+        st.caption(f"{g['gpu']}: {g['used_mib']:,} / {g['total_mib']:,} MiB in use")
+    if picked:
+        which = st.selectbox("Log of", picked, key="ft_log_run")
+        st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)")
+    st.subheader("Runs")
+    st.dataframe(ar.runs_table(now), hide_index=True, key="ft_table")
+    recovery, notes = ar.recovery_frame(now)
+    if not recovery.empty:
+        st.caption("Recovery of converted models: validation loss / the original's loss "
+                   "(1.0 = back to the original). " + "; ".join(notes))
+        st.altair_chart(alt.Chart(recovery).mark_line(point=True).encode(
+            x=alt.X("tokens:Q", title="tokens seen"), color="run:N",
+            y=alt.Y("share:Q", scale=alt.Scale(zero=False))), key="ft_recovery", width="stretch")
+    if active and not any(s["state"] in jobs.ACTIVE for s in now):
+        st.rerun(scope="app")  # all finished: refresh the run actions, stop polling
+
+
+live()
+m1, m2, m3, m4 = st.columns([2, 1, 1, 2])
+rid = m1.selectbox("Run", [s["id"] for s in statuses], key="ft_manage")
+status = next(s for s in statuses if s["id"] == rid)
+if ar.runview.stopping(status):  # resume/delete would race the exiting worker
+    st.caption(f"{rid} is {status['state']} and still shutting down; refresh in a moment.")
+with ui.guarded(False):
+    if status["state"] in jobs.ACTIVE and m2.button("Cancel", key="ft_cancel"):
+        jobs.cancel(rid, root=ar.runs_root())
+        st.rerun()
+    idle = not ar.runview.stopping(status)
+    if status["resumable"] and idle and m2.button("Resume", key="ft_resume"):
+        jobs.resume(rid, root=ar.runs_root())
+        st.rerun()
+    if status["state"] not in jobs.ACTIVE and idle:
+        if m3.button("Delete", key="ft_delete"):
+            st.session_state["ft_confirm"] = rid
+        if st.session_state.get("ft_confirm") == rid:
+            st.warning(f"Delete {rid} and all its files?")
+            if st.button("Yes, delete", key="ft_delete_yes", type="primary"):
+                st.session_state.pop("ft_confirm")
+                jobs.delete(rid, root=ar.runs_root())
+                st.rerun()
+    new = m4.text_input("Rename to", key="ft_rename_to")
+    if new and m4.button("Rename", key="ft_rename"):
+        jobs.rename(rid, new, root=ar.runs_root())
+        st.rerun()
+    target = ar.run_explorer_target(status)
+    if target and st.button("Open in Explorer", key="ft_explorer", help=ar.EXPLORER_NOTE):
+        ar.open_in_explorer(*target)

@@ -1,0 +1,207 @@
+"""What the Fine-tune page shows about runs, read from disk (no streamlit, no torch).
+
+- `run_row`: one results-table row (variant, params, KV cache, final val loss, tokens/s, wall
+  time, status) from a `jobs.job_status` dict and the run's config.json.
+- `unconverted_source`: the model a checkpoint (or `--init X --variant Y`) was converted
+  from, which is the distillation teacher and the recovery reference.
+- `recovery`: validation loss against tokens seen, as a share of the original's loss.
+- `rss_bytes` / `gpu_memory`: memory in use by a training process and on the GPUs.
+- `progress_of`: a live run's progress line (step, ETA, tokens/s, device, memory).
+- `explorer_target`: the Explorer view closest to a model (the Explorer cannot load files).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from qvka_core.errors import LabError
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def checkpoint_dir(ref: str) -> Path | None:
+    """The directory of a checkpoint name or path (None for embedded or unknown ones)."""
+    from qvka_core.checkpoints.resolve import find
+
+    try:
+        return find(ref)[2]
+    except LabError:
+        return None
+
+
+def checkpoint_meta(ref: str) -> dict[str, Any]:
+    directory = checkpoint_dir(ref)
+    return {} if directory is None else _json(directory / "meta.json")
+
+
+def checkpoint_variant(ref: str) -> str | None:
+    """The attention variant of a checkpoint, from its config.json or the embedded table."""
+    from qvka_core.checkpoints.embedded import EMBEDDED
+
+    if ref in EMBEDDED:
+        return str(EMBEDDED[ref]["variant"])
+    directory = checkpoint_dir(ref)
+    model = _json(directory / "config.json").get("model", {}) if directory else {}
+    kind = (model.get("attention") or {}).get("kind") if isinstance(model, dict) else None
+    return str(kind) if kind else None
+
+
+def unconverted_source(init: str | None, variant: str | None = None) -> str | None:
+    """The original of a converted model: `init` itself when the run converts it on load
+    (`variant` differs), else the `converted_from` recorded by the Convert page; else None."""
+    if not init:
+        return None
+    if variant and variant != checkpoint_variant(init):
+        return init
+    source = checkpoint_meta(init).get("converted_from")
+    return str(source) if source else None
+
+
+def original_loss(init: str | None, variant: str | None = None) -> tuple[float | None, str]:
+    """(validation loss of the unconverted source, where it comes from)."""
+    source = unconverted_source(init, variant)
+    if source is None:
+        return None, "not a converted model"
+    val = checkpoint_meta(source).get("val_loss")
+    if isinstance(val, (int, float)):
+        return float(val), f"{source}: validation loss recorded with the checkpoint"
+    before = (checkpoint_meta(init or "").get("conversion") or {}).get("loss_before")
+    if isinstance(before, (int, float)):
+        return float(before), f"{source}: loss before conversion (Convert report)"
+    return None, f"{source}: no recorded validation loss"
+
+
+def recovery(metrics: list[dict[str, Any]], original: float) -> list[dict[str, float]]:
+    """[{tokens, share}] with share = val_loss / original (1.0 = fully recovered)."""
+    return [{"tokens": float(r.get("tokens") or 0), "share": float(r["val_loss"]) / original}
+            for r in metrics if r.get("val_loss") is not None and original > 0]
+
+
+@lru_cache(maxsize=256)
+def _costs(config_path: str, mtime_ns: int) -> tuple[str, int | None, int | None]:
+    """(variant, params, KV cache bytes/token bf16) from a run's config.json."""
+    from qvka_core.accounting import kv_cache_bytes_per_token, param_breakdown
+    from qvka_core.config import ModelConfig
+
+    data = _json(Path(config_path))
+    try:
+        cfg = ModelConfig.from_dict(data["model"])
+    except (KeyError, LabError, TypeError, ValueError):
+        return "?", None, None
+    return cfg.variant, sum(param_breakdown(cfg).values()), int(kv_cache_bytes_per_token(cfg))
+
+
+def argv_option(argv: list[str], flag: str) -> str | None:
+    return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag), None)
+
+
+def run_row(status: dict[str, Any]) -> dict[str, Any]:
+    """One row of the results table for a `jobs.job_status` dict."""
+    run_dir = Path(status["run_dir"])
+    cfg_path = run_dir / "config.json"
+    argv = [str(a) for a in status.get("argv") or []]
+    if cfg_path.exists():
+        variant, params, kv = _costs(str(cfg_path), cfg_path.stat().st_mtime_ns)
+    else:
+        init = argv_option(argv, "--init")
+        variant = argv_option(argv, "--variant") or (checkpoint_variant(init) if init else None)
+        variant, params, kv = variant or "?", None, None
+    last = status.get("last_metrics") or {}
+    last_val = status.get("last_val") or {}
+    speed = next((r.get("tokens_per_s") for r in [last] if r.get("tokens_per_s")), None)
+    return {
+        "run": status["id"], "name": status.get("name"), "variant": variant,
+        "base": argv_option(argv, "--init") or argv_option(argv, "--preset") or "austen",
+        "params": params, "KV bytes/token": kv, "step": status.get("step"),
+        "steps": int(status.get("total_steps") or argv_option(argv, "--steps") or 0) or None,
+        "final val loss": last_val.get("val_loss"), "tokens/s": speed,
+        "wall s": last.get("elapsed_s"), "state": status["state"],
+        "message": status.get("message"), "device": ",".join(status.get("assigned") or [])
+        or status.get("device"),
+    }
+
+
+def rss_bytes(pid: int | None) -> int | None:
+    """Resident memory of a live process (Linux /proc), else None."""
+    if not pid:
+        return None
+    try:
+        for line in Path(f"/proc/{int(pid)}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def gpu_memory() -> list[dict[str, Any]]:
+    """[{gpu, used_mib, total_mib}] from nvidia-smi (empty without one); no CUDA init here."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=index,name,memory.used,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = []
+    for line in out.strip().splitlines():
+        idx, name, used, total = [p.strip() for p in line.split(",")]
+        rows.append({"gpu": f"cuda:{idx} {name}", "used_mib": int(used), "total_mib": int(total)})
+    return rows
+
+
+def progress_of(status: dict[str, Any]) -> tuple[float, str]:
+    """(fraction done, "name: step s/N · ETA · tokens/s · device · RSS") for a live run."""
+    step, total = int(status.get("step") or 0), status.get("total_steps")
+    last = status.get("last_metrics") or {}
+    parts = [f"{status['id']}: {status['state']} {status.get('message') or ''}".strip()]
+    if total and step and last.get("elapsed_s"):
+        parts.append(f"ETA {last['elapsed_s'] / step * (int(total) - step):.0f} s")
+    if last.get("tokens_per_s"):
+        parts.append(f"{last['tokens_per_s']:,.0f} tokens/s")
+    rss = rss_bytes(_train_pid(status))
+    parts.append(",".join(status.get("assigned") or []) or str(status.get("device")))
+    if rss:
+        parts.append(f"RSS {rss / 2**20:,.0f} MiB")
+    return (min(1.0, step / int(total)) if total else 0.0), " · ".join(parts)
+
+
+def _train_pid(status: dict[str, Any]) -> int | None:
+    from qvka_core.jobs.store import read_job
+
+    return (read_job(Path(status["run_dir"])) or {}).get("train_pid")
+
+
+def explorer_target(source: str, variant: str) -> tuple[str, list[str]] | None:
+    """The Explorer family and variants closest to (source, variant), or None. The Explorer
+    cannot load saved or trained checkpoints: MiniLM/SmolLM2 are re-converted there with
+    default options; an austen-* source shows the bundled models trained as each variant."""
+    if source in ("minilm-l6", "smollm2-135m"):
+        own = checkpoint_variant(source) or "mha"
+        return source.split("-")[0], list(dict.fromkeys([own, variant]))
+    if source.startswith("austen-"):
+        own = source.removeprefix("austen-")
+        return "austen", list(dict.fromkeys([own, variant]))
+    return None
+
+
+def stopping(status: dict[str, Any]) -> bool:
+    """True while a run that reports a final state still has a live trainer: its worker will
+    write job.json once more, so resume/delete must wait (else the write races them)."""
+    from qvka_core.jobs.store import pid_alive
+
+    return status["state"] not in ("queued", "waiting", "running") and pid_alive(
+        _train_pid(status), Path(status["run_dir"]).name)

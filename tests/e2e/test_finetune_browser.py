@@ -1,0 +1,127 @@
+"""Real browser: open the Fine-tune page, launch a short CPU fine-tune of austen-qv, watch the
+loss curve get points and then grow while the page refreshes itself, screenshot it, and
+cancel the job. The server runs with QVKA_RUNS pointed at a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qvka_core import jobs
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 120_000  # ms: first run imports torch; the CPU is shared
+POINTS = ".vega-embed svg g.mark-symbol path"  # the loss chart renders as SVG (one per point)
+
+
+@pytest.fixture(scope="module")
+def finetune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A Streamlit server of its own (the shared one has no private runs folder)."""
+    if not Path("/usr/bin/chromium").exists() and not shutil.which("chromium"):
+        pytest.skip("real-browser tests need Chromium at /usr/bin/chromium "
+                    "(apt-get install chromium)")
+    runs = tmp_path_factory.mktemp("browser-runs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "QVKA_RUNS": str(runs), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("streamlit did not start")
+            time.sleep(0.25)
+        yield url, runs
+    finally:
+        for status in jobs.list_jobs(runs):
+            if status["state"] in jobs.ACTIVE:
+                try:
+                    jobs.cancel(status["id"], root=runs)
+                except Exception:  # noqa: BLE001 - finished meanwhile
+                    pass
+        for status in jobs.list_jobs(runs):
+            jobs.wait_for(status["run_dir"], jobs.TERMINAL, timeout_s=120)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def settle(page) -> None:
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT)
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    settle(page)
+
+
+def test_finetune_launch_and_live_curve(finetune_server: tuple[str, Path], page,
+                                        shots: Path) -> None:
+    url, runs = finetune_server
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_role("heading", name="QV-Ka Lab").wait_for(timeout=TIMEOUT)
+    page.get_by_role("link", name="Fine-tune").first.click()
+    page.get_by_role("heading", name="Fine-tune").wait_for(timeout=TIMEOUT)
+    page.get_by_text("Estimate per run").wait_for(timeout=TIMEOUT)
+    settle(page)
+    set_number(page, "Steps", 40)
+    set_number(page, "Batch", 2)
+    set_number(page, "Sequence length", 32)
+    name = page.get_by_label("Name prefix")
+    name.fill("e2e")
+    name.press("Enter")
+    settle(page)
+    page.get_by_text("Runs: e2e-qv").wait_for(timeout=TIMEOUT)
+
+    t0 = time.monotonic()
+    page.get_by_role("button", name="Launch").click()
+    page.get_by_text("Queued e2e-qv").wait_for(timeout=TIMEOUT)
+    page.locator(POINTS).first.wait_for(timeout=TIMEOUT)  # the fragment polls every 2 s
+    first_point_s = time.monotonic() - t0
+    n_first = page.locator(POINTS).count()
+    page.wait_for_function(f"() => document.querySelectorAll('{POINTS}').length > {n_first}",
+                           timeout=TIMEOUT)
+    n_later = page.locator(POINTS).count()
+    assert n_later > n_first >= 1
+    assert page.get_by_text("tokens/s").first.is_visible() or jobs.job_status(
+        runs / "e2e-qv")["state"] not in jobs.ACTIVE
+    print(f"submit -> first point {first_point_s:.1f} s; points {n_first} -> {n_later}")
+
+    h = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": 1400, "height": min(int(h) + 40, 6000)})
+    page.wait_for_timeout(700)
+    page.screenshot(path=str(shots / "finetune.png"), full_page=True)
+    status = jobs.job_status(runs / "e2e-qv")
+    if status["state"] in jobs.ACTIVE:
+        jobs.cancel("e2e-qv", root=runs)
+    final = jobs.wait_for(runs / "e2e-qv", jobs.TERMINAL, timeout_s=120)
+    assert final["state"] in ("completed", "cancelled"), final["message"]

@@ -1,0 +1,185 @@
+"""AppTest for the Convert, Fine-tune and Paper pages: rendering, a real conversion, a tiny
+real CPU fine-tune through the job queue, upload validation, name sanitising, and the paper
+tables over a fake finished grid. Every spawned job is cancelled and waited for."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import app_runs
+import app_shared
+from qvka_core import jobs, paper
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 90
+PAGES = ["pages/convert.py", "pages/finetune.py", "pages/paper.py"]
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private runs root; on teardown every queued/running job is cancelled and awaited."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("QVKA_RUNS", str(root))
+    # AppTest resets PagesManager.uses_pages_directory before every run, so page_setup's
+    # one-time router switch would st.rerun() on every run and swallow button clicks. The
+    # real server switches once per process; in tests app.py's st.navigation is already active.
+    monkeypatch.setattr(app_shared, "_leave_pages_directory_mode", lambda: None)
+    yield root
+    for status in jobs.list_jobs(root):
+        if status["state"] in jobs.ACTIVE:
+            try:
+                jobs.cancel(status["id"], root=root)
+            except Exception:  # noqa: BLE001 - it may have finished meanwhile
+                pass
+    for status in jobs.list_jobs(root):
+        jobs.wait_for(status["run_dir"], jobs.TERMINAL, timeout_s=120)
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    return at.switch_page(page).run()
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_render(runs: Path, page: str) -> None:
+    at = open_page(page)
+    no_errors(at)
+    assert at.title[0].value
+
+
+def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
+    at = open_page("pages/convert.py")
+    at.selectbox(key="cv_source").set_value("austen-mha")
+    at.selectbox(key="cv_to").set_value("qv")
+    at.button(key="cv_run").click().run()
+    no_errors(at)
+    metrics = {m.label: m for m in at.metric}
+    assert {"Mean JS divergence (bits)", "Hidden-state cosine", "Loss after (nats)",
+            "Parameters", "KV cache bytes/token"} <= set(metrics)
+    assert 0 < float(metrics["Hidden-state cosine"].value) <= 1
+    assert metrics["KV cache bytes/token"].value == "512"  # K dropped: half of MHA's 1,024
+    assert metrics["Parameters"].delta.startswith("-")
+    assert at.get("vega_lite_chart"), "per-layer divergence chart"
+
+    at.text_input(key="cv_name").set_value("../escape").run()
+    at.button(key="cv_save").click().run()
+    assert "looks like a path" in at.error[0].value
+    assert not (runs.parent / "escape").exists()
+    at.text_input(key="cv_name").set_value("My Healed QV!").run()
+    at.button(key="cv_save").click().run()
+    saved = runs / "converted" / "my-healed-qv"
+    assert (saved / "config.json").exists()
+    assert json.loads((saved / "meta.json").read_text())["converted_from"] == "austen-mha"
+
+    at.button(key="cv_heal").click().run()
+    assert at.session_state["ft_base"] == "converted: my-healed-qv"
+    assert at.session_state["ft_variants"] == ["qv"]
+
+
+def tiny_form(at: AppTest, variants: list[str]) -> AppTest:
+    at.number_input(key="ft_steps").set_value(10)
+    at.number_input(key="ft_batch").set_value(2)
+    at.number_input(key="ft_seq").set_value(32)
+    at.multiselect(key="ft_variants").set_value(variants)
+    return at.run()
+
+
+def test_finetune_launch_tiny_cpu_run(runs: Path) -> None:
+    at = tiny_form(open_page("pages/finetune.py"), ["qv"])
+    no_errors(at)
+    assert any("Estimate per run" in c.value for c in at.caption)
+    at.text_input(key="ft_name").set_value("t").run()
+    at.button(key="ft_launch").click().run()
+    no_errors(at)
+    assert "Queued t-qv" in at.success[0].value
+    assert "t-qv" in list(at.dataframe[0].value["run"])
+    final = jobs.wait_for(runs / "t-qv", jobs.TERMINAL, timeout_s=180)
+    assert final["state"] == "completed", final["message"]
+    at.run()
+    no_errors(at)
+    table = at.dataframe[0].value.set_index("run")
+    assert table.loc["t-qv", "state"] == "completed"
+    assert table.loc["t-qv", "final val loss"] > 0
+    chart = at.get("vega_lite_chart")[0]
+    assert "t-qv" in chart.proto.datasets[0].data.SerializeToString().decode("latin-1")
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (b"\x00\x01\x02binary", "binary"),
+    (b"   \n", "empty"),
+    (b"x" * 200, "too large"),
+    (b"caf\xe9 au lait\n" * 3, "not valid UTF-8"),
+])
+def test_upload_validation(runs: Path, monkeypatch: pytest.MonkeyPatch, payload: bytes,
+                           message: str) -> None:
+    monkeypatch.setattr(app_runs, "MAX_UPLOAD_BYTES", 100)
+    at = open_page("pages/finetune.py")
+    at.radio(key="ft_data").set_value("Upload a .txt file").run()
+    at.file_uploader(key="ft_upload").set_value(("notes.txt", payload, "text/plain")).run()
+    assert not at.exception
+    assert message in at.error[0].value
+    assert at.button(key="ft_launch").disabled
+    assert not list((runs / "uploads").glob("*.txt")) if (runs / "uploads").exists() else True
+
+
+def test_upload_valid_text_is_staged(runs: Path) -> None:
+    at = open_page("pages/finetune.py")
+    at.radio(key="ft_data").set_value("Upload a .txt file").run()
+    at.file_uploader(key="ft_upload").set_value(("My Notes.txt", b"Emma. " * 50, "text/plain"))
+    at.run()
+    no_errors(at)
+    staged = list((runs / "uploads").glob("my-notes-*.txt"))
+    assert len(staged) == 1 and staged[0].read_text() == "Emma. " * 50
+    assert not at.button(key="ft_launch").disabled
+
+
+def test_run_names_sanitised(runs: Path) -> None:
+    at = tiny_form(open_page("pages/finetune.py"), ["qv", "mqa"])
+    at.text_input(key="ft_name").set_value("../../etc").run()
+    assert "looks like a path" in at.error[0].value
+    assert at.button(key="ft_launch").disabled
+    at.text_input(key="ft_name").set_value("My Run!").run()
+    no_errors(at)
+    assert any("Runs: my-run-qv, my-run-mqa" in c.value for c in at.caption)
+
+
+def fake_grid(root: Path) -> None:
+    """Finished paper-mini runs for QV/QKV x sin/agf x 2 seeds (status + metrics only)."""
+    for cell, base in (("qkv", 4.0), ("qv", 4.2)):
+        for pos, shift in (("sin", 0.0), ("agf", -0.1)):
+            for seed in (0, 1):
+                d = root / f"{paper.GRID_NAME}-{cell}-{pos}-s{seed}"
+                d.mkdir()
+                (d / "status.json").write_text(json.dumps({"state": "completed", "step": 150}))
+                loss = base + shift + 0.01 * seed
+                (d / "metrics.jsonl").write_text(json.dumps(
+                    {"step": 150, "val_loss": loss, "val_acc": 0.3 - loss / 100}) + "\n")
+
+
+def test_paper_tables_and_claims(runs: Path) -> None:
+    at = open_page("pages/paper.py")
+    no_errors(at)
+    paper_df = at.dataframe[0].value
+    assert len(paper_df) == 6 and 70.7305 in list(paper_df["valid acc %"])
+    assert any("18 runs" in c.value for c in at.caption)
+
+    fake_grid(runs)
+    app_runs.paper_results.clear()
+    at.run()
+    no_errors(at)
+    ours = at.dataframe[1].value
+    assert len(ours) == 4 and set(ours["n"]) == {2}
+    assert "±" in ours["val loss (nats)"][0]
+    text = " ".join(m.value for m in at.markdown)
+    assert "(1) QV is slightly behind QKV" in text and "supported" in text

@@ -117,10 +117,29 @@ def test_cancel_queued_and_running(root: Path) -> None:
         jobs.cancel("long")
 
 
+def test_resumed_run_no_longer_reads_as_its_old_final_state(root: Path) -> None:
+    st = fake_submit("again", steps=400, sleep=0.02)
+    jobs.wait_for(st["run_dir"], states=("running",), timeout_s=20)
+    jobs.cancel("again")
+    # Right after the trainer writes its final status, its worker may still be exiting:
+    # resuming or deleting then would race the old worker's last write of job.json.
+    first = jobs.job_status(st["run_dir"])
+    if first["state"] == "cancelled" and first["exiting"]:
+        assert not first["resumable"]
+        with pytest.raises(RunError, match="still stopping|cancel it"):
+            jobs.delete("again")
+    assert jobs.wait_for(st["run_dir"], timeout_s=20)["resumable"]
+    jobs.resume("again")
+    resumed = jobs.job_status(st["run_dir"])
+    assert resumed["state"] in ("queued", "waiting", "running")  # not the old "cancelled"
+    assert jobs.cancel("again")["state"] in ("cancelled", "running")  # cancellable again
+    jobs.wait_for(st["run_dir"], timeout_s=30)
+
+
 def test_kill_trainer_then_resume_keeps_metrics(root: Path) -> None:
     st = fake_submit("crashy", steps=60, sleep=0.03)
     run_dir = Path(st["run_dir"])
-    deadline = time.time() + 20
+    deadline = time.time() + 60  # generous: CI machines are shared and slow under load
     while len(jobs.read_metrics(run_dir)) < 12 and time.time() < deadline:
         time.sleep(0.05)
     os.kill(read_job(run_dir)["train_pid"], signal.SIGKILL)

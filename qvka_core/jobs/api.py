@@ -6,6 +6,7 @@ dicts; user mistakes raise `RunError` with a message that says what to do instea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -217,6 +218,8 @@ def resume(job_id: str, *, steps: int | None = None,
     if not status["managed"]:
         raise RunError(f"run {job_id!r} was not started through the job queue (no job.json); "
                        "resume it with `python -m qvka_core train ... --resume`")
+    if status.get("exiting"):
+        raise RunError(f"run {job_id!r} is still stopping; resume it in a moment")
     if not status["resumable"]:
         raise RunError(f"run {job_id!r} is {status['state']}; only crashed, cancelled or "
                        "failed runs can be resumed")
@@ -240,6 +243,13 @@ def resume(job_id: str, *, steps: int | None = None,
                        resume=(run_dir / "config.json").exists(),
                        attempts=[*job.get("attempts", []), attempt])
         atomic_write_json(run_dir / JOB_FILE, current)
+        # The previous attempt's final status ("cancelled", ...) would otherwise be read as
+        # the new attempt's until the trainer restarts and rewrites it.
+        status_path = run_dir / "status.json"
+        if status_path.exists():
+            old = json.loads(status_path.read_text(encoding="utf-8") or "{}")
+            atomic_write_json(status_path, {**old, "state": "queued", "pid": None,
+                                            "message": "resumed; waiting for its slot"})
     _spawn_worker(run_dir)
     return job_status(run_dir)
 
@@ -261,7 +271,7 @@ def delete(job_id: str, *, root: str | Path | None = None) -> None:
     """Delete a run directory; refused while the job is queued or running (cancel first)."""
     run_dir = run_dir_of(job_id, root)
     status = job_status(run_dir)
-    if status["state"] in ACTIVE:
+    if status["state"] in ACTIVE or status.get("exiting"):
         raise RunError(f"run {job_id!r} is {status['state']}; cancel it and wait for it to "
                        "stop before deleting")
     shutil.rmtree(run_dir)

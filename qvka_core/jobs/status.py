@@ -127,8 +127,15 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
                 "exit_code", "argv", "n_gpus", "tags"):
         out[key] = (job or {}).get(key)
     state, message = _derive(run_dir, base, job, st, step, out)
+    # A final status is written a moment before the trainer and its worker exit; until they
+    # have, the worker may still write job.json, so resuming or deleting must wait.
+    out["exiting"] = job is not None and state not in ACTIVE and (
+        pid_alive(job.get("train_pid"), run_dir.name)
+        or pid_alive(job.get("worker_pid"), run_dir.name))
+    if out["exiting"]:
+        message = f"{message} (stopping)" if message else "stopping"
     out["state"], out["message"] = state, message
-    if state in ("crashed", "cancelled", "failed") and job is not None:
+    if state in ("crashed", "cancelled", "failed") and job is not None and not out["exiting"]:
         out["resumable"] = True
         out["resume_from"] = checkpoint_step(run_dir) or 0
     return out
@@ -198,11 +205,15 @@ def list_jobs(root: str | Path | None = None) -> list[dict[str, Any]]:
 
 def wait_for(run_dir: str | Path, states: tuple[str, ...] = TERMINAL, timeout_s: float = 60.0,
              poll_s: float = 0.2) -> dict[str, Any]:
-    """Poll `job_status` until its state is in `states` (or raise TimeoutError)."""
+    """Poll `job_status` until its state is in `states` (or raise TimeoutError).
+
+    A terminal state counts only once the job's processes have exited (not `exiting`).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         status = job_status(run_dir)
-        if status["state"] in states:
+        if status["state"] in states and not (status["state"] in TERMINAL
+                                              and status.get("exiting")):
             return status
         if time.monotonic() > deadline:
             raise TimeoutError(f"{run_dir}: still {status['state']} after {timeout_s} s")

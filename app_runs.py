@@ -269,16 +269,29 @@ def ours_table(results: dict[str, Any]) -> pd.DataFrame:
 
 
 # --- navigation ------------------------------------------------------------------------------
-EXPLORER_NOTE = ("The Explorer cannot load saved or trained checkpoints: it re-converts "
-                 "MiniLM/SmolLM2 with default options, and for Austen sources shows the bundled "
-                 "models trained from scratch as each variant.")
+EXPLORER_NOTE = ("Opens this checkpoint in the Explorer's 'Your checkpoints' family (next to "
+                 "the model it started from, when that is one of yours too).")
 
 
 def run_explorer_target(status: dict[str, Any]) -> tuple[str, list[str]] | None:
-    """`explorer_target` for a run: its init checkpoint (or source) and its variant."""
+    """The Explorer view of a run: its own checkpoint once one is written (beside its init
+    when that is a user checkpoint too), else the built-in view closest to it."""
+    from qvka_core.checkpoints.resolve import user_checkpoints
+
     init = runview.argv_option([str(a) for a in status.get("argv") or []], "--init")
+    mine = user_checkpoints()
+    if status["id"] in mine:
+        return "runs", [n for n in (init, status["id"]) if n in mine]
     source = runview.unconverted_source(init, None) or init
     return runview.explorer_target(source, runview.run_row(status)["variant"]) if source else None
+
+
+def saved_explorer_target(saved: str | None, source: str,
+                          variant: str) -> tuple[str, list[str]] | None:
+    """The Explorer view of a conversion: the saved model itself once saved."""
+    if saved:
+        return "runs", [f"converted/{Path(saved).name}"]
+    return runview.explorer_target(source, variant)
 
 
 def open_in_explorer(family: str, variants: list[str]) -> None:

@@ -30,19 +30,29 @@ FAMILIES: dict[str, str] = {
     "austen": "Bundled Austen models (one trained model per variant)",
     "minilm": "MiniLM-L6 (pretrained encoder) and its conversions",
     "smollm2": "SmolLM2-135M (pretrained decoder) and its conversions",
+    "runs": "Your checkpoints: trained runs and saved conversions (runs/)",
 }
 _BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
 LOAD_CALLS: Counter[tuple[str, str]] = Counter()  # (family, variant) -> real loads (tests)
 _LOAD_LOCK = threading.Lock()
 
 
-def _checkpoint_names() -> set[str]:
+def _checkpoint_names(source: str | None = None) -> set[str]:
     try:
         from qvka_core.checkpoints import list_checkpoints  # type: ignore[attr-defined]
 
-        return {c["name"] for c in list_checkpoints()}
+        return {c["name"] for c in list_checkpoints() if source in (None, c["source"])}
     except Exception:  # loader not built yet, or assets missing: family just not offered
         return set()
+
+
+def _stamp(family: str, name: str) -> str:
+    """Cache key part that changes when a user checkpoint is rewritten (training goes on)."""
+    if family != "runs":
+        return ""
+    from qvka_core.checkpoints.resolve import checkpoint_stamp
+
+    return checkpoint_stamp(name)
 
 
 def _can_convert() -> bool:
@@ -54,7 +64,7 @@ def _can_convert() -> bool:
         return False
 
 
-@st.cache_data(ttl=300, show_spinner=False)
+@st.cache_data(ttl=10, show_spinner=False)  # new runs appear within seconds
 def family_variants() -> dict[str, list[str]]:
     """Family -> variants it can show now (random always; others when their files exist)."""
     names = _checkpoint_names()
@@ -67,6 +77,9 @@ def family_variants() -> dict[str, list[str]]:
     for fam, base in _BASES.items():
         if base in names:
             out[fam] = available_variants() if _can_convert() else [_base_variant(fam)]
+    user = sorted(_checkpoint_names("run"))
+    if user:
+        out["runs"] = user  # "variants" of this family are checkpoint names
     return out
 
 
@@ -75,7 +88,7 @@ def _base_variant(family: str) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
-def load_model(family: str, variant: str) -> Any:
+def load_model(family: str, variant: str, stamp: str = "") -> Any:
     """A loaded-like model (eval, no grads). Cached per (family, variant); never mutate it."""
     with _LOAD_LOCK:
         LOAD_CALLS[(family, variant)] += 1
@@ -85,6 +98,8 @@ def load_model(family: str, variant: str) -> Any:
 
     if family == "austen":
         loaded = load_checkpoint(f"austen-{variant}")
+    elif family == "runs":
+        loaded = load_checkpoint(variant)  # a run or saved conversion, by name
     elif family in _BASES:
         loaded = _load_base(_BASES[family])
         if variant != loaded.config.variant:
@@ -113,16 +128,17 @@ def _load_base(name: str) -> Any:
 
 
 @st.cache_data(show_spinner="Running the models…", max_entries=96)
-def run_cached(family: str, variant: str, text: str) -> _explore.VariantRun:
+def run_cached(family: str, variant: str, text: str, stamp: str = "") -> _explore.VariantRun:
     """One forward of (family, variant) on text; cached across sessions."""
-    return _explore.run_model(load_model(family, variant), text)
+    return _explore.run_model(load_model(family, variant, stamp), text)
 
 
 def explorer(family: str, variants: list[str], text: str, layer: int, head: int | None
              ) -> _explore.ExplorerResult:
     models = {v: _load_shown(family, v) for v in variants}
     return _explore.explore(models, text, layer, head,
-                            run=lambda label, _m, t: run_cached(family, label, t))
+                            run=lambda label, _m, t: run_cached(family, label, t,
+                                                                _stamp(family, label)))
 
 
 def _load_shown(family: str, variant: str) -> Any:
@@ -130,7 +146,7 @@ def _load_shown(family: str, variant: str) -> Any:
     slow = family in _BASES and variant in ("mla", "qvka")
     note = " (first conversion calibrates on text: up to a minute or more on CPU, then cached)"
     with st.spinner(f"Loading {family} · {variant}{note if slow else ''}…"):
-        return load_model(family, variant)
+        return load_model(family, variant, _stamp(family, variant))
 
 
 def model_shape(family: str, variant: str) -> tuple[int, int, int]:

@@ -87,7 +87,7 @@ if s1.button("Save", key="cv_save"):
 saved = st.session_state.get("cv_saved")
 if saved:
     st.success(f"Saved to {saved}")
-target = ar.runview.explorer_target(last[0], last[1])
+target = ar.saved_explorer_target(saved, last[0], last[1])
 if target and s2.button("Open in Explorer", key="cv_explorer", help=ar.EXPLORER_NOTE):
     ar.open_in_explorer(*target)
 if s3.button("Heal on the Fine-tune page", key="cv_heal", disabled=not saved,

@@ -238,3 +238,36 @@ def test_explorer_bundled_austen_family() -> None:
     at.multiselect(key="variants").set_value(variants[:6]).run()
     no_errors(at)
     assert "girl" in {t.strip() for t in ticktexts(at)}
+
+
+def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """'Open in Explorer' targets: a trained run's checkpoint and a saved conversion, by name;
+    rewriting a run's checkpoint (training went on) reloads it instead of showing stale maps."""
+    from qvka_core.checkpoints import load_checkpoint, save_checkpoint
+
+    monkeypatch.setenv("QVKA_RUNS", str(tmp_path))
+    source = load_checkpoint("austen-qv")
+    save_checkpoint(tmp_path / "heal-qv" / "checkpoint", source.model, tokenizer=source.tokenizer)
+    save_checkpoint(tmp_path / "converted" / "mha-to-qv", source.model,
+                    tokenizer=source.tokenizer)
+    app_shared.family_variants.clear()
+    assert app_shared.family_variants()["runs"] == ["converted/mha-to-qv", "heal-qv"]
+
+    def open_view() -> AppTest:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.query_params.update({"family": "runs", "variants": "heal-qv,converted/mha-to-qv"})
+        at.run()
+        at.switch_page("pages/explorer.py").run()
+        no_errors(at)
+        assert at.multiselect(key="variants").value == ["heal-qv", "converted/mha-to-qv"]
+        assert "girl" in {t.strip() for t in ticktexts(at)}
+        return at
+
+    open_view()
+    loads = app_shared.LOAD_CALLS[("runs", "heal-qv")]
+    assert loads >= 1
+    save_checkpoint(tmp_path / "heal-qv" / "checkpoint", source.model,
+                    tokenizer=source.tokenizer, overwrite=True)
+    open_view()
+    assert app_shared.LOAD_CALLS[("runs", "heal-qv")] == loads + 1

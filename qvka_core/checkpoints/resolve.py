@@ -35,8 +35,24 @@ def _runs() -> dict[str, Path]:
     root = runs_dir()
     if not root.is_dir():
         return {}
-    return {p.parent.parent.name: p.parent
+    runs = {p.parent.parent.name: p.parent
             for p in sorted(root.glob("*/checkpoint/config.json"))}
+    # Models saved by the Convert page: runs/converted/<name>, named "converted/<name>".
+    runs.update({f"converted/{p.parent.name}": p.parent
+                 for p in sorted(root.glob("converted/*/config.json"))})
+    return runs
+
+
+def user_checkpoints() -> dict[str, Path]:
+    """name -> directory of the user's trained runs and saved conversions."""
+    return _runs()
+
+
+def checkpoint_stamp(name: str) -> str:
+    """A token that changes whenever a run's or saved conversion's weights are rewritten."""
+    directory = _runs().get(name)
+    weights = directory / "model.safetensors" if directory else None
+    return str(weights.stat().st_mtime_ns) if weights and weights.exists() else ""
 
 
 def find(name_or_dir: str, variant: str | None = None) -> tuple[str, str, Path | None]:

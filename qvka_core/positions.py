@@ -32,12 +32,15 @@ def rope_cos_sin(
     table = _ROPE_TABLES.get(key)
     if table is None or table[0].shape[0] < needed:
         size = max(needed, 2 * table[0].shape[0] if table is not None else 256)
-        inv_freq = 1.0 / (
-            theta ** (torch.arange(0, dim, 2, device=positions.device).float() / dim)
-        )
-        angles = torch.arange(size, device=positions.device).float()[:, None] * inv_freq
-        emb = torch.cat([angles, angles], dim=-1)  # (size, dim)
-        table = (emb.cos().to(dtype), emb.sin().to(dtype))
+        # Shared across calls, so never an inference-mode tensor (autograd refuses those)
+        # and never part of a graph.
+        with torch.inference_mode(False), torch.no_grad():
+            inv_freq = 1.0 / (
+                theta ** (torch.arange(0, dim, 2, device=positions.device).float() / dim)
+            )
+            angles = torch.arange(size, device=positions.device).float()[:, None] * inv_freq
+            emb = torch.cat([angles, angles], dim=-1)  # (size, dim)
+            table = (emb.cos().to(dtype), emb.sin().to(dtype))
         _ROPE_TABLES[key] = table
     cos, sin = table
     if positions.numel() and int(positions[0]) + positions.numel() == needed:

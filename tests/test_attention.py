@@ -174,3 +174,17 @@ def test_generate_sampling_is_seeded_and_encoders_refuse():
 
     with pytest.raises(ConfigError, match="causal"):
         Transformer(tiny("qv", causal=False)).generate(prompt, 2)
+
+
+def test_rope_tables_made_under_inference_mode_still_train():
+    """RoPE tables are shared between calls: one first built under inference_mode must not
+    poison a later training step (autograd refuses inference tensors)."""
+    from qvka_core.positions import _ROPE_TABLES
+
+    _ROPE_TABLES.clear()
+    model = Transformer(tiny("qv", position="rope"))
+    ids = torch.randint(0, 61, (1, 7))
+    with torch.inference_mode():
+        model(ids)
+    model(ids).logits.mean().backward()
+    assert model.layers[0].attn.q_proj.weight.grad is not None

@@ -62,6 +62,10 @@ def test_explorer_and_costs_in_browser(app_url: str, page, shots: Path) -> None:
         page.keyboard.press("Escape")
         settle(page)
     settle(page)
+    # Under load the rerun may start after settle() looked: wait for the fifth panel itself.
+    page.wait_for_function(
+        "() => { const p = document.querySelector('.js-plotly-plot');"
+        " return p && p.querySelectorAll('.annotation-text').length >= 5; }", timeout=TIMEOUT)
     titles = page.locator(".js-plotly-plot").first.locator(".annotation-text").all_text_contents()
     assert titles[:5] == ["mha", "gqa", "qv", "mla", "qvka"], titles
     assert page.locator(".js-plotly-plot").first.locator(".heatmaplayer image").count() >= 1

@@ -4,19 +4,14 @@ cancel the job. The server runs with QVKA_RUNS pointed at a temporary folder."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qvka_core import jobs
+from tests.e2e.conftest import serve_app
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,34 +22,10 @@ POINTS = ".vega-embed svg g.mark-symbol path"  # the loss chart renders as SVG (
 @pytest.fixture(scope="module")
 def finetune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A Streamlit server of its own (the shared one has no private runs folder)."""
-    if not Path("/usr/bin/chromium").exists() and not shutil.which("chromium"):
-        pytest.skip("real-browser tests need Chromium at /usr/bin/chromium "
-                    "(apt-get install chromium)")
     runs = tmp_path_factory.mktemp("browser-runs")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "QVKA_RUNS": str(runs), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("streamlit did not start")
-            time.sleep(0.25)
-        yield url, runs
+        with serve_app({"QVKA_RUNS": str(runs)}) as url:
+            yield url, runs
     finally:
         for status in jobs.list_jobs(runs):
             if status["state"] in jobs.ACTIVE:
@@ -64,11 +35,6 @@ def finetune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
                     pass
         for status in jobs.list_jobs(runs):
             jobs.wait_for(status["run_dir"], jobs.TERMINAL, timeout_s=120)
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def settle(page) -> None:
@@ -93,7 +59,7 @@ def test_finetune_launch_and_live_curve(finetune_server: tuple[str, Path], page,
     page.get_by_role("heading", name="Fine-tune").wait_for(timeout=TIMEOUT)
     page.get_by_text("Estimate per run").wait_for(timeout=TIMEOUT)
     settle(page)
-    set_number(page, "Steps", 40)
+    set_number(page, "Steps", 3000)  # long enough to watch grow on an idle machine; cancelled
     set_number(page, "Batch", 2)
     set_number(page, "Sequence length", 32)
     name = page.get_by_label("Name prefix")

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Impl = Literal["sdpa", "eager"]
+# torch >= 2.5 lets SDPA broadcast KV heads over query groups without materialising copies.
+_SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 
 
 def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
@@ -88,20 +90,27 @@ def attend(
         device=q.device,
     )
     if impl == "sdpa" and not return_weights:
-        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, S, D)
+        gqa_kw = {}
+        if n_rep > 1 and _SDPA_GQA:
+            gqa_kw = {"enable_gqa": True}  # the kernel reads each KV head for its group
+        else:
+            k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, S, D)
         plain_causal = causal and t == s and bias is None and key_padding_mask is None
         attn_mask = None
         if not plain_causal:
             attn_mask = _float_mask(mask, bias, q.dtype)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=plain_causal,
-            scale=scale,
+            scale=scale, **gqa_kw,
         )
         return out, None
     if impl not in ("sdpa", "eager"):
         raise ValueError(f"impl must be 'sdpa' or 'eager', got {impl!r}")
-    k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, S, D)
-    scores = torch.matmul(q * scale, k.transpose(-2, -1))  # (B, H, T, S); scale the smaller q
+    # Grouped heads without copying K/V: query heads that share a KV head are stacked along
+    # time, so one matmul per KV head scores the whole group.
+    h_kv = k.shape[1]
+    q_grouped = (q * scale).reshape(b, h_kv, n_rep * t, dk)  # (B, Hkv, n_rep·T, Dk)
+    scores = torch.matmul(q_grouped, k.transpose(-2, -1)).view(b, h, t, s)  # (B, H, T, S)
     if bias is not None:
         scores = scores + bias
     if mask is not None:
@@ -110,7 +119,8 @@ def attend(
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, T, S)
     dropped = F.dropout(probs, p=dropout) if dropout > 0 else probs
-    out = torch.matmul(dropped, v)  # (B, H, T, Dv)
+    out = torch.matmul(dropped.view(b, h_kv, n_rep * t, s), v)  # (B, Hkv, n_rep·T, Dv)
+    out = out.view(b, h, t, v.shape[-1])  # (B, H, T, Dv)
     return out, (probs if return_weights else None)
 
 

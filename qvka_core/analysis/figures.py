@@ -43,9 +43,11 @@ def style(fig: go.Figure, *, presentation: bool = False, height: int | None = No
           ) -> go.Figure:
     """Common layout; presentation mode enlarges every font."""
     size = 20 if presentation else 12
+    # The empty "none" template: plotly.js defaults are already white with light grids, and a
+    # named template is deep-copied into every figure (tens of ms each on the Costs page).
     fig.update_layout(
         font={"size": size}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        template="plotly_white", height=height,
+        template="none", height=height,
     )
     fig.update_annotations(font_size=size + 2)
     return fig

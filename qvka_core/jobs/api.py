@@ -248,7 +248,8 @@ def resume(job_id: str, *, steps: int | None = None,
         status_path = run_dir / "status.json"
         if status_path.exists():
             old = json.loads(status_path.read_text(encoding="utf-8") or "{}")
-            atomic_write_json(status_path, {**old, "state": "queued", "pid": None,
+            old.pop("pid", None)  # the old trainer's pid is no one's now
+            atomic_write_json(status_path, {**old, "state": "queued",
                                             "message": "resumed; waiting for its slot"})
     _spawn_worker(run_dir)
     return job_status(run_dir)

@@ -95,7 +95,7 @@ def _prepare_dir(args: TrainArgs, rd: RunDir) -> ModelConfig | None:
         raise RunError(f"cannot resume {path} with changed field(s): {', '.join(diff)}")
     if rd.status_path.exists():
         status = read_json(rd.status_path)
-        pid = int(status.get("pid", 0))
+        pid = int(status.get("pid") or 0)
         if status.get("state") == "running" and pid != os.getpid() and _pid_alive(pid):
             raise RunError(f"run {path} is still running (pid {pid})")
     return ModelConfig.from_dict(stored["model"])

@@ -268,6 +268,13 @@ def ours_table(results: dict[str, Any]) -> pd.DataFrame:
                          for c in results.get("cells", {}).values()])
 
 
+def default_lr(base_kind: str) -> float:
+    """The runner's own default: fine-tuning a checkpoint vs training a preset from scratch."""
+    from qvka_core.train.args import FINETUNE_LR, SCRATCH_LR
+
+    return FINETUNE_LR if base_kind == "checkpoint" else SCRATCH_LR
+
+
 # --- navigation ------------------------------------------------------------------------------
 EXPLORER_NOTE = ("Opens this checkpoint in the Explorer's 'Your checkpoints' family (next to "
                  "the model it started from, when that is one of yours too).")

@@ -289,3 +289,12 @@ def test_fine_tune_from_init_checkpoint(teacher_run, text_file: str, tmp_path: P
     assert load_checkpoint_dir(converted.run_dir / "checkpoint").config.variant == "mqa"
     with pytest.raises(ConfigError, match="position"):
         run(args.replace(position="agf", name="other"))
+
+
+def test_default_lr_heals_a_checkpoint_gently_and_trains_from_scratch_fast():
+    """A from-scratch rate applied to a pretrained model wrecks it; the defaults differ."""
+    from qvka_core.train.args import FINETUNE_LR, SCRATCH_LR, TrainArgs
+
+    assert TrainArgs(preset="austen", variant="qv").lr == SCRATCH_LR
+    assert TrainArgs(init="austen-qv").lr == FINETUNE_LR < SCRATCH_LR / 10
+    assert TrainArgs(init="austen-qv", lr=3e-4).lr == 3e-4  # an explicit rate always wins

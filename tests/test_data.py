@@ -100,3 +100,27 @@ def test_unigram_baseline() -> None:
         torch.log(torch.tensor(8.0)).item(), rel=1e-6)
     # Add-one smoothing keeps unseen tokens finite.
     assert data.unigram_baseline(torch.zeros(10, dtype=torch.long), torch.tensor([5]), 8) < 50
+
+
+def test_token_ids_are_cached_on_disk_keyed_by_text_and_tokenizer(tmp_path, monkeypatch):
+    """Re-tokenising the corpus was ~2 s of every job's start-up; the cache must return the
+    very same ids, and a different text must not hit it."""
+    import qvka_core.data as data
+
+    monkeypatch.setenv("QVKA_CACHE", str(tmp_path))
+    tok = data.load_tokenizer()
+    text = tmp_path / "story.txt"
+    text.write_text("It was a bright cold day in April.\n" * 400, encoding="utf-8")
+    first = data.token_data(str(text), tok)
+    assert len(list((tmp_path / "tokens").glob("*.safetensors"))) == 1
+
+    def no_encoding(*a, **k):
+        raise AssertionError("tokenised again instead of reading the cache")
+
+    monkeypatch.setattr(data, "encode_documents", no_encoding)
+    again = data.token_data(str(text), tok)
+    assert torch.equal(again.train, first.train) and torch.equal(again.validation,
+                                                                  first.validation)
+    text.write_text("A different text entirely, about the sea.\n" * 400, encoding="utf-8")
+    with pytest.raises(AssertionError, match="tokenised again"):
+        data.token_data(str(text), tok)

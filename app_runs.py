@@ -275,6 +275,12 @@ def default_lr(base_kind: str) -> float:
     return FINETUNE_LR if base_kind == "checkpoint" else SCRATCH_LR
 
 
+def lr_input(container: Any, base_kind: str) -> float:
+    """Learning-rate box whose default follows the base; one widget key per base kind."""
+    return float(container.number_input("Learning rate", 1e-6, 1.0, default_lr(base_kind),
+                                        format="%.5f", key=f"ft_lr_{base_kind}"))
+
+
 # --- navigation ------------------------------------------------------------------------------
 EXPLORER_NOTE = ("Opens this checkpoint in the Explorer's 'Your checkpoints' family (next to "
                  "the model it started from, when that is one of yours too).")

@@ -48,8 +48,7 @@ with st.expander("New run", expanded=not statuses or bool(pre)):
     steps = int(e[0].number_input("Steps", 1, 1_000_000, 30, key="ft_steps"))
     batch = int(e[1].number_input("Batch", 1, 4096, 4, key="ft_batch"))
     seq_len = int(e[2].number_input("Sequence length", 8, 8192, 64, key="ft_seq"))
-    lr = float(e[3].number_input("Learning rate", 1e-6, 1.0, ar.default_lr(kind), format="%.5f",
-                                 key=f"ft_lr_{kind}"))  # own key: each base kind its default
+    lr = ar.lr_input(e[3], kind)
     seed = int(e[4].number_input("Seed", 0, 10_000, 0, key="ft_seed"))
     distill = e[5].toggle("Distil", key="ft_distill",
                           help="logit distillation; teacher = the unconverted source model")

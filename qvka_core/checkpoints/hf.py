@@ -29,7 +29,7 @@ from torch import Tensor
 
 from qvka_core.checkpoints.fastload import build_model, check_state, expected_shapes
 from qvka_core.checkpoints.hf_config import FAMILIES, config_from_hf, detect_family
-from qvka_core.checkpoints.store import PICKLE_SUFFIXES, LoadedModel
+from qvka_core.checkpoints.store import PICKLE_SUFFIXES, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError
 from qvka_core.model import Transformer
@@ -248,14 +248,7 @@ def is_hf_directory(path: str | Path) -> bool:
 def read_hf_config(directory: Path) -> ModelConfig:
     """Parse config.json; old diff-only files fall back to transformers' AutoConfig."""
     path = directory / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{directory} has no config.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise ValueError("top level is not an object")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    raw = read_config_json(directory)
     try:
         return config_from_hf(raw)
     except (KeyError, TypeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qvka_core.checkpoints import embedded
-from qvka_core.checkpoints.store import FORMAT, LoadedModel
+from qvka_core.checkpoints.store import FORMAT, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError, ConfigError
 
@@ -105,15 +105,10 @@ def load(name_or_dir: str, variant: str | None = None) -> LoadedModel:
 def directory_kind(directory: Path) -> str:
     """"ours" (format qvka-lab/1) or "hf" (has model_type), judged from config.json."""
     path = directory / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{directory} has no config.json, so it is not a checkpoint")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if isinstance(data, dict) and data.get("format") == FORMAT:
+    data = read_config_json(directory)
+    if data.get("format") == FORMAT:
         return "ours"
-    if isinstance(data, dict) and "model_type" in data:
+    if "model_type" in data:
         return "hf"
     raise CheckpointError(
         f"{path} is neither a QV-Ka Lab config (format {FORMAT!r}) nor an HF config "
@@ -125,14 +120,14 @@ def load_ours(directory: Path, *, name: str) -> LoadedModel:
     """Our format, built on meta and assigned (fast); same checks as `store.load_state`."""
     from qvka_core.checkpoints.fastload import build_model
     from qvka_core.checkpoints.hf import read_safetensors
-    from qvka_core.checkpoints.store import _read_json, read_config
+    from qvka_core.checkpoints.store import read_config, read_json
     from qvka_core.tokenizer import TextTokenizer
 
     cfg = read_config(directory)
     model = build_model(cfg, read_safetensors(directory),
                         source=str(directory / "model.safetensors"))
     tokenizer = None
-    meta = _read_json(directory / "meta.json") if (directory / "meta.json").exists() else {}
+    meta = read_json(directory / "meta.json") if (directory / "meta.json").exists() else {}
     if (directory / "tokenizer.json").exists():
         tokenizer = TextTokenizer.from_file(directory / "tokenizer.json",
                                             eos_token=meta.get("eos_token"))

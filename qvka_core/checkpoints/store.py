@@ -102,16 +102,14 @@ def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> Lo
     tokenizer = None
     if (directory / "tokenizer.json").exists():
         tokenizer = TextTokenizer.from_file(directory / "tokenizer.json")
-    meta = _read_json(directory / "meta.json") if (directory / "meta.json").exists() else {}
+    meta = read_json(directory / "meta.json") if (directory / "meta.json").exists() else {}
     return LoadedModel(model=model, tokenizer=tokenizer, config=cfg,
                        name=name or directory.name, meta=meta)
 
 
 def read_config(directory: str | Path) -> ModelConfig:
     path = Path(directory) / "config.json"
-    if not path.exists():
-        raise CheckpointError(f"{directory} has no config.json")
-    data = _read_json(path)
+    data = read_config_json(directory)
     if data.get("format") != FORMAT or not isinstance(data.get("model"), dict):
         raise CheckpointError(
             f"{path} is not a QV-Ka Lab config (expected format {FORMAT!r}); "
@@ -162,8 +160,21 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
+    """A JSON file; malformed text is a CheckpointError naming the file."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def read_config_json(directory: str | Path) -> dict[str, Any]:
+    """A checkpoint directory's config.json as a mapping (ours or HF's); every failure —
+    missing, malformed, not an object — is a CheckpointError naming the file."""
+    path = Path(directory) / "config.json"
+    if not path.exists():
+        raise CheckpointError(f"{directory} has no config.json, so it is not a checkpoint")
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not valid JSON: top level is not an object")
+    return data

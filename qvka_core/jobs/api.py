@@ -214,28 +214,28 @@ def resume(job_id: str, *, steps: int | None = None,
     """
     _reap()
     run_dir = run_dir_of(job_id, root)
-    status = job_status(run_dir)
-    if not status["managed"]:
-        raise RunError(f"run {job_id!r} was not started through the job queue (no job.json); "
-                       "resume it with `python -m qvka_core train ... --resume`")
-    if status.get("exiting"):
-        raise RunError(f"run {job_id!r} is still stopping; resume it in a moment")
-    if not status["resumable"]:
-        raise RunError(f"run {job_id!r} is {status['state']}; only crashed, cancelled or "
-                       "failed runs can be resumed")
-    job = read_job(run_dir) or {}
-    argv = list(job["argv"])
-    if steps is not None:
-        if not isinstance(steps, int) or steps <= 0:
-            raise RunError(f"steps must be a positive integer, got {steps!r}")
-        argv = _without_option(argv, "--steps") + ["--steps", str(steps)]
-    attempt = {k: job.get(k) for k in ("seq", "started_at", "finished_at", "exit_code")}
-    base = run_dir.parent
-    seq = next_seq(base)
-    with file_lock(run_dir / ".job.lock"):  # two sessions pressing resume: only one wins
-        current = read_job(run_dir) or {}
-        if current.get("seq") != job.get("seq"):
-            raise RunError(f"run {job_id!r} was just requeued by someone else")
+    if steps is not None and (not isinstance(steps, int) or steps <= 0):
+        raise RunError(f"steps must be a positive integer, got {steps!r}")
+    seq = next_seq(run_dir.parent)
+    # Two sessions pressing resume: only one wins. The status is judged under the lock that
+    # the winner holds while it rewrites job.json and status.json, so the loser sees either
+    # the old crashed run or the requeued one, never a mix of the two.
+    with file_lock(run_dir / ".job.lock"):
+        status = job_status(run_dir)
+        if not status["managed"]:
+            raise RunError(f"run {job_id!r} was not started through the job queue (no "
+                           "job.json); resume it with `python -m qvka_core train ... --resume`")
+        if status.get("exiting"):
+            raise RunError(f"run {job_id!r} is still stopping; resume it in a moment")
+        if not status["resumable"]:
+            raise RunError(f"run {job_id!r} is {status['state']}; only crashed, cancelled or "
+                           "failed runs can be resumed")
+        job = read_job(run_dir) or {}
+        argv = list(job["argv"])
+        if steps is not None:
+            argv = _without_option(argv, "--steps") + ["--steps", str(steps)]
+        attempt = {k: job.get(k) for k in ("seq", "started_at", "finished_at", "exit_code")}
+        current = dict(job)
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
         current.update(argv=argv, seq=seq, submitted_at=now_iso(), submitted_ts=time.time(),
                        started_at=None, finished_at=None, exit_code=None, worker_pid=None,

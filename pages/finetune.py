@@ -78,12 +78,12 @@ with st.expander("New run", expanded=not statuses or bool(pre)):
 if not statuses:
     st.info("No runs yet: launch one above. Runs live in " + str(ar.runs_root()))
     st.stop()
-active = [s["id"] for s in statuses if s["state"] in jobs.ACTIVE]
+busy = any(ar.runview.busy(s) for s in statuses)
 
 
-@st.fragment(run_every=2 if active else None)
+@st.fragment(run_every=2 if busy else None)
 def live() -> None:
-    """Progress, curves, log tail and the runs table; reruns every 2 s while a run is active."""
+    """Progress, curves, log tail and the runs table; reruns every 2 s while a run is busy."""
     now = jobs.list_jobs(ar.runs_root())
     ids = [s["id"] for s in now]
     for s in now:
@@ -114,21 +114,22 @@ def live() -> None:
         st.altair_chart(alt.Chart(recovery).mark_line(point=True).encode(
             x=alt.X("tokens:Q", title="tokens seen"), color="run:N",
             y=alt.Y("share:Q", scale=alt.Scale(zero=False))), key="ft_recovery", width="stretch")
-    if active and not any(s["state"] in jobs.ACTIVE for s in now):
-        st.rerun(scope="app")  # all finished: refresh the run actions, stop polling
+    if busy and not any(ar.runview.busy(s) for s in now):
+        st.rerun(scope="app")  # all finished and exited: refresh the run actions, stop polling
 
 
 live()
 m1, m2, m3, m4 = st.columns([2, 1, 1, 2])
 rid = m1.selectbox("Run", [s["id"] for s in statuses], key="ft_manage")
 status = next(s for s in statuses if s["id"] == rid)
-if ar.runview.stopping(status):  # resume/delete would race the exiting worker
-    st.caption(f"{rid} is {status['state']} and still shutting down; refresh in a moment.")
+if status["exiting"]:  # resume/delete would race the exiting worker
+    st.caption(f"{rid} is {status['state']} and still shutting down; its actions appear in a "
+               "moment.")
 with ui.guarded(False):
     if status["state"] in jobs.ACTIVE and m2.button("Cancel", key="ft_cancel"):
         jobs.cancel(rid, root=ar.runs_root())
         st.rerun()
-    idle = not ar.runview.stopping(status)
+    idle = not status["exiting"]
     if status["resumable"] and idle and m2.button("Resume", key="ft_resume"):
         jobs.resume(rid, root=ar.runs_root())
         st.rerun()

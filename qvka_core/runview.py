@@ -7,6 +7,7 @@
 - `recovery`: validation loss against tokens seen, as a share of the original's loss.
 - `rss_bytes` / `gpu_memory`: memory in use by a training process and on the GPUs.
 - `progress_of`: a live run's progress line (step, ETA, tokens/s, device, memory).
+- `busy`: whether a page must keep refreshing a run.
 - `explorer_target`: the Explorer view closest to a model (the Explorer cannot load files).
 """
 
@@ -68,17 +69,24 @@ def unconverted_source(init: str | None, variant: str | None = None) -> str | No
     return str(source) if source else None
 
 
-def original_loss(init: str | None, variant: str | None = None) -> tuple[float | None, str]:
-    """(validation loss of the unconverted source, where it comes from)."""
+def original_loss(init: str | None, variant: str | None = None,
+                  metrics: list[dict[str, Any]] | None = None) -> tuple[float | None, str]:
+    """(loss of the unconverted source, where it comes from). Best: `ref_val_loss`, which the
+    trainer measures on the run's own validation windows (`--reference`); else a loss recorded
+    elsewhere, at another context length, so only roughly comparable."""
     source = unconverted_source(init, variant)
     if source is None:
         return None, "not a converted model"
+    ref = next((r["ref_val_loss"] for r in metrics or [] if r.get("ref_val_loss") is not None),
+               None)
+    if isinstance(ref, (int, float)):
+        return float(ref), f"{source} on this run's validation windows"
     val = checkpoint_meta(source).get("val_loss")
     if isinstance(val, (int, float)):
-        return float(val), f"{source}: validation loss recorded with the checkpoint"
+        return float(val), f"{source}: validation loss recorded with the checkpoint (approximate)"
     before = (checkpoint_meta(init or "").get("conversion") or {}).get("loss_before")
     if isinstance(before, (int, float)):
-        return float(before), f"{source}: loss before conversion (Convert report)"
+        return float(before), f"{source}: loss before conversion, Convert report (approximate)"
     return None, f"{source}: no recorded validation loss"
 
 
@@ -198,10 +206,10 @@ def explorer_target(source: str, variant: str) -> tuple[str, list[str]] | None:
     return None
 
 
-def stopping(status: dict[str, Any]) -> bool:
-    """True while a run that reports a final state still has a live trainer: its worker will
-    write job.json once more, so resume/delete must wait (else the write races them)."""
-    from qvka_core.jobs.store import pid_alive
+def busy(status: dict[str, Any]) -> bool:
+    """True while a run (a `jobs.job_status` dict) is queued, training or still exiting: a page
+    showing it must keep refreshing until this turns False, or it stops on a stale picture
+    (a final state whose worker has not yet written job.json, so no resume/delete yet)."""
+    from qvka_core.jobs.status import ACTIVE
 
-    return status["state"] not in ("queued", "waiting", "running") and pid_alive(
-        _train_pid(status), Path(status["run_dir"]).name)
+    return status["state"] in ACTIVE or bool(status.get("exiting"))

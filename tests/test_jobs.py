@@ -196,6 +196,32 @@ def test_restart_view_recomputes_states_from_disk(root: Path) -> None:
     assert states["plain"][0] == "crashed"
 
 
+def test_final_state_with_a_live_trainer_keeps_the_page_refreshing(root: Path) -> None:
+    """A run whose trainer wrote "completed" but has not exited yet is still busy: the
+    Fine-tune page stopped polling at that moment and never showed the run's actions."""
+    from qvka_core import runview
+
+    d = root / "late"
+    d.mkdir(parents=True)
+    trainer = subprocess.Popen(["sh", "-c", "sleep 30", d.name])  # "late" is in its cmdline
+    try:
+        atomic_write_json(d / "job.json", {
+            "id": "late", "name": "late", "argv": [], "device": "cpu", "slots": ["cpu"],
+            "seq": 1, "submitted_ts": 0.0, "trainer": FAKE, "started_at": "x",
+            "train_pid": trainer.pid})
+        atomic_write_json(d / "status.json", {"state": "completed", "step": 3})
+        exiting = jobs.job_status(d)
+        assert exiting["state"] == "completed" and exiting["exiting"]
+        assert runview.busy(exiting) and not exiting["resumable"]
+    finally:
+        trainer.kill()
+        trainer.wait()
+    done = jobs.job_status(d)
+    assert done["state"] == "completed" and not runview.busy(done)
+    queued = {**done, "state": "queued", "exiting": False}
+    assert runview.busy(queued)
+
+
 @pytest.mark.parametrize("bad", ["", "  ", ".", "..", "../x", "/etc", "a/b", ".hidden",
                                  "a\\b", "---", "x" * 80])
 def test_bad_names_rejected(root: Path, bad: str) -> None:

@@ -150,8 +150,9 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
     """One {name, argv, teacher} per variant, every run under the same budget.
 
     Preset base: trained from scratch (`--preset base --variant v`). Checkpoint base:
-    `--init base`, converted on load when v differs from the checkpoint's variant; with
-    `distill`, the teacher is the unconverted source (RunError if there is none)."""
+    `--init base`, converted on load when v differs from the checkpoint's variant; its
+    unconverted source is the `--reference` (and, with `distill`, the teacher; RunError if
+    there is none)."""
     if not variants:
         raise RunError("choose at least one variant")
     root = runs_root()
@@ -174,6 +175,8 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
                 raise RunError(f"distillation needs an unconverted source: {base!r} with "
                                f"variant {v!r} is not a converted model (turn distillation off)")
             argv += ["--distill", "logits", "--teacher", teacher]
+        if teacher is not None:  # the recovery baseline, measured on the run's own windows
+            argv += ["--reference", teacher]
         name = _unique(f"{jobs.slugify(prefix)[:50]}-{v}", used)
         plans.append({"name": name, "argv": argv + budget, "teacher": teacher})
     return plans
@@ -193,14 +196,22 @@ def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[s
 
 # --- chart data ---------------------------------------------------------------------------------
 def metrics_frame(run_ids: list[str]) -> pd.DataFrame:
-    """Long table run, step, tokens, split (train/validation), loss for overlaid curves."""
+    """Long table run, step, tokens, split, loss for overlaid curves. The train split is the
+    cross-entropy (`ce`) when distilling, not the distillation objective, so that it reads on
+    the validation loss's scale; "original" is the unconverted source's validation loss on
+    the run's own windows (`ref_val_loss`), drawn flat across the run."""
     rows = []
     for rid, recs in jobs.compare(run_ids, root=runs_root()).items():
         for r in recs:
-            for split, key in (("train", "loss"), ("validation", "val_loss")):
-                if r.get(key) is not None:
+            train = r.get("ce", r.get("loss"))
+            for split, value in (("train", train), ("validation", r.get("val_loss"))):
+                if value is not None:
                     rows.append({"run": rid, "step": r["step"], "tokens": r.get("tokens", 0),
-                                 "split": split, "loss": float(r[key])})
+                                 "split": split, "loss": float(value)})
+        ref = next((r["ref_val_loss"] for r in recs if r.get("ref_val_loss") is not None), None)
+        if ref is not None and recs:
+            rows += [{"run": rid, "step": r["step"], "tokens": r.get("tokens", 0),
+                      "split": "original", "loss": float(ref)} for r in (recs[0], recs[-1])]
     return pd.DataFrame(rows, columns=["run", "step", "tokens", "split", "loss"])
 
 
@@ -210,11 +221,12 @@ def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[s
     for s in statuses:
         argv = [str(a) for a in s.get("argv") or []]
         init = runview.argv_option(argv, "--init")
-        original, how = runview.original_loss(init, runview.argv_option(argv, "--variant"))
+        metrics = jobs.read_metrics(s["run_dir"])
+        original, how = runview.original_loss(init, runview.argv_option(argv, "--variant"),
+                                              metrics)
         if init is None or original is None:
             continue
         notes.append(f"{s['id']}: {how} = {original:.3f}")
-        metrics = jobs.read_metrics(s["run_dir"])
         rows += [{"run": s["id"], **r} for r in runview.recovery(metrics, original)]
     return pd.DataFrame(rows, columns=["run", "tokens", "share"]), notes
 

@@ -86,6 +86,30 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert at.session_state["ft_base"] == "converted: my-healed-qv"
     assert at.session_state["ft_variants"] == ["qv"]
 
+    # Heal it with distillation: the run scores the unconverted austen-mha on its own
+    # validation windows, and the curves and the recovery chart are measured against that.
+    at = tiny_form(at.switch_page("pages/finetune.py").run(), ["qv"])
+    assert at.selectbox(key="ft_base").value == "converted: my-healed-qv"
+    at.toggle(key="ft_distill").set_value(True).run()
+    at.text_input(key="ft_name").set_value("heal").run()
+    at.button(key="ft_launch").click().run()
+    no_errors(at)
+    final = jobs.wait_for(runs / "heal-qv", jobs.TERMINAL, timeout_s=180)
+    assert final["state"] == "completed", final["message"]
+    recs = jobs.read_metrics(runs / "heal-qv")
+    ref = recs[0]["ref_val_loss"]
+    assert ref != pytest.approx(recs[0]["val_loss"], rel=1e-3)  # K dropped: not the same model
+    frame = app_runs.metrics_frame(["heal-qv"])
+    assert frame[frame.split == "original"].loss.tolist() == [ref, ref]
+    train = frame[frame.split == "train"]
+    assert train.loss.tolist() == [r["ce"] for r in recs if "ce" in r]  # CE, not the KD loss
+    recovery, notes = app_runs.recovery_frame(jobs.list_jobs(runs))
+    assert notes == [f"heal-qv: austen-mha on this run's validation windows = {ref:.3f}"]
+    assert recovery.share.tolist() == [r["val_loss"] / ref for r in recs if "val_loss" in r]
+    at.run()
+    no_errors(at)
+    assert any("Recovery of converted models" in c.value for c in at.caption)
+
 
 def tiny_form(at: AppTest, variants: list[str]) -> AppTest:
     at.number_input(key="ft_steps").set_value(10)

@@ -17,7 +17,7 @@ import torch
 
 from qvka_core import data
 from qvka_core.checkpoints.store import load_checkpoint_dir
-from qvka_core.errors import ConfigError, RunError
+from qvka_core.errors import ConfigError, LabError, RunError
 from qvka_core.train import TrainArgs, engine, read_metrics, read_status, request_cancel, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -284,9 +284,18 @@ def test_fine_tune_from_init_checkpoint(teacher_run, text_file: str, tmp_path: P
     assert r.state == "completed"
     # Step 0 evaluates the loaded weights on the same windows the teacher ended on.
     assert r.metrics[0]["val_loss"] == pytest.approx(teacher_run.val_loss, rel=1e-5)
-    converted = run(args.replace(variant="mqa", name="to-mqa", steps=2))
+    converted = run(args.replace(variant="mqa", name="to-mqa", steps=2, reference=init))
     assert converted.state == "completed"
     assert load_checkpoint_dir(converted.run_dir / "checkpoint").config.variant == "mqa"
+    # The reference (the unconverted model) is scored on the converted run's own windows:
+    # the recovery baseline, measured where the run's curve is.
+    first = converted.metrics[0]
+    assert first["ref_val_loss"] == pytest.approx(teacher_run.val_loss, rel=1e-5)
+    assert first["val_loss"] != pytest.approx(first["ref_val_loss"], rel=1e-3)
+    assert "ref_val_loss" not in r.metrics[0]  # no reference, none recorded
+    with pytest.raises(LabError, match="nope"):
+        run(args.replace(name="bad-ref", reference=str(tmp_path / "nope")))
+    assert not (tmp_path / "bad-ref").exists()  # refused before any file was written
     with pytest.raises(ConfigError, match="position"):
         run(args.replace(position="agf", name="other"))
 

@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda or mps")
     g.add_argument("--distill", help="none (default), logits or hidden")
     g.add_argument("--teacher", help="teacher checkpoint for --distill")
+    g.add_argument("--reference", help="checkpoint whose validation loss on this run's windows "
+                   "is recorded at step 0 (default: the teacher); the recovery baseline")
     g = parser.add_argument_group("output")
     g.add_argument("--out", help="parent directory of runs (default: runs)")
     g.add_argument("--name", help="run name (default: <variant>-<position>-s<seed>)")

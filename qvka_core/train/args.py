@@ -102,6 +102,10 @@ class TrainArgs:
     """Softening temperature for logit distillation (loss scaled by T²)."""
     distill_weight: float = 0.5
     """Loss = (1 − w)·CE + w·distillation term."""
+    reference: str | None = None
+    """Checkpoint evaluated once before step 1 on the run's own validation windows
+    (`ref_val_loss`, `ref_val_acc` in the step-0 metrics): the baseline a converted model's
+    recovery is measured against, at the same context length. None: the teacher, if any."""
 
     # --- output ----------------------------------------------------------------------------
     out: str = "runs"

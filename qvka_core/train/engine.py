@@ -122,6 +122,18 @@ def _loss_terms(model: torch.nn.Module, x: Tensor, y: Tensor, args: TrainArgs,
     return (1 - w) * ce + w * kd, ce
 
 
+def _frozen(ref: str, role: str, student: Transformer, device: torch.device) -> Transformer:
+    """A checkpoint as a frozen fp32 model on `device` with the student's vocabulary."""
+    from qvka_core.checkpoints import load_checkpoint
+
+    other = load_checkpoint(ref).model.float().to(device).eval()
+    other.requires_grad_(False)
+    if other.cfg.vocab_size != student.cfg.vocab_size:
+        raise RunError(f"{role} and student vocabularies differ "
+                       f"({other.cfg.vocab_size} vs {student.cfg.vocab_size})")
+    return other
+
+
 @torch.no_grad()
 def evaluate(model: Transformer, xs: Tensor, ys: Tensor, batch: int, device: torch.device,
              dist: Dist, amp: contextlib.AbstractContextManager) -> tuple[float, float]:
@@ -177,13 +189,7 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
         raise RunError(f"model vocab {model.cfg.vocab_size} < tokenizer vocab {data.vocab_size}")
     teacher = None
     if args.distill != "none":
-        from qvka_core.checkpoints import load_checkpoint
-
-        teacher = load_checkpoint(args.teacher).model.float().to(device).eval()
-        teacher.requires_grad_(False)
-        if teacher.cfg.vocab_size != model.cfg.vocab_size:
-            raise RunError("teacher and student vocabularies differ "
-                           f"({teacher.cfg.vocab_size} vs {model.cfg.vocab_size})")
+        teacher = _frozen(args.teacher, "teacher", model, device)
         if args.distill == "hidden" and teacher.cfg.d_model != model.cfg.d_model:
             raise RunError("distill=hidden needs equal d_model (teacher "
                            f"{teacher.cfg.d_model}, student {model.cfg.d_model})")
@@ -197,6 +203,9 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
         model.load_state_dict(state)
         info = rd.load_state(ckpt_step, opt, param_names)
         start_step, elapsed_prev = ckpt_step, float(info.get("elapsed_s", 0.0))
+    reference = teacher if start_step == 0 else None  # a resumed run has its step-0 record
+    if start_step == 0 and args.reference not in (None, args.teacher):
+        reference = _frozen(args.reference, "reference", model, device)
     if dist.is_main:
         rd.path.mkdir(parents=True, exist_ok=True)
         if args.resume:
@@ -222,6 +231,7 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
     tokens_per_step = args.batch * args.seq_len
     loop = _Loop(args, rd, dist, model, ddp_model, opt, param_names, tokenizer, device, amp,
                  data.train, val_x, val_y, teacher, unigram, on_metrics, elapsed_prev)
+    loop.reference = reference
     try:
         state, message, step = loop.train(start_step)
     except BaseException as exc:
@@ -255,6 +265,7 @@ class _Loop:
         self.val_x, self.val_y, self.teacher, self.unigram = val_x, val_y, teacher, unigram
         self.on_metrics, self.elapsed_prev = on_metrics, elapsed_prev
         self.step = 0
+        self.reference: Transformer | None = None
         self.last_val: tuple[float | None, float | None] = (None, None)
         self.t0 = time.perf_counter()
 
@@ -265,7 +276,13 @@ class _Loop:
         args, dist = self.args, self.dist
         self.step = start
         if start == 0:
-            self._record({"step": 0, "tokens": 0}, evaluate_now=True)
+            first: dict[str, Any] = {"step": 0, "tokens": 0}
+            if self.reference is not None:  # same windows, same context: a fair baseline
+                rl, ra = evaluate(self.reference, self.val_x, self.val_y, args.batch,
+                                  self.device, dist, self.amp)
+                first.update(ref_val_loss=rl, ref_val_acc=ra)
+                self.reference = None  # freed unless it is also the teacher
+            self._record(first, evaluate_now=True)
         losses: list[float] = []
         t_train, steps_timed = 0.0, 0
         rows = slice(dist.rank, None, dist.world)

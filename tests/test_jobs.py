@@ -100,6 +100,25 @@ def test_gpu_slots_run_in_parallel_one_job_per_gpu(root: Path,
     assert "--device cuda" in log
 
 
+def test_multi_gpu_job_is_torchrun_on_exactly_its_gpus(root: Path) -> None:
+    """What a 2-GPU job runs (the DDP test runs this same prefix with gloo on the CPU)."""
+    from qvka_core.jobs.worker import trainer_command
+
+    prefix = jobs.api.trainer_prefix(2)
+    assert prefix[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                          "2", "-m", "qvka_core", "train"]
+    assert jobs.api.trainer_prefix(1)[1:] == ["-m", "qvka_core", "train"]
+    job = {"argv": ["--steps", "5"], "trainer": prefix}
+    cmd, env = trainer_command(job, root / "ddp", ["cuda:2", "cuda:3"])
+    assert cmd[:len(prefix)] == prefix
+    assert cmd[len(prefix):] == ["--steps", "5", "--device", "cuda", "--out", str(root),
+                                 "--name", "ddp"]
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"  # each rank's LOCAL_RANK indexes into these
+    cpu_cmd, cpu_env = trainer_command(job, root / "c", ["cpu"])
+    assert cpu_cmd[cpu_cmd.index("--device") + 1] == "cpu"
+    assert cpu_env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
 def test_cancel_queued_and_running(root: Path) -> None:
     a = fake_submit("long", steps=400, sleep=0.02)
     b = fake_submit("behind")

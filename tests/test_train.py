@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import torch
 from qvka_core import data
 from qvka_core.checkpoints.store import load_checkpoint_dir
 from qvka_core.errors import ConfigError, LabError, RunError
+from qvka_core.jobs.api import trainer_prefix
 from qvka_core.train import TrainArgs, engine, read_metrics, read_status, request_cancel, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,12 +217,6 @@ def test_cli_bad_input_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert len(err) == 1 and "empty.txt is empty" in err[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_two_gloo_processes_match_one(text_file: str, tmp_path: Path) -> None:
     common = ["--preset", "tiny", "--variant", "gqa", "--n-layers", "1", "--data", text_file,
@@ -230,8 +224,7 @@ def test_ddp_two_gloo_processes_match_one(text_file: str, tmp_path: Path) -> Non
               "--eval-every", "10", "--eval-batches", "2", "--log-every", "5",
               "--checkpoint-every", "0", "--device", "cpu", "--threads", "1", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                "--master-port", str(_free_port()), "-m", "qvka_core", "train"]
+    torchrun = trainer_prefix(2)  # exactly what the job queue runs for a 2-GPU job
     subprocess.run(torchrun + common + ["--out", str(tmp_path), "--name", "ddp"], cwd=ROOT,
                    env=env, check=True, timeout=300)
     single = run(TrainArgs.from_run_dir(tmp_path / "ddp").replace(name="single", threads=None))

@@ -152,10 +152,7 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
     slots, n_gpus = resolve_device(device, n_gpus)
     base = runs_root(root)
     if trainer is None:
-        trainer = list(DEFAULT_TRAINER)
-        if n_gpus > 1:
-            trainer = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                       "--nproc-per-node", str(n_gpus), "-m", "qvka_core", "train"]
+        trainer = trainer_prefix(n_gpus)
     used = _names_in_use(base)
     if name is not None:
         job_id = slugify(name)
@@ -184,6 +181,15 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
     atomic_write_json(run_dir / JOB_FILE, job)
     _spawn_worker(run_dir)
     return job_status(run_dir, root=base)
+
+
+def trainer_prefix(n_gpus: int) -> list[str]:
+    """The trainer command before its arguments: `python -m qvka_core train`, or torchrun with
+    one process per GPU (standalone rendezvous on a free port) when n_gpus > 1."""
+    if n_gpus <= 1:
+        return list(DEFAULT_TRAINER)
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+            str(n_gpus), "-m", "qvka_core", "train"]
 
 
 def cancel(job_id: str, *, root: str | Path | None = None) -> dict[str, Any]:

@@ -67,7 +67,7 @@ if not present and n_tok > 8:
     opts = ui.views.ViewOptions(top_k=int(top_k), block=int(block), zoom=tuple(zoom),
                                 presentation=present)
 
-tabs = st.tabs(["Side by side", "Difference", "Overview", "KV groups", "Statistics",
+tabs = st.tabs(["Side by side", "Lines", "Difference", "Overview", "KV groups", "Statistics",
                 "Rollout", "POS lens"])
 with tabs[0], ui.guarded(False):
     ui.show_figure(ui.views.side_by_side(res, opts), "attention_side_by_side", "sbs")
@@ -84,6 +84,16 @@ with tabs[0], ui.guarded(False):
                        file_name=f"attention_{pick}.json", mime="application/json")
 
 with tabs[1], ui.guarded(False):
+    g1, g2 = st.columns(2)
+    every = g1.toggle("Every head of the layer, one colour each", key="lines_every_head")
+    shown = ui.views.line_tokens(res, opts)
+    focus = g2.selectbox("Lines from", [None, *range(len(shown))], key=f"lines_focus_{len(shown)}",
+                         format_func=lambda j: "every token" if j is None else
+                         f"{j}: {ui.figures.token_label(shown[j])}")
+    ui.show_figure(ui.views.token_lines(res, opts, every_head=every, focus=focus),
+                   "attention_lines", "lines")
+
+with tabs[2], ui.guarded(False):
     if len(variants) < 2:
         st.info("Choose two or more variants to compare them.")
     else:
@@ -95,17 +105,17 @@ with tabs[1], ui.guarded(False):
         st.metric("Mean Jensen–Shannon divergence", f"{mean_js:.4f} nats")
         ui.show_figure(fig, f"divergence_{a}_{b}", "div")
 
-with tabs[2], ui.guarded(False):
+with tabs[3], ui.guarded(False):
     which = st.selectbox("Variant", variants, key="overview_variant")
     ui.show_figure(ui.views.overview(res, which, opts), f"overview_{which}", "overview")
 
-with tabs[3], ui.guarded(False):
+with tabs[4], ui.guarded(False):
     for v in variants:
         fig, caption = ui.views.groups(res, v, opts)
         st.caption(f"**{v}** — {caption}")
         ui.show_figure(fig, f"groups_{v}", f"groups_{v}")
 
-with tabs[4], ui.guarded(False):
+with tabs[5], ui.guarded(False):
     all_layers = st.toggle("All layers", key="stats_all_layers")
     table = ui.views.stats_table(res, layer_only=not all_layers)
     st.dataframe(table, hide_index=True, key="stats_table")
@@ -114,10 +124,10 @@ with tabs[4], ui.guarded(False):
     st.download_button("CSV", table.to_csv(index=False), "head_stats.csv", key="dl_stats",
                        on_click="ignore")
 
-with tabs[5], ui.guarded(False):
+with tabs[6], ui.guarded(False):
     ui.show_figure(ui.views.rollout(res, opts), "rollout", "rollout")
 
-with tabs[6], ui.guarded(False):
+with tabs[7], ui.guarded(False):
     figs, caption = ui.views.pos_lens(res, text, opts)
     st.caption(caption)
     cols = st.columns(min(2 if present else 3, len(figs)))

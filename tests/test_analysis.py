@@ -20,6 +20,7 @@ from qvka_core.analysis import (
     grouped_heads,
     head_stats,
     js_divergence_rows,
+    lines,
     pos,
     random_model,
     rollout,
@@ -233,6 +234,67 @@ def test_overview_grid_mosaic_shape() -> None:
     attn = [np.stack([causal_uniform(4)] * 2)] * 3  # 3 layers, 2 heads, T=4
     fig = figures.overview_grid(attn, [1, 0], ["h1", "h0"])
     assert np.asarray(fig.data[0].z).shape == (3 * 5, 2 * 5)
+
+
+def drawn_lines(fig) -> set[tuple[int, int, str]]:
+    """(query, key, colour) of every line the figure draws, read back from its traces."""
+    out = set()
+    for tr in fig.data:
+        if tr.mode != "lines" or tr.x is None or tr.x[0] is None:
+            continue
+        ys = np.asarray(tr.y, dtype=float).reshape(-1, 3)  # (lines, [query y, key y, gap])
+        out |= {(int(-a), int(-b), tr.line.color) for a, b, _ in ys}
+    return out
+
+
+def test_line_segments_levels_threshold_and_focus() -> None:
+    m = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.9, 0.05, 0.05]])
+    seg = lines.segments(m, levels=8)
+    assert list(zip(*seg[8], strict=True)) == [(0, 0)]  # the largest weight: full opacity
+    assert list(zip(*seg[4], strict=True)) == [(1, 0), (1, 1)]  # 0.5 of the max: half
+    assert list(zip(*seg[7], strict=True)) == [(2, 0)]  # 0.9 -> round(7.2) = 7
+    drawn = {pair for q, k in seg.values() for pair in zip(q, k, strict=True)}
+    assert (2, 1) not in drawn  # 0.05 < half a step (1/16): not drawn
+    focus = lines.segments(m, focus=1)
+    assert {int(q) for qs, _ in focus.values() for q in qs} == {1}
+    assert lines.segments(np.zeros((2, 2))) == {}
+
+
+def test_token_lines_draw_each_weight_between_the_right_tokens() -> None:
+    prev = np.eye(4, k=-1)  # each query attends to the token before it
+    prev[0, 0] = 1.0
+    diag = np.eye(4)
+    toks = ["a", "b", "c", "d"]
+    fig = lines.token_lines({"mha": [("mean", prev)], "qv": [("mean", diag)]},
+                            {"mha": toks, "qv": toks})
+    assert {(q, k) for q, k, _ in drawn_lines(fig)} == {(0, 0), (1, 0), (2, 1), (3, 2),
+                                                        (1, 1), (2, 2), (3, 3)}
+    assert [a.text for a in fig.layout.annotations] == ["mha", "qv"]
+    heads = lines.token_lines({"gqa": [("head 0", prev), ("head 1", diag)]}, {"gqa": toks},
+                              focus=2)
+    got = drawn_lines(heads)
+    assert {(q, k) for q, k, _ in got} == {(2, 1), (2, 2)}  # only the focused query
+    assert len({c for _, _, c in got}) == 2  # one colour per head
+    legend = [tr.name for tr in heads.data if tr.showlegend is not False and tr.name]
+    assert legend == ["head 0", "head 1"]
+
+
+def test_token_lines_view_follows_layer_head_and_long_input_options(models: dict) -> None:
+    alone = explore({"mha": models["mha"]}, SENTENCE, layer=2, head=3)
+    one = views.token_lines(alone, views.ViewOptions(top_k=1))
+    expected = alone.map("mha").argmax(-1)  # top-1 per query (>= 1/6): one line per query
+    assert {(q, k) for q, k, _ in drawn_lines(one)} == {(q, int(expected[q])) for q in range(6)}
+    assert "layer 2, head 3" in one.layout.title.text
+    res = explore({"mha": models["mha"], "gqa": models["gqa"]}, SENTENCE, layer=2, head=3)
+    every = views.token_lines(res, views.ViewOptions(), every_head=True)
+    assert "every head" in every.layout.title.text
+    names = {tr.name for tr in every.data if tr.mode == "lines"}
+    assert names == {f"head {h}" for h in range(8)}
+    pooled = views.ViewOptions(block=2)
+    shown = views.line_tokens(res, pooled)  # what the focus picker offers
+    assert len(shown) == 3 and shown == views.prepare(res.map("gqa"), res.tokens("gqa"),
+                                                      pooled)[1]
+    assert max(q for q, _, _ in drawn_lines(views.token_lines(res, pooled))) == 2
 
 
 @pytest.mark.skipif(not figures.export_available()[0], reason="kaleido or Chromium missing")

@@ -3,10 +3,12 @@ and eight concurrent sessions sharing one cached model per variant."""
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -81,6 +83,32 @@ def test_explorer_text_variant_layer_head_change(explorer: AppTest) -> None:
     assert "layer 3, head 2" in sbs["layout"]["title"]["text"] or \
         "layer 3, head 2" in charts(explorer)[0]["layout"]["title"]["text"]
     assert explorer.query_params["layer"] in ("3", ["3"])
+
+
+def test_explorer_lines_tab_every_head_and_focus(explorer: AppTest) -> None:
+    def lines_chart() -> dict:
+        return next(c for c in charts(explorer)
+                    if "key lines" in c["layout"].get("title", {}).get("text", ""))
+
+    assert "mean of heads" in lines_chart()["layout"]["title"]["text"]
+    explorer.toggle(key="lines_every_head").set_value(True).run()
+    no_errors(explorer)
+    spec = lines_chart()
+    assert "every head" in spec["layout"]["title"]["text"]
+    assert {t.get("name") for t in spec["data"] if t.get("mode") == "lines"} == {
+        f"head {h}" for h in range(8)}
+    focus = next(s for s in explorer.selectbox if s.key.startswith("lines_focus_"))
+    focus.set_value(3).run()  # "beautiful": only its lines remain
+    no_errors(explorer)
+    def ys(trace: dict) -> np.ndarray:  # plotly sends arrays as {"dtype", "bdata"} (base64)
+        y = trace["y"]
+        if isinstance(y, dict):
+            return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])
+        return np.asarray(y, dtype=float)
+
+    queries = {-y for t in lines_chart()["data"] if t.get("mode") == "lines"
+               for y in ys(t)[0::3] if not np.isnan(y)}
+    assert queries == {3}
 
 
 def test_explorer_url_reproduces_view() -> None:

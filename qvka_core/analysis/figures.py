@@ -28,7 +28,8 @@ DIVERGING = "RdBu_r"
 _EXPORT_LOCK = threading.Lock()
 
 
-def _label(tok: str) -> str:
+def token_label(tok: str) -> str:
+    """A token as drawn: stripped, a blank one as ␣."""
     t = tok.strip()
     return t if t else "␣"
 
@@ -36,7 +37,7 @@ def _label(tok: str) -> str:
 def _ticks(tokens: Sequence[str], max_ticks: int = 64) -> dict:
     step = max(1, -(-len(tokens) // max_ticks))
     idx = list(range(0, len(tokens), step))
-    return {"tickmode": "array", "tickvals": idx, "ticktext": [_label(tokens[i]) for i in idx]}
+    return {"tickmode": "array", "tickvals": idx, "ticktext": [token_label(tokens[i]) for i in idx]}
 
 
 def style(fig: go.Figure, *, presentation: bool = False, height: int | None = None
@@ -58,8 +59,8 @@ def _heat_trace(m: np.ndarray, q_tok: Sequence[str], k_tok: Sequence[str], *,
                 coloraxis: str | None = None) -> go.Heatmap:
     t, s = m.shape
     custom = np.empty((t, s, 2), dtype=object)  # (T, S, 2): query token, key token
-    custom[:, :, 0] = np.asarray([_label(x) for x in q_tok], dtype=object)[:, None]
-    custom[:, :, 1] = np.asarray([_label(x) for x in k_tok], dtype=object)[None, :]
+    custom[:, :, 0] = np.asarray([token_label(x) for x in q_tok], dtype=object)[:, None]
+    custom[:, :, 1] = np.asarray([token_label(x) for x in k_tok], dtype=object)[None, :]
     kw = {"coloraxis": coloraxis} if coloraxis else {
         "colorscale": scale, "zmin": zmin, "zmax": zmax, "zmid": zmid}
     return go.Heatmap(

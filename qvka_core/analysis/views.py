@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from qvka_core.analysis import figures, stats
+from qvka_core.analysis import figures, lines, stats
 from qvka_core.analysis.explorer import ExplorerResult, grouped_heads
 
 
@@ -45,6 +45,32 @@ def side_by_side(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
     return figures.side_by_side(maps, toks, presentation=opts.presentation,
                                 cols=2 if opts.presentation else 3,
                                 title=f"Attention, {_where(res)}")
+
+
+def line_tokens(res: ExplorerResult, opts: ViewOptions) -> list[str]:
+    """The tokens the lines view draws (after zoom and pooling), for its focus picker."""
+    label = res.labels[0]
+    return prepare(res.map(label), res.tokens(label), opts)[1]
+
+
+def token_lines(res: ExplorerResult, opts: ViewOptions, *, every_head: bool = False,
+                focus: int | None = None) -> go.Figure:
+    """bertviz-style lines per variant: the chosen head (or the mean), or every head of the
+    layer overlaid in one colour each; `focus` keeps one query's lines."""
+    panels, toks = {}, {}
+    for label in res.labels:
+        if every_head:
+            heads = res.runs[label].attentions[res.layer]  # (H, T, T)
+            maps = [(f"head {h}", res.map(label, head=h)) for h in range(heads.shape[0])]
+        else:
+            maps = [(_where(res), res.map(label))]
+        prepared = [(name, *prepare(m, res.tokens(label), opts)) for name, m in maps]
+        panels[label] = [(name, m) for name, m, _ in prepared]
+        toks[label] = prepared[0][2]
+    what = f"layer {res.layer}, every head" if every_head else _where(res)
+    return lines.token_lines(panels, toks, focus=focus, presentation=opts.presentation,
+                             cols=2 if opts.presentation else 3,
+                             title=f"Query → key lines, {what} (opacity = weight)")
 
 
 def difference(res: ExplorerResult, a: str, b: str, opts: ViewOptions) -> go.Figure:

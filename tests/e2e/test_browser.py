@@ -132,6 +132,13 @@ def test_explorer_bundled_austen_six_variants(app_url: str, page, shots: Path) -
         pytest.skip("no bundled Austen checkpoints")
     assert not page.locator('[data-testid="stException"]').count()
     full_shot(page, shots / "explorer_austen_six_variants.png")
+    page.get_by_role("tab", name="Lines").click()
+    page.get_by_text("Query → key lines").first.wait_for(timeout=TIMEOUT)
+    settle(page)
+    lines = page.locator(".js-plotly-plot").filter(has_text="Query → key lines")
+    assert lines.locator("path.js-line").count() >= 8  # drawn, at several opacities
+    assert lines.get_by_text("qvka", exact=True).count() == 1  # one panel per variant
+    full_shot(page, shots / "explorer_austen_lines.png")
     page.get_by_role("tab", name="KV groups").click()
     settle(page)
     full_shot(page, shots / "explorer_austen_kv_groups.png")

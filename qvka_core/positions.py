@@ -20,33 +20,41 @@ _ROPE_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
 def rope_cos_sin(
-    positions: Tensor, dim: int, theta: float, dtype: torch.dtype = torch.float32
+    positions: Tensor | range, dim: int, theta: float, dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """cos, sin of shape (T, dim) for integer positions (T,); dim must be even.
+    """cos, sin of shape (T, dim) for T positions; dim must be even.
 
-    Tables are computed once per (dim, theta, device, dtype) and grown on demand, so the
-    layers of a forward pass share them instead of each recomputing sin/cos.
+    A `range` (the T new tokens of a forward pass: always contiguous) gives views of a
+    table computed once per (dim, theta, device, dtype) and grown on demand, so the layers
+    share it and nothing is read back from the device (no host sync, no graph break under
+    torch.compile). A tensor of positions is gathered from the same table.
     """
+    if isinstance(positions, range):
+        cos, sin = _rope_table(dim, theta, torch.device(device or "cpu"), dtype,
+                               max(positions.stop, 1))
+        return cos[positions.start:positions.stop], sin[positions.start:positions.stop]
     needed = int(positions.max()) + 1 if positions.numel() else 1
-    key = (dim, float(theta), positions.device, dtype)
+    cos, sin = _rope_table(dim, theta, positions.device, dtype, needed)
+    return cos[positions], sin[positions]
+
+
+def _rope_table(dim: int, theta: float, device: torch.device, dtype: torch.dtype,
+                needed: int) -> tuple[Tensor, Tensor]:
+    """The shared (size >= needed, dim) cos and sin tables."""
+    key = (dim, float(theta), device, dtype)
     table = _ROPE_TABLES.get(key)
     if table is None or table[0].shape[0] < needed:
         size = max(needed, 2 * table[0].shape[0] if table is not None else 256)
         # Shared across calls, so never an inference-mode tensor (autograd refuses those)
         # and never part of a graph.
         with torch.inference_mode(False), torch.no_grad():
-            inv_freq = 1.0 / (
-                theta ** (torch.arange(0, dim, 2, device=positions.device).float() / dim)
-            )
-            angles = torch.arange(size, device=positions.device).float()[:, None] * inv_freq
+            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device).float() / dim))
+            angles = torch.arange(size, device=device).float()[:, None] * inv_freq
             emb = torch.cat([angles, angles], dim=-1)  # (size, dim)
             table = (emb.cos().to(dtype), emb.sin().to(dtype))
         _ROPE_TABLES[key] = table
-    cos, sin = table
-    if positions.numel() and int(positions[0]) + positions.numel() == needed:
-        start = int(positions[0])  # contiguous positions: a view, no gather
-        return cos[start:needed], sin[start:needed]
-    return cos[positions], sin[positions]
+    return table
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

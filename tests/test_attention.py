@@ -188,3 +188,14 @@ def test_rope_tables_made_under_inference_mode_still_train():
         model(ids)
     model(ids).logits.mean().backward()
     assert model.layers[0].attn.q_proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", VARIANTS)
+@pytest.mark.parametrize("position", ["rope", "agf"])
+def test_forward_is_one_graph_with_no_read_back_from_the_device(kind, position):
+    """No `.item()`/`int(tensor)` on the hot path: on a GPU each would stall the stream once
+    per layer, and under torch.compile each splits the graph (RoPE used to do both)."""
+    model = Transformer(tiny(kind, position=position))
+    explained = torch._dynamo.explain(model)(torch.randint(0, 61, (2, 9)))
+    assert explained.graph_break_count == 0, [str(b.reason) for b in explained.break_reasons]
+    assert explained.graph_count == 1

@@ -58,8 +58,9 @@ class AttentionBase(nn.Module):
         )
 
     # --- helpers used by variants -------------------------------------------------------
-    def rope(self, positions: Tensor, dim: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        return rope_cos_sin(positions, dim, self.cfg.rope_theta, dtype)
+    def rope(self, positions: range, dim: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """cos, sin (T, dim) for `positions`, in `like`'s dtype and on its device."""
+        return rope_cos_sin(positions, dim, self.cfg.rope_theta, like.dtype, like.device)
 
     @staticmethod
     def rotate(x: Tensor, cos_sin: tuple[Tensor, Tensor] | None) -> Tensor:
@@ -80,7 +81,7 @@ class AttentionBase(nn.Module):
         k: Tensor,
         v: Tensor,
         *,
-        q_positions: Tensor,
+        q_positions: range,
         key_padding_mask: Tensor | None,
         impl: Impl,
         return_weights: bool,
@@ -90,15 +91,16 @@ class AttentionBase(nn.Module):
         s = k.shape[-2]
         bias = None
         if self.pos_bias is not None:
-            k_positions = torch.arange(s, device=q.device)
-            bias = self.pos_bias(q_positions, k_positions)[None]  # (1, H, T, S)
+            q_pos = torch.arange(q_positions.start, q_positions.stop, device=q.device)  # (T,)
+            k_pos = torch.arange(s, device=q.device)  # (S,)
+            bias = self.pos_bias(q_pos, k_pos)[None]  # (1, H, T, S)
         return attend(
             q, k, v,
             causal=self.cfg.causal,
             scale=scale,
             bias=bias,
             key_padding_mask=key_padding_mask,
-            q_offset=int(q_positions[0]) if q_positions.numel() else 0,
+            q_offset=q_positions.start,
             impl=impl,
             dropout=self.cfg.dropout if self.training else 0.0,
             return_weights=return_weights,
@@ -116,7 +118,9 @@ class AttentionBase(nn.Module):
     ) -> AttentionOutput:
         """x: (B, T, d_model). With a cache, x holds only the new tokens."""
         start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + x.shape[1], device=x.device)  # (T,)
+        # The T new tokens as a plain range: RoPE and the causal offset then need no
+        # read-back from the device (no host sync, no torch.compile graph break).
+        positions = range(start, start + x.shape[1])
         out, weights = self.forward_attn(
             x, positions=positions, key_padding_mask=key_padding_mask, cache=cache,
             impl=impl, return_weights=return_weights,
@@ -129,7 +133,7 @@ class AttentionBase(nn.Module):
         self,
         x: Tensor,
         *,
-        positions: Tensor,
+        positions: range,
         key_padding_mask: Tensor | None,
         cache: LayerCache | None,
         impl: Impl,

@@ -36,7 +36,7 @@ class GQAttention(AttentionBase):
         self,
         x: Tensor,
         *,
-        positions: Tensor,
+        positions: range,
         key_padding_mask: Tensor | None,
         cache: LayerCache | None,
         impl: Impl,
@@ -47,7 +47,7 @@ class GQAttention(AttentionBase):
         k = self.split_heads(self.k_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
         v = self.split_heads(self.v_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
         if cfg.position == "rope":
-            cs = self.rope(positions, cfg.head_dim, q.dtype)
+            cs = self.rope(positions, cfg.head_dim, q)
             q, k = self.rotate(q, cs), self.rotate(k, cs)
         if cache is not None:
             full = cache.extend(k=k, v=v)

@@ -36,7 +36,7 @@ class QVAttention(AttentionBase):
         self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
 
-    def forward_attn(self, x: Tensor, *, positions: Tensor, key_padding_mask: Tensor | None,
+    def forward_attn(self, x: Tensor, *, positions: range, key_padding_mask: Tensor | None,
                      cache: LayerCache | None, impl: Impl, return_weights: bool):
         cfg = self.cfg
         q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
@@ -45,9 +45,9 @@ class QVAttention(AttentionBase):
             v = cache.extend(v=v)["v"]  # (B, Hkv, S, D), never rotated
         v_match = v
         if cfg.position == "rope":
-            q = self.rotate(q, self.rope(positions, cfg.head_dim, q.dtype))
-            key_positions = torch.arange(v.shape[-2], device=x.device)
-            v_match = self.rotate(v, self.rope(key_positions, cfg.head_dim, v.dtype))
+            q = self.rotate(q, self.rope(positions, cfg.head_dim, q))
+            key_positions = range(v.shape[-2])
+            v_match = self.rotate(v, self.rope(key_positions, cfg.head_dim, v))
         out, w = self.attend(q, v_match, v, q_positions=positions,
                              key_padding_mask=key_padding_mask, impl=impl,
                              return_weights=return_weights)
@@ -79,7 +79,7 @@ class QVKaAttention(AttentionBase):
         from_val = torch.einsum("bhse,hed->bhsd", v, w_val)  # (B, Hkv, S, D)
         return from_ctx + from_val
 
-    def forward_attn(self, x: Tensor, *, positions: Tensor, key_padding_mask: Tensor | None,
+    def forward_attn(self, x: Tensor, *, positions: range, key_padding_mask: Tensor | None,
                      cache: LayerCache | None, impl: Impl, return_weights: bool):
         cfg = self.cfg
         q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
@@ -87,18 +87,18 @@ class QVKaAttention(AttentionBase):
         g = self.ctx_proj(x)[:, None]  # (B, 1, T, d_ctx)
         rope = cfg.position == "rope"
         if rope:
-            q = self.rotate(q, self.rope(positions, cfg.head_dim, q.dtype))
+            q = self.rotate(q, self.rope(positions, cfg.head_dim, q))
         if cache is not None and cfg.qvka_cache == "vg":
             full = cache.extend(v=v, g=g)
             v, g = full["v"], full["g"]  # (B, Hkv, S, D), (B, 1, S, d_ctx)
             k = self.derive_keys(g, v)  # recomputed for every cached position
             if rope:
-                key_positions = torch.arange(v.shape[-2], device=x.device)
-                k = self.rotate(k, self.rope(key_positions, cfg.head_dim, k.dtype))
+                key_positions = range(v.shape[-2])
+                k = self.rotate(k, self.rope(key_positions, cfg.head_dim, k))
         else:
             k = self.derive_keys(g, v)  # (B, Hkv, T, D)
             if rope:
-                k = self.rotate(k, self.rope(positions, cfg.head_dim, k.dtype))
+                k = self.rotate(k, self.rope(positions, cfg.head_dim, k))
             if cache is not None:
                 full = cache.extend(k=k, v=v)
                 k, v = full["k"], full["v"]  # (B, Hkv, S, D)

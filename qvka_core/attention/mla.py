@@ -54,7 +54,7 @@ class MLAttention(AttentionBase):
         self,
         x: Tensor,
         *,
-        positions: Tensor,
+        positions: range,
         key_padding_mask: Tensor | None,
         cache: LayerCache | None,
         impl: Impl,
@@ -72,7 +72,7 @@ class MLAttention(AttentionBase):
         latent = self.kv_a_layernorm(latent)[:, None]  # (B, 1, T, dc)
         k_rope = k_rope[:, None]  # (B, 1, T, dr): one RoPE key shared by all heads
         if cfg.position == "rope":
-            cs = self.rope(positions, dr, q.dtype)
+            cs = self.rope(positions, dr, q)
             q_rope, k_rope = self.rotate(q_rope, cs), self.rotate(k_rope, cs)
         decoding = cache is not None and cache.length > 0
         if cache is not None:

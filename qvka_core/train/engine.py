@@ -231,7 +231,7 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
     tokens_per_step = args.batch * args.seq_len
     loop = _Loop(args, rd, dist, model, ddp_model, opt, param_names, tokenizer, device, amp,
                  data.train, val_x, val_y, teacher, unigram, on_metrics, elapsed_prev)
-    loop.reference = reference
+    loop.reference, reference = reference, None  # the loop lets go of it after step 0
     try:
         state, message, step = loop.train(start_step)
     except BaseException as exc:

@@ -101,7 +101,12 @@ def run(args: argparse.Namespace) -> int:
         if show:
             sys.stderr.write("\n")
     report = result.report.to_dict()
+    given = Path(args.source)
     meta = {
+        # What the Convert page records too: the unconverted model, as a reference that
+        # resolves from anywhere (the distillation teacher and the recovery baseline).
+        "converted_from": str(given.resolve()) if given.exists() else args.source,
+        "conversion": report,
         "source": loaded.name,
         "source_variant": loaded.config.variant,
         "variant": args.to,

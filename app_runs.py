@@ -178,6 +178,7 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
         if teacher is not None:  # the recovery baseline, measured on the run's own windows
             argv += ["--reference", teacher]
         name = _unique(f"{jobs.slugify(prefix)[:50]}-{v}", used)
+        jobs.preflight(argv + budget)  # what the trainer would refuse: refused in the form
         plans.append({"name": name, "argv": argv + budget, "teacher": teacher})
     return plans
 

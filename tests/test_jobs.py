@@ -285,7 +285,14 @@ def test_submit_rejects_reserved_and_invalid_options(root: Path) -> None:
         jobs.submit(["--steps", "5", "--warmup", "30"], name="y", device="cpu")
     with pytest.raises(RunError, match="no CUDA|does not exist"):
         jobs.submit(["--steps", "5", "--warmup", "1"], name="z", device="cuda:7")
-    assert not (root / "x").exists() and not (root / "y").exists()
+    # What the trainer would refuse once it reads the model's config is refused here already
+    with pytest.raises(LabError, match="seq_len 4096 exceeds the model's max_seq_len 128"):
+        jobs.submit(["--init", "austen-qv", "--seq-len", "4096", "--steps", "1"], name="w",
+                    device="cpu")
+    with pytest.raises(LabError, match="no-such-model"):
+        jobs.submit(["--init", "no-such-model", "--steps", "1"], name="v", device="cpu")
+    assert not any((root / n).exists() for n in ("x", "y", "w", "v"))
+    jobs.preflight(["--preset", "austen", "--seq-len", "4096"])  # from scratch: any length
 
 
 def test_estimate_is_labelled_and_positive() -> None:

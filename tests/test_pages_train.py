@@ -119,6 +119,16 @@ def tiny_form(at: AppTest, variants: list[str]) -> AppTest:
     return at.run()
 
 
+def test_finetune_form_refuses_what_the_trainer_would(runs: Path) -> None:
+    at = open_page("pages/finetune.py")
+    at.number_input(key="ft_seq").set_value(4096).run()  # austen-qv has 128 positions
+    assert any("exceeds the model's max_seq_len 128" in e.value for e in at.error)
+    assert at.button(key="ft_launch").disabled
+    at.number_input(key="ft_seq").set_value(64).run()
+    no_errors(at)
+    assert not at.button(key="ft_launch").disabled
+
+
 def test_finetune_launch_tiny_cpu_run(runs: Path) -> None:
     at = tiny_form(open_page("pages/finetune.py"), ["qv"])
     no_errors(at)

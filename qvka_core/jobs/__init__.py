@@ -10,7 +10,7 @@ Importing this package does not import torch (`estimate` and `devices` import it
 
 from qvka_core.jobs.api import cancel, compare, delete, rename, resume, show, submit
 from qvka_core.jobs.devices import devices, resolve_device
-from qvka_core.jobs.estimate import estimate
+from qvka_core.jobs.estimate import estimate, preflight
 from qvka_core.jobs.status import (
     ACTIVE,
     TERMINAL,
@@ -30,6 +30,7 @@ __all__ = [
     "delete",
     "devices",
     "estimate",
+    "preflight",
     "job_status",
     "list_jobs",
     "log_tail",

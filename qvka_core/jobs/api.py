@@ -17,6 +17,7 @@ from typing import Any
 
 from qvka_core.errors import RunError
 from qvka_core.jobs.devices import resolve_device
+from qvka_core.jobs.estimate import preflight
 from qvka_core.jobs.status import ACTIVE, job_status, list_jobs, log_tail, read_metrics
 from qvka_core.jobs.store import (
     CANCEL_FILE,
@@ -147,6 +148,7 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
     argv = _without_option(argv, "--device")
     if validate and trainer is None:
         _validate_argv(argv)
+        preflight(argv)  # e.g. a seq_len past the model's positions: refused, not queued
     elif any(flag in argv for flag in RESERVED_OPTIONS):
         raise RunError(f"{', '.join(RESERVED_OPTIONS)} are set by the job queue")
     slots, n_gpus = resolve_device(device, n_gpus)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qvka_core.errors import LabError, RunError
+from qvka_core.errors import ConfigError, LabError, RunError
 
 CPU_FLOPS = 90e9
 GPU_MFU = 0.35
@@ -49,8 +49,8 @@ def _model_config(args: Any) -> Any:
             return cfg if not args.variant or args.variant == cfg.variant else \
                 cfg.with_variant(args.variant)
         except (LabError, OSError) as exc:
-            raise RunError(f"cannot read the config of init checkpoint {args.init!r} for an "
-                           f"estimate: {exc}") from exc
+            raise RunError(f"cannot read the config of init checkpoint {args.init!r}: "
+                           f"{exc}") from exc
     from qvka_core.train.setup import model_config
 
     vocab = 4096
@@ -97,6 +97,28 @@ def measured_flops(root: Any, device: str = "cpu", limit: int = 10) -> float | N
     return values[len(values) // 2]
 
 
+def _as_args(train_args: Any) -> Any:
+    """TrainArgs from TrainArgs, a dict of its fields, or train argv."""
+    from qvka_core.train.args import TrainArgs
+
+    if isinstance(train_args, (list, tuple)):
+        return args_from_argv([str(a) for a in train_args])
+    if isinstance(train_args, dict):
+        return TrainArgs(**train_args)
+    return train_args
+
+
+def preflight(train_args: Any) -> None:
+    """Refuse now what the trainer would refuse at start-up once it reads the model's config
+    (no weights are loaded): a sequence longer than the model's positions, an init checkpoint
+    that cannot be found. Jobs are checked before they are queued, forms before launch."""
+    args = _as_args(train_args)
+    cfg = _model_config(args)
+    if args.seq_len > cfg.max_seq_len:
+        raise ConfigError(f"seq_len {args.seq_len} exceeds the model's max_seq_len "
+                          f"{cfg.max_seq_len} ({args.init or args.preset})")
+
+
 def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
              n_gpus: int = 1, root: Any = None) -> dict[str, Any]:
     """Estimated wall time and peak memory of a run (TrainArgs, a dict of its fields, or argv).
@@ -107,14 +129,8 @@ def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
     latest completed runs there on the same device kind (None if there are none).
     """
     from qvka_core.accounting import flops_breakdown, param_breakdown
-    from qvka_core.train.args import TrainArgs
 
-    if isinstance(train_args, (list, tuple)):
-        args = args_from_argv([str(a) for a in train_args])
-    elif isinstance(train_args, dict):
-        args = TrainArgs(**train_args)
-    else:
-        args = train_args
+    args = _as_args(train_args)
     cfg = _model_config(args)
     params = sum(param_breakdown(cfg).values())
     fl = flops_breakdown(cfg, seq_len=args.seq_len, batch=args.batch)

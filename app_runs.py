@@ -189,6 +189,19 @@ def estimate(plan: dict[str, Any], device: str, n_gpus: int) -> dict[str, Any]:
     return jobs.estimate(plan["argv"], device=kind, n_gpus=n_gpus, root=runs_root())
 
 
+def estimate_lines(plans: list[dict[str, Any]], device: str,
+                   n_gpus: int) -> tuple[str, str | None]:
+    """The form's estimate caption (time from past runs here when there are some) and a
+    warning when the estimated memory exceeds the machine's."""
+    est = estimate(plans[0], device, n_gpus)
+    sec = est["measured_seconds"] or est["seconds"]
+    caption = (f"Estimate per run ({est['device']}): ~{sec:,.0f} s, "
+               f"~{est['memory_total_bytes'] / 2**20:,.0f} MiB, {est['params']:,} params, "
+               f"{est['tokens']:,} tokens. {est['label']}. Runs: "
+               + ", ".join(p["name"] for p in plans))
+    return caption, (f"Estimate: {est['warning']}." if est["warning"] else None)
+
+
 def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[str, Any]]:
     """Queue every plan (detached jobs that outlive the page); returns their statuses."""
     return [jobs.submit(p["argv"], name=p["name"], device=device, n_gpus=n_gpus,

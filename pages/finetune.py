@@ -62,12 +62,10 @@ with st.expander("New run", expanded=not statuses or bool(pre)):
         plans = ar.train_plans(base, kind == "checkpoint", variants, data=data or "austen",
                                steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed,
                                distill=distill, prefix=prefix)
-        est = ar.estimate(plans[0], device, n_gpus)
-        sec = est["measured_seconds"] or est["seconds"]
-        st.caption(f"Estimate per run ({est['device']}): ~{sec:,.0f} s, "
-                   f"~{est['memory_total_bytes'] / 2**20:,.0f} MiB, {est['params']:,} params, "
-                   f"{est['tokens']:,} tokens. {est['label']}. Runs: "
-                   + ", ".join(p["name"] for p in plans))
+        caption, warning = ar.estimate_lines(plans, device, n_gpus)
+        st.caption(caption)
+        if warning:
+            st.warning(warning)
     if st.button("Launch", key="ft_launch", type="primary", disabled=not plans or not data):
         with ui.guarded(False):
             launched = ar.launch(plans, device, n_gpus)

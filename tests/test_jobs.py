@@ -295,6 +295,23 @@ def test_submit_rejects_reserved_and_invalid_options(root: Path) -> None:
     jobs.preflight(["--preset", "austen", "--seq-len", "4096"])  # from scratch: any length
 
 
+def test_estimate_warns_when_memory_exceeds_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    estimate_mod = importlib.import_module("qvka_core.jobs.estimate")  # the module
+
+    ram = estimate_mod.memory_bytes("cpu")
+    assert ram and ram > 2**30  # this machine's RAM, read from the OS
+    argv = ["--init", "austen-qv", "--batch", "8", "--seq-len", "64"]
+    small = jobs.estimate(argv)
+    assert small["warning"] is None and small["memory_capacity_bytes"] == ram
+    distilled = jobs.estimate(argv + ["--distill", "logits", "--teacher", "austen-mha"])
+    assert distilled["memory_total_bytes"] > small["memory_total_bytes"]  # the teacher counts
+    monkeypatch.setattr(estimate_mod, "memory_bytes", lambda kind: small["memory_total_bytes"])
+    big = jobs.estimate(["--init", "austen-qv", "--batch", "64", "--seq-len", "64"])
+    assert "more than this machine's" in big["warning"] and "RAM" in big["warning"]
+
+
 def test_estimate_is_labelled_and_positive() -> None:
     est = jobs.estimate(["--preset", "austen", "--variant", "qv", "--steps", "100"])
     assert est["estimate"] is True and "estimate" in est["label"]

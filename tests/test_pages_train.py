@@ -119,8 +119,14 @@ def tiny_form(at: AppTest, variants: list[str]) -> AppTest:
     return at.run()
 
 
-def test_finetune_form_refuses_what_the_trainer_would(runs: Path) -> None:
+def test_finetune_form_refuses_what_the_trainer_would(runs: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("qvka_core.jobs.estimate"), "memory_bytes",
+                        lambda kind: 2**20)  # a 1 MiB machine: every run is too big
     at = open_page("pages/finetune.py")
+    assert any("more than this machine's 0.0 GiB" in w.value for w in at.warning)
     at.number_input(key="ft_seq").set_value(4096).run()  # austen-qv has 128 positions
     assert any("exceeds the model's max_seq_len 128" in e.value for e in at.error)
     assert at.button(key="ft_launch").disabled

@@ -39,6 +39,22 @@ def devices() -> dict[str, Any]:
             "slots": ["cpu"] + [f"cuda:{i}" for i in range(n)], "note": CPU_THREADS_NOTE}
 
 
+def memory_bytes(kind: str) -> int | None:
+    """Physical memory of this machine ("cpu") or of its smallest visible GPU ("cuda");
+    None when unknown or absent."""
+    if kind == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
+    n = cuda_device_count()
+    if not n or os.environ.get("QVKA_FAKE_GPUS"):
+        return None
+    import torch
+
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(n))
+
+
 def resolve_device(device: str, n_gpus: int = 1) -> tuple[list[str], int]:
     """The candidate slots for a job and its GPU count.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from qvka_core.errors import ConfigError, LabError, RunError
+from qvka_core.jobs.devices import memory_bytes
 
 CPU_FLOPS = 90e9
 GPU_MFU = 0.35
@@ -157,6 +158,16 @@ def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
         + args.batch * cfg.attention.n_heads * args.seq_len**2 * layers * 4,
         "logits": tokens * cfg.vocab_size * 8,
     }
+    if args.distill != "none":  # a frozen fp32 copy of the teacher, plus its logits
+        memory["teacher"] = params * 4 + tokens * cfg.vocab_size * 4
+    total = sum(memory.values())
+    kind = "cuda" if on_gpu else "cpu"
+    capacity = memory_bytes(kind)
+    warning = None
+    if capacity and total > capacity:
+        warning = (f"the estimated peak memory, {total / 2**30:,.1f} GiB, is more than this "
+                   f"machine's {capacity / 2**30:,.1f} GiB ({'GPU' if on_gpu else 'RAM'}): "
+                   "the run may be killed; lower the batch or the sequence length")
     compute_s = (train_flops + eval_flops) / throughput
     measured = measured_flops(root, "cuda" if on_gpu else "cpu") if root is not None else None
     return {
@@ -176,5 +187,7 @@ def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
         "measured_seconds": (STARTUP_S + (train_flops + eval_flops) / measured
                              if measured else None),
         "memory_bytes": memory,
-        "memory_total_bytes": sum(memory.values()),
+        "memory_total_bytes": total,
+        "memory_capacity_bytes": capacity,
+        "warning": warning,
     }

@@ -189,10 +189,14 @@ def split_list(raw: str) -> list[str]:
 def _leave_pages_directory_mode() -> None:
     """Until some session runs app.py, Streamlit treats the pages/ folder as the old
     auto-discovered navigation and runs a deep-linked page (/explorer?...) on its own, without
-    app.py's router and page config. Switch to st.navigation mode and rerun through app.py."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
+    app.py's router and page config. Switch to st.navigation mode and rerun through app.py.
+    This reads a Streamlit internal (requirements.txt caps streamlit at the versions tested);
+    should it move, deep links degrade to the page without the router instead of failing."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         st.rerun()
 

@@ -34,6 +34,8 @@ calib_mode = st.radio("Calibration text (QV-Ka and MLA fit on it)",
 calib = None
 if calib_mode == "Paste text":
     calib = st.text_area("Calibration text", key="cv_calib_text", height=120) or None
+    if calib is None:
+        st.caption("Nothing pasted yet: Convert would calibrate on the bundled corpus.")
 st.caption("The report always evaluates on the bundled validation split (held out from "
            "calibration).")
 

@@ -258,6 +258,7 @@ def test_line_segments_levels_threshold_and_focus() -> None:
     focus = lines.segments(m, focus=1)
     assert {int(q) for qs, _ in focus.values() for q in qs} == {1}
     assert lines.segments(np.zeros((2, 2))) == {}
+    assert lines.segments(m, focus=3) == {}  # a query this map does not have: no lines
 
 
 def test_token_lines_draw_each_weight_between_the_right_tokens() -> None:

@@ -30,6 +30,8 @@ def segments(m: np.ndarray, *, focus: int | None = None, levels: int = LEVELS,
     lines that round to level 0 (under half a step) are dropped.
     """
     m = np.asarray(m, dtype=np.float64)
+    if focus is not None and not 0 <= focus < m.shape[0]:
+        return {}
     if focus is not None:
         keep = np.zeros_like(m, dtype=bool)
         keep[focus] = True
@@ -109,8 +111,9 @@ def token_lines(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]],
         titles.append({"text": label, "x": x0 + 0.5, "y": y0 + 1.6, "xref": "x", "yref": "y",
                        "showarrow": False})
     width = 3.0 if presentation else 2.0
+    by_level = sorted(lines.items(), key=lambda item: item[0][1])  # strong lines on top
     traces = [_line_trace(segs, color=colors[name], opacity=level / LEVELS, width=width,
-                          name=name) for (name, level), segs in sorted(lines.items())]
+                          name=name) for (name, level), segs in by_level]
     if len(names) > 1:  # legend entries at full opacity; clicking one hides that head
         traces += [go.Scatter(x=[None], y=[None], mode="lines", name=name, legendgroup=name,
                               line={"color": colors[name], "width": 4}) for name in names]

@@ -76,12 +76,12 @@ with st.expander("New run", expanded=not statuses or bool(pre)):
 if not statuses:
     st.info("No runs yet: launch one above. Runs live in " + str(ar.runs_root()))
     st.stop()
-busy = any(ar.runview.busy(s) for s in statuses)
+poll = ar.runview.poll_seconds(statuses)
 
 
-@st.fragment(run_every=2 if busy else None)
+@st.fragment(run_every=poll)
 def live() -> None:
-    """Progress, curves, log tail and the runs table; reruns every 2 s while a run is busy."""
+    """Progress, curves, log tail and the runs table; reruns every 1-2 s while a run is busy."""
     now = jobs.list_jobs(ar.runs_root())
     ids = [s["id"] for s in now]
     for s in now:
@@ -112,8 +112,8 @@ def live() -> None:
         st.altair_chart(alt.Chart(recovery).mark_line(point=True).encode(
             x=alt.X("tokens:Q", title="tokens seen"), color="run:N",
             y=alt.Y("share:Q", scale=alt.Scale(zero=False))), key="ft_recovery", width="stretch")
-    if busy and not any(ar.runview.busy(s) for s in now):
-        st.rerun(scope="app")  # all finished and exited: refresh the run actions, stop polling
+    if poll is not None and ar.runview.poll_seconds(now) != poll:
+        st.rerun(scope="app")  # started, or all finished and exited: new pace, fresh actions
 
 
 live()

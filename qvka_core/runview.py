@@ -7,7 +7,7 @@
 - `recovery`: validation loss against tokens seen, as a share of the original's loss.
 - `rss_bytes` / `gpu_memory`: memory in use by a training process and on the GPUs.
 - `progress_of`: a live run's progress line (step, ETA, tokens/s, device, memory).
-- `busy`: whether a page must keep refreshing a run.
+- `busy` / `poll_seconds`: whether, and how often, a page must keep refreshing runs.
 - `explorer_target`: the Explorer view closest to a model (the Explorer cannot load files).
 """
 
@@ -213,3 +213,14 @@ def busy(status: dict[str, Any]) -> bool:
     from qvka_core.jobs.status import ACTIVE
 
     return status["state"] in ACTIVE or bool(status.get("exiting"))
+
+
+def poll_seconds(statuses: list[dict[str, Any]]) -> float | None:
+    """How often a page showing these runs refreshes: None when none is busy; 1 s while one
+    is about to show its first point (starting, or running with no metric yet), so that a
+    launch answers quickly; else 2 s, which keeps the page's own CPU use low."""
+    if not any(busy(s) for s in statuses):
+        return None
+    starting = any(s.get("starting") or (s["state"] == "running" and not s.get("last_metrics"))
+                   for s in statuses)
+    return 1.0 if starting else 2.0

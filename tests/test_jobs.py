@@ -384,3 +384,25 @@ def test_real_runner_kill_and_resume(root: Path, tmp_path: Path) -> None:
     steps = [r["step"] for r in jobs.read_metrics(run_dir)]
     assert steps == sorted(set(steps)) and set(range(0, 25, 2)) <= set(steps), steps
     assert json.loads((run_dir / "status.json").read_text())["step"] == 24
+
+
+def test_page_polls_fast_only_while_a_run_awaits_its_first_point(root: Path) -> None:
+    from qvka_core import runview
+
+    assert runview.poll_seconds([]) is None
+    first = fake_submit("first", steps=300, sleep=0.02)
+    second = fake_submit("second", steps=2)
+    jobs.wait_for(first["run_dir"], ("running",), timeout_s=20)
+    deadline = time.time() + 20
+    while not jobs.job_status(first["run_dir"])["last_metrics"] and time.time() < deadline:
+        time.sleep(0.05)
+    behind = jobs.job_status(second["run_dir"])
+    assert behind["state"] in ("queued", "waiting") and not behind["starting"]
+    # one run training with metrics, one waiting for the slot: the calm pace
+    assert runview.poll_seconds(jobs.list_jobs()) == 2.0
+    fresh = {**behind, "state": "running", "last_metrics": None}
+    assert runview.poll_seconds([fresh]) == 1.0  # started, no point yet: quick
+    jobs.cancel("first")
+    for st in (first, second):
+        jobs.wait_for(st["run_dir"], timeout_s=30)
+    assert runview.poll_seconds(jobs.list_jobs()) is None  # all done: no polling

@@ -107,8 +107,8 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
     """Everything a page shows about one run (path or id), recomputed from disk.
 
     Keys: id, name, run_dir, managed, state, message, step, total_steps, seq, device,
-    assigned, submitted_at, started_at, finished_at, exit_code, queue_position, resumable,
-    resume_from, last_metrics, last_val, argv.
+    assigned, submitted_at, started_at, finished_at, exit_code, queue_position, starting
+    (next in line with its slots free), resumable, resume_from, last_metrics, last_val, argv.
     """
     run_dir = resolve(run_dir, root)
     base = run_dir.parent
@@ -119,8 +119,9 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
     out: dict[str, Any] = {
         "id": run_dir.name, "name": (job or {}).get("name", run_dir.name),
         "run_dir": str(run_dir), "managed": job is not None, "step": step,
-        "total_steps": st.get("total_steps"), "queue_position": None, "resumable": False,
-        "resume_from": None, "last_metrics": metrics[-1] if metrics else None,
+        "total_steps": st.get("total_steps"), "queue_position": None, "starting": False,
+        "resumable": False, "resume_from": None,
+        "last_metrics": metrics[-1] if metrics else None,
         "last_val": _last_val(metrics), "trainer_state": st.get("state"),
     }
     for key in ("seq", "device", "assigned", "submitted_at", "started_at", "finished_at",
@@ -160,6 +161,7 @@ def _derive(run_dir: Path, root: Path, job: dict[str, Any] | None, st: dict[str,
                 return "queued", f"{len(ahead)} job(s) ahead on {', '.join(job['slots'])}"
             if _slots_busy(root, job):
                 return "waiting", f"next; waiting for {', '.join(job['slots'])} to be free"
+            out["starting"] = True
             return "waiting", "starting"
         if cancel_requested:
             return "cancelled", "cancelled before it started"

@@ -67,6 +67,41 @@ def serve_app(extra_env: dict[str, str] | None = None) -> Iterator[str]:
             proc.kill()
 
 
+@contextmanager
+def serve_app_with_runs(runs: Path) -> Iterator[str]:
+    """`serve_app` with QVKA_RUNS = `runs` (a private runs folder); afterwards every job still
+    queued or running there is cancelled and awaited, so no trainer outlives the test."""
+    from qvka_core import jobs
+
+    try:
+        with serve_app({"QVKA_RUNS": str(runs)}) as url:
+            yield url
+    finally:
+        for status in jobs.list_jobs(runs):
+            if status["state"] in jobs.ACTIVE:
+                try:
+                    jobs.cancel(status["id"], root=runs)
+                except Exception:  # noqa: BLE001 - finished meanwhile
+                    pass
+        for status in jobs.list_jobs(runs):
+            jobs.wait_for(status["run_dir"], jobs.TERMINAL, timeout_s=120)
+
+
+def settle(page, timeout_ms: int = 120_000) -> None:
+    """Wait until Streamlit's script run is over (its status widget is gone)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
+
+
+def set_number(page, label: str, value: int) -> None:
+    """Type a value into the number input labelled `label` and let the page rerun."""
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    settle(page)
+
+
 @pytest.fixture(scope="session")
 def app_url() -> Iterator[str]:
     with serve_app() as url:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qvka_core import jobs
-from tests.e2e.conftest import serve_app
+from tests.e2e.conftest import serve_app_with_runs, set_number, settle
 
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,31 +23,8 @@ POINTS = ".vega-embed svg g.mark-symbol path"  # the loss chart renders as SVG (
 def finetune_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A Streamlit server of its own (the shared one has no private runs folder)."""
     runs = tmp_path_factory.mktemp("browser-runs")
-    try:
-        with serve_app({"QVKA_RUNS": str(runs)}) as url:
-            yield url, runs
-    finally:
-        for status in jobs.list_jobs(runs):
-            if status["state"] in jobs.ACTIVE:
-                try:
-                    jobs.cancel(status["id"], root=runs)
-                except Exception:  # noqa: BLE001 - finished meanwhile
-                    pass
-        for status in jobs.list_jobs(runs):
-            jobs.wait_for(status["run_dir"], jobs.TERMINAL, timeout_s=120)
-
-
-def settle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT)
-
-
-def set_number(page, label: str, value: int) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Enter")
-    settle(page)
+    with serve_app_with_runs(runs) as url:
+        yield url, runs
 
 
 def test_finetune_launch_and_live_curve(finetune_server: tuple[str, Path], page,

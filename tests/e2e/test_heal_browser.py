@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from qvka_core import jobs
-from tests.e2e.conftest import serve_app
+from tests.e2e.conftest import serve_app_with_runs, set_number
+from tests.e2e.conftest import settle as settle_within
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 240_000  # ms: SmolLM2 loads (and dequantises on a cold cache) and converts on 2 cores
@@ -21,20 +22,12 @@ TIMEOUT = 240_000  # ms: SmolLM2 loads (and dequantises on a cold cache) and con
 @pytest.fixture(scope="module")
 def heal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     runs = tmp_path_factory.mktemp("heal-runs")
-    try:
-        with serve_app({"QVKA_RUNS": str(runs)}) as url:
-            yield url, runs
-    finally:
-        for status in jobs.list_jobs(runs):
-            if status["state"] in jobs.ACTIVE:
-                jobs.cancel(status["id"], root=runs)
-                jobs.wait_for(status["run_dir"], jobs.TERMINAL, timeout_s=120)
+    with serve_app_with_runs(runs) as url:
+        yield url, runs
 
 
 def settle(page) -> None:
-    page.wait_for_timeout(300)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=TIMEOUT)
+    settle_within(page, TIMEOUT)
 
 
 def choose(page, label: str, option: str) -> None:
@@ -43,13 +36,6 @@ def choose(page, label: str, option: str) -> None:
     box.locator("input").click()
     box.locator("input").fill(option)
     page.get_by_role("option", name=option, exact=True).click()
-    settle(page)
-
-
-def set_number(page, label: str, value: int) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Enter")
     settle(page)
 
 

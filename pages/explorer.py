@@ -54,7 +54,11 @@ if any(r.truncated for r in res.runs.values()):
     st.warning(f"The text has {total} tokens; the Explorer shows the first {n_tok} "
                f"(limit {limit}: the model's maximum length or {ui.EXPLORER_MAX_TOKENS}).")
 
-opts = ui.views.ViewOptions(presentation=present)
+hide = any(any(r.special) for r in res.runs.values()) and st.toggle(
+    "Hide the tokenizer's special tokens ([CLS], [SEP], <s>) and renormalise each row",
+    key="hide_special", help="Attention sinks on special tokens can dwarf the rest (exBERT's "
+    "option). Statistics and divergences still use the full maps.")
+opts = ui.views.ViewOptions(presentation=present, hide_special=hide)
 if not present and n_tok > 8:
     with st.expander("Long inputs: zoom, top-k, block pooling", expanded=n_tok > 48):
         d1, d2, d3 = st.columns(3)
@@ -65,7 +69,7 @@ if not present and n_tok > 8:
         if zoom[1] - zoom[0] < 1:
             zoom = (0, n_tok)
     opts = ui.views.ViewOptions(top_k=int(top_k), block=int(block), zoom=tuple(zoom),
-                                presentation=present)
+                                presentation=present, hide_special=hide)
 
 tabs = st.tabs(["Side by side", "Lines", "Difference", "Overview", "KV groups", "Statistics",
                 "Rollout", "POS lens"])

@@ -114,6 +114,60 @@ def test_block_pool_and_labels() -> None:
     assert pooled3.shape == (3, 3) and labels3[-1] == "4-4:e"
 
 
+def test_drop_tokens_renormalises_rows_over_the_keys_left() -> None:
+    from qvka_core.analysis.stats import drop_tokens
+
+    m = np.array([[1.0, 0.0, 0.0],  # [CLS] attends to itself
+                  [0.5, 0.25, 0.25],  # half on [CLS]: the rest doubles
+                  [0.2, 0.0, 0.8]])
+    out, toks = drop_tokens(m, ["[CLS]", "a", "b"], [False, True, True])
+    assert toks == ["a", "b"]
+    assert out.tolist() == [[0.5, 0.5], [0.0, 1.0]]
+    only_cls = drop_tokens(np.array([[1.0, 0.0], [1.0, 0.0]]), ["[CLS]", "a"], [False, True])[0]
+    assert only_cls.tolist() == [[0.0]]  # all its weight was on [CLS]: a zero row, not NaN
+
+
+def special_result() -> object:
+    """An ExplorerResult over '[CLS] a b [SEP]' (offsets (0, 0) = added by the tokenizer)."""
+    from qvka_core.analysis.explorer import ExplorerResult, VariantRun
+
+    rng = np.random.default_rng(0)
+    runs = {}
+    for label in ("x", "y"):
+        a = rng.random((2, 4, 4))
+        a /= a.sum(-1, keepdims=True)  # (H, T, T) rows sum to 1
+        runs[label] = VariantRun(
+            name=label, variant="mha", tokens=["[CLS]", "a", "b", "[SEP]"],
+            offsets=[(0, 0), (0, 1), (2, 3), (0, 0)], attentions=[a.astype(np.float16)],
+            groups=[[[0], [1]]], causal=False, stats=head_stats([a]), n_tokens_in_text=4)
+    return ExplorerResult(runs=runs, layer=0, head=None)
+
+
+def test_hide_special_tokens_in_every_map_view() -> None:
+    res = special_result()
+    assert res.runs["x"].special == [True, False, False, True]
+    hide = views.ViewOptions(hide_special=True)
+    sbs = views.side_by_side(res, hide)
+    assert list(sbs.layout.yaxis.ticktext) == ["a", "b"]
+    z = np.asarray(sbs.data[0].z)
+    assert z.shape == (2, 2) and np.allclose(z.sum(-1), 1)
+    assert views.line_tokens(res, hide) == ["a", "b"]
+    assert len(views.line_tokens(res, views.ViewOptions())) == 4  # off: all four
+    diff = np.asarray(views.difference(res, "x", "y", hide).data[0].z)
+    expected = (views.prepare(res.map("x"), res.tokens("x"), hide, res.runs["x"].special)[0]
+                - views.prepare(res.map("y"), res.tokens("y"), hide, res.runs["y"].special)[0])
+    assert np.allclose(diff, expected) and np.allclose(diff.sum(-1), 0)
+    assert np.asarray(views.rollout(res, hide).data[0].z).shape == (2, 2)
+
+
+def test_pooled_difference_stays_a_difference_of_distributions(models: dict) -> None:
+    """Pooling used to renormalise the difference's rows, which sum to ~0: values of 1e11."""
+    res = explore({"mha": models["mha"], "qv": models["qv"]}, "word " * 12)
+    d = np.asarray(views.difference(res, "mha", "qv", views.ViewOptions(block=3)).data[0].z)
+    assert d.shape == (4, 4) and np.abs(d).max() <= 1.0
+    assert np.allclose(d.sum(-1), 0, atol=1e-9)
+
+
 def test_top_k_rows_keeps_k() -> None:
     m = np.array([[0.1, 0.5, 0.4], [0.6, 0.3, 0.1]])
     out = top_k_rows(m, 1)

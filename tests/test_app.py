@@ -245,6 +245,10 @@ def test_explorer_pretrained_minilm_and_conversion() -> None:
     at.switch_page("pages/explorer.py").run()
     no_errors(at)
     assert {"[CLS]", "cat", "[SEP]"} <= ticktexts(at)
+    at.toggle(key="hide_special").set_value(True).run()  # exBERT's "hide [CLS]/[SEP]"
+    no_errors(at)
+    sbs = charts(at)[0]
+    assert sbs["layout"]["yaxis"]["ticktext"] == ["the", "cat", "sat", "."]  # uncased BERT
 
 
 def test_bundled_losses_reads_meta(tmp_path: Path) -> None:

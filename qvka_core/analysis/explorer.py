@@ -123,6 +123,11 @@ class VariantRun:
     def truncated(self) -> bool:
         return self.n_tokens_in_text > len(self.tokens)
 
+    @property
+    def special(self) -> list[bool]:
+        """Per token: added by the tokenizer ([CLS], [SEP], <s>), i.e. it covers no text."""
+        return [start == end for start, end in self.offsets]
+
 
 def token_limit(loaded: LoadedLike) -> int:
     return min(EXPLORER_MAX_TOKENS, loaded.config.max_seq_len)

@@ -138,6 +138,18 @@ def block_pool(
     return pooled, labels
 
 
+def drop_tokens(matrix: np.ndarray, tokens: Sequence[str], keep: Sequence[bool]
+                ) -> tuple[np.ndarray, list[str]]:
+    """Remove the rows and columns of the tokens not kept (e.g. [CLS], [SEP], <s>) from a
+    (T, T) map and renormalise each row over the keys left (a row that had all its weight on
+    removed keys stays zero): attention among the text's own tokens, as exBERT shows it."""
+    idx = np.flatnonzero(np.asarray(keep, dtype=bool))
+    m = np.asarray(matrix, dtype=np.float64)[np.ix_(idx, idx)]  # (T', T')
+    sums = m.sum(-1, keepdims=True)
+    m = np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+    return m, [tokens[i] for i in idx]
+
+
 def top_k_rows(matrix: np.ndarray, k: int) -> np.ndarray:
     """Keep the k largest weights in each query row, zero the rest (ties keep all)."""
     if k < 1:

@@ -3,6 +3,7 @@ Explorer page only reads widgets and renders."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,18 +20,30 @@ class ViewOptions:
     block: int = 1  # 1 = no pooling
     zoom: tuple[int, int] | None = None  # token range [start, end) of queries and keys
     presentation: bool = False
+    hide_special: bool = False  # drop [CLS]/[SEP]/<s> rows and columns, renormalise rows
 
 
-def prepare(m: np.ndarray, tokens: list[str], opts: ViewOptions) -> tuple[np.ndarray, list[str]]:
-    """Zoom, then top-k per row, then block pooling: (T, T) -> (T', T')."""
+def prepare(m: np.ndarray, tokens: list[str], opts: ViewOptions,
+            special: Sequence[bool] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Zoom, then drop special tokens (if asked and `special` flags them), then top-k per
+    row, then block pooling: (T, T) -> (T', T')."""
     if opts.zoom is not None:
         s, e = opts.zoom
         m, tokens = m[s:e, s:e], tokens[s:e]
+        special = None if special is None else special[s:e]
+    if opts.hide_special and special is not None and any(special) and not all(special):
+        m, tokens = stats.drop_tokens(m, tokens, [not x for x in special])
     if opts.top_k:
         m = stats.top_k_rows(m, opts.top_k)
     if opts.block > 1:
         m, tokens = stats.block_pool(m, tokens, opts.block)
     return m, tokens
+
+
+def _shown(res: ExplorerResult, label: str, m: np.ndarray, opts: ViewOptions
+           ) -> tuple[np.ndarray, list[str]]:
+    """`prepare` for one variant's (T, T) map, with its special-token flags."""
+    return prepare(m, res.tokens(label), opts, res.runs[label].special)
 
 
 def _where(res: ExplorerResult) -> str:
@@ -41,7 +54,7 @@ def _where(res: ExplorerResult) -> str:
 def side_by_side(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
     maps, toks = {}, {}
     for label in res.labels:
-        maps[label], toks[label] = prepare(res.map(label), res.tokens(label), opts)
+        maps[label], toks[label] = _shown(res, label, res.map(label), opts)
     return figures.side_by_side(maps, toks, presentation=opts.presentation,
                                 cols=2 if opts.presentation else 3,
                                 title=f"Attention, {_where(res)}")
@@ -50,7 +63,7 @@ def side_by_side(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
 def line_tokens(res: ExplorerResult, opts: ViewOptions) -> list[str]:
     """The tokens the lines view draws (after zoom and pooling), for its focus picker."""
     label = res.labels[0]
-    return prepare(res.map(label), res.tokens(label), opts)[1]
+    return _shown(res, label, res.map(label), opts)[1]
 
 
 def token_lines(res: ExplorerResult, opts: ViewOptions, *, every_head: bool = False,
@@ -64,7 +77,7 @@ def token_lines(res: ExplorerResult, opts: ViewOptions, *, every_head: bool = Fa
             maps = [(f"head {h}", res.map(label, head=h)) for h in range(heads.shape[0])]
         else:
             maps = [(_where(res), res.map(label))]
-        prepared = [(name, *prepare(m, res.tokens(label), opts)) for name, m in maps]
+        prepared = [(name, *_shown(res, label, m, opts)) for name, m in maps]
         panels[label] = [(name, m) for name, m, _ in prepared]
         toks[label] = prepared[0][2]
     what = f"layer {res.layer}, every head" if every_head else _where(res)
@@ -74,9 +87,13 @@ def token_lines(res: ExplorerResult, opts: ViewOptions, *, every_head: bool = Fa
 
 
 def difference(res: ExplorerResult, a: str, b: str, opts: ViewOptions) -> go.Figure:
-    d, toks = prepare(res.difference(a, b), res.tokens(a), ViewOptions(
-        zoom=opts.zoom, block=opts.block, presentation=opts.presentation))
-    return figures.difference_heatmap(d, toks, presentation=opts.presentation,
+    """A − B after each map is zoomed, cleared of special tokens and pooled (no top-k), so
+    that both sides are the same kind of distribution before they are subtracted."""
+    res.difference(a, b)  # LabError if the two tokenise the text differently
+    same = ViewOptions(zoom=opts.zoom, block=opts.block, hide_special=opts.hide_special)
+    ma, toks = _shown(res, a, res.map(a), same)
+    mb, _ = _shown(res, b, res.map(b), same)
+    return figures.difference_heatmap(ma - mb, toks, presentation=opts.presentation,
                                       title=f"{a} − {b}, {_where(res)}")
 
 
@@ -123,8 +140,8 @@ def stats_table(res: ExplorerResult, layer_only: bool = True) -> pd.DataFrame:
 def rollout(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
     maps, toks = {}, {}
     for label in res.labels:
-        maps[label], toks[label] = prepare(res.rollout(label), res.tokens(label),
-                                           ViewOptions(zoom=opts.zoom, block=opts.block))
+        maps[label], toks[label] = _shown(res, label, res.rollout(label), ViewOptions(
+            zoom=opts.zoom, block=opts.block, hide_special=opts.hide_special))
     return figures.side_by_side(maps, toks, presentation=opts.presentation,
                                 cols=2 if opts.presentation else 3,
                                 title=f"Attention rollout through layer {res.layer} "

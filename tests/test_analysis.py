@@ -332,6 +332,11 @@ def test_token_lines_draw_each_weight_between_the_right_tokens() -> None:
     assert len({c for _, _, c in got}) == 2  # one colour per head
     legend = [tr.name for tr in heads.data if tr.showlegend is not False and tr.name]
     assert legend == ["head 0", "head 1"]
+    # one opacity scale across panels: a uniform map stays faint next to a peaked one
+    flat = lines.token_lines({"peaked": [("m", diag)], "flat": [("m", np.full((4, 4), 0.25))]},
+                             {"peaked": toks, "flat": toks})
+    opacity = {round(float(tr.opacity), 3) for tr in flat.data if tr.mode == "lines"}
+    assert opacity == {1.0, 0.25}  # diag at 8/8, the uniform 0.25 at round(8 · 0.25) / 8
 
 
 def test_token_lines_view_follows_layer_head_and_long_input_options(models: dict) -> None:

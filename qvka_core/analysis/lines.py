@@ -2,7 +2,7 @@
 keys in a right one, a line from query i to key j whose opacity is its attention weight.
 Several heads overlay in one colour each; `focus` keeps one query's lines only.
 
-Opacity is bucketed (`LEVELS` steps of weight / the panel's largest weight) and every panel
+Opacity is bucketed (`LEVELS` steps of weight / the largest weight shown) and every panel
 shares one pair of axes, so the figure is one trace per (head, opacity level), not one per
 line: about 50 ms for six variants of 35 tokens. Lines under half a step are not drawn.
 """
@@ -83,6 +83,9 @@ def token_lines(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]],
     names = list(dict.fromkeys(name for maps in panels.values() for name, _ in maps))
     colors = {name: (SINGLE if len(names) == 1 else PALETTE[i % len(PALETTE)])
               for i, name in enumerate(names)}
+    # One opacity scale for every panel, as the heatmaps share one colour scale: a flat
+    # (near-uniform) variant then looks flat next to a peaked one.
+    scale = max(float(np.nanmax(m)) for maps in panels.values() for _, m in maps) or 1.0
     lines: dict[tuple[str, int], list[tuple[float, float, float, float]]] = {}
     left_x: list[float] = []
     left_y: list[float] = []
@@ -96,7 +99,6 @@ def token_lines(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]],
         x0, y0 = c * STRIDE, -r * (t_max + 3)
         tok = [token_label(t) for t in tokens[label]]
         maps = panels[label]
-        scale = max(float(np.nanmax(m)) for _, m in maps) or 1.0
         for name, m in maps:
             for level, (q, k) in segments(m, focus=focus, scale=scale).items():
                 lines.setdefault((name, level), []).extend(
@@ -128,5 +130,5 @@ def token_lines(panels: Mapping[str, Sequence[tuple[str, np.ndarray]]],
         legend={"title": {"text": "head"}, "itemsizing": "constant"},
         xaxis={"range": [-1.1, (cols - 1) * STRIDE + 2.1], "visible": False},
         yaxis={"range": [-(rows - 1) * (t_max + 3) - t_max + 0.5, 2.2], "visible": False})
-    return style(fig, presentation=presentation, height=rows * (120 + 22 * min(t_max, 60)))
+    return style(fig, presentation=presentation, height=rows * (120 + 26 * min(t_max, 60)))
 

@@ -1,7 +1,7 @@
 """What the Fine-tune page shows about runs, read from disk (no streamlit, no torch).
 
-- `run_row`: one results-table row (variant, params, KV cache, final val loss, tokens/s, wall
-  time, status) from a `jobs.job_status` dict and the run's config.json.
+- `run_row`: one results-table row (variant, params, KV cache, final val loss and its share of
+  the original's, tokens/s, wall time, status) from a `jobs.job_status` dict and config.json.
 - `unconverted_source`: the model a checkpoint (or `--init X --variant Y`) was converted
   from, which is the distillation teacher and the recovery reference.
 - `recovery`: validation loss against tokens seen, as a share of the original's loss.
@@ -128,16 +128,31 @@ def run_row(status: dict[str, Any]) -> dict[str, Any]:
     last = status.get("last_metrics") or {}
     last_val = status.get("last_val") or {}
     speed = next((r.get("tokens_per_s") for r in [last] if r.get("tokens_per_s")), None)
+    final, ref = last_val.get("val_loss"), status.get("ref_val_loss")
+    init = argv_option(argv, "--init")
     return {
         "run": status["id"], "name": status.get("name"), "variant": variant,
-        "base": argv_option(argv, "--init") or argv_option(argv, "--preset") or "austen",
+        "base": ref_label(init) if init else argv_option(argv, "--preset") or "austen",
         "params": params, "KV bytes/token": kv, "step": status.get("step"),
         "steps": int(status.get("total_steps") or argv_option(argv, "--steps") or 0) or None,
-        "final val loss": last_val.get("val_loss"), "tokens/s": speed,
+        "final val loss": final,
+        "vs original": round(final / ref, 4) if final is not None and ref else None,
+        "tokens/s": speed,
         "wall s": last.get("elapsed_s"), "state": status["state"],
         "message": status.get("message"), "device": ",".join(status.get("assigned") or [])
         or status.get("device"),
     }
+
+
+def ref_label(ref: str) -> str:
+    """A checkpoint reference as the pages list it: "converted: NAME" for runs/converted/NAME,
+    "run: ID" for a run's checkpoint/, else the reference itself (a name or a path)."""
+    path = Path(ref)
+    if path.parent.name == "converted":
+        return f"converted: {path.name}"
+    if path.name == "checkpoint" and path.parent.name:
+        return f"run: {path.parent.name}"
+    return ref
 
 
 def rss_bytes(pid: int | None) -> int | None:

@@ -109,6 +109,11 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     at.run()
     no_errors(at)
     assert any("Recovery of converted models" in c.value for c in at.caption)
+    row = at.dataframe[0].value.set_index("run").loc["heal-qv"]
+    assert row["base"] == "converted: my-healed-qv"
+    assert app_runs.runview.ref_label(str(runs / "t-qv" / "checkpoint")) == "run: t-qv"
+    assert app_runs.runview.ref_label("austen-qv") == "austen-qv"
+    assert row["vs original"] == pytest.approx(recs[-1]["val_loss"] / ref, abs=1e-4)
 
 
 def tiny_form(at: AppTest, variants: list[str]) -> AppTest:

@@ -108,7 +108,8 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
 
     Keys: id, name, run_dir, managed, state, message, step, total_steps, seq, device,
     assigned, submitted_at, started_at, finished_at, exit_code, queue_position, starting
-    (next in line with its slots free), resumable, resume_from, last_metrics, last_val, argv.
+    (next in line with its slots free), resumable, resume_from, last_metrics, last_val,
+    ref_val_loss (the reference model's loss on the run's windows, if it has one), argv.
     """
     run_dir = resolve(run_dir, root)
     base = run_dir.parent
@@ -122,6 +123,7 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
         "total_steps": st.get("total_steps"), "queue_position": None, "starting": False,
         "resumable": False, "resume_from": None,
         "last_metrics": metrics[-1] if metrics else None,
+        "ref_val_loss": metrics[0].get("ref_val_loss") if metrics else None,
         "last_val": _last_val(metrics), "trainer_state": st.get("state"),
     }
     for key in ("seq", "device", "assigned", "submitted_at", "started_at", "finished_at",

@@ -108,15 +108,18 @@ def attend(
         raise ValueError(f"impl must be 'sdpa' or 'eager', got {impl!r}")
     # Grouped heads without copying K/V: query heads that share a KV head are stacked along
     # time, so one matmul per KV head scores the whole group.
+    # The scale and the mask are applied in place on the fresh score tensor (autograd needs
+    # neither the matmul's output nor the scaled scores), saving two passes over (B, H, T, S).
     h_kv = k.shape[1]
-    q_grouped = (q * scale).reshape(b, h_kv, n_rep * t, dk)  # (B, Hkv, n_rep·T, Dk)
-    scores = torch.matmul(q_grouped, k.transpose(-2, -1)).view(b, h, t, s)  # (B, H, T, S)
+    q_grouped = q.reshape(b, h_kv, n_rep * t, dk)  # (B, Hkv, n_rep·T, Dk)
+    scores = torch.matmul(q_grouped, k.transpose(-2, -1)).mul_(scale)  # (B, Hkv, n_rep·T, S)
+    scores = scores.view(b, h, t, s)  # (B, H, T, S)
     if bias is not None:
         scores = scores + bias
     if mask is not None:
         # The dtype's lowest finite value, not -inf: a fully masked row (a padding query)
         # then gets a uniform row instead of NaN, with no extra pass over the scores.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B, H, T, S)
     dropped = F.dropout(probs, p=dropout) if dropout > 0 else probs
     out = torch.matmul(dropped.view(b, h_kv, n_rep * t, s), v)  # (B, Hkv, n_rep·T, Dv)

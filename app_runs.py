@@ -70,7 +70,7 @@ def _conversions() -> OrderedDict[tuple[Any, ...], Any]:
     return OrderedDict()
 
 
-def conversion(ref: str, to: str, opts: tuple[tuple[str, int], ...], calib: str | None,
+def conversion(ref: str, to: str, opts: tuple[tuple[str, Any], ...], calib: str | None,
                progress: Callable[[float, str], None] | None = None) -> Any:
     """A ConversionResult for (source, target, options, calibration text), computed once per
     process (8 kept). Not an st.cache_resource call because `progress` writes to the page."""

@@ -28,6 +28,11 @@ helps = {"n_kv_heads": "KV heads (must divide the query heads)",
          "kv_lora_rank": "MLA latent width", "d_ctx": "QV-Ka context width d_ctx"}
 opts = tuple((name, int(v)) for i, name in enumerate(wanted) if (v := cols[i].number_input(
     f"{name} (0 = default)", 0, 4096, 0, key=f"cv_{name}", help=helps[name])))
+if to == "qv":
+    opts += (("qv_fit", cols[2].radio(
+        "Removing K", ["refit", "drop"], key="cv_qv_fit", horizontal=True,
+        help="refit: fold the least-squares map K ≈ V·M into the queries; drop: the paper's "
+        "post-hoc tying, K simply removed (lossy)")),)
 calib_mode = st.radio("Calibration text (QV-Ka and MLA fit on it)",
                       ["Bundled corpus (train split)", "Paste text"], key="cv_calib",
                       horizontal=True)
@@ -77,6 +82,9 @@ layers = pd.DataFrame({"layer": range(len(rep["js_divergence_per_layer"])),
 st.altair_chart(alt.Chart(layers).mark_bar().encode(x="layer:O", y="JS divergence (bits):Q",
                                                     tooltip=list(layers.columns)),
                 key="cv_layers", width="stretch")
+if r2 := rep["diagnostics"].get("key_from_value_r2_per_layer"):
+    st.caption("How much of each layer's K is a map of its V (R² of K ≈ V·M, mean over KV "
+               "heads; 1 = QV loses nothing): " + ", ".join(f"{x:.2f}" for x in r2))
 for note in rep.get("notes") or []:
     st.caption(f"Note: {note}")
 

@@ -145,9 +145,61 @@ def test_qv_round_trip_is_exact_and_dropping_k_is_lossy() -> None:
     as_gqa = convert(qv, "gqa", n_kv_heads=2)  # K := V, exact
     assert max_diff(qv, as_gqa.model) < 1e-5
     assert max_diff(qv, convert(as_gqa.model, "qv").model) < 1e-5
-    dropped = convert(tiny("gqa", 4, 2), "qv")
+    dropped = convert(tiny("gqa", 4, 2), "qv", qv_fit="drop")
     assert dropped.report.js_divergence_mean > 1e-3
     assert any("lossy" in n for n in dropped.report.notes)
+    assert dropped.report.options["qv_fit"] == "drop"
+
+
+def keys_from_values(model: Transformer, rope: bool, bias: bool) -> Transformer:
+    """Rewrite every K projection as K = V·M_i for a random map M_i per KV head: any D x D map
+    without RoPE, a complex scalar per rotary pair (j, j + D/2) under RoPE."""
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for layer in model.layers:
+            attn = layer.attn
+            g, d = attn.cfg.n_kv_heads, attn.cfg.head_dim
+            wv = attn.v_proj.weight.view(g, d, -1)  # (Hkv·D, d) -> (Hkv, D, d)
+            if rope:
+                half = d // 2
+                re, im = torch.randn(2, g, half, generator=gen)
+                m = torch.zeros(g, d, d)
+                lo, hi = torch.arange(half), torch.arange(half, d)
+                m[:, lo, lo], m[:, hi, hi], m[:, lo, hi], m[:, hi, lo] = re, re, im, -im
+            else:
+                m = torch.randn(g, d, d, generator=gen) / d**0.5
+            # K = V·M as rows: W_K,i = M_iᵀ W_V,i and b_K,i = M_iᵀ b_V,i
+            attn.k_proj.weight.copy_(torch.einsum("hji,hjm->him", m, wv).reshape(g * d, -1))
+            if bias:
+                bv = attn.v_proj.bias.view(g, d)
+                attn.k_proj.bias.copy_(torch.einsum("hji,hj->hi", m, bv).reshape(-1))
+    return model
+
+
+@pytest.mark.parametrize(("position", "bias"), [("rope", False), ("rope", True),
+                                                ("learned", False), ("learned", True)])
+def test_qv_refit_is_exact_when_keys_are_a_map_of_values(position: str, bias: bool) -> None:
+    """K = V·M: dropping K loses it, folding M into the queries keeps the model exactly."""
+    src = keys_from_values(tiny("gqa", 4, 2, position=position, bias=bias),
+                           rope=position == "rope", bias=bias)
+    refit = convert(src, "qv")
+    assert refit.report.options["qv_fit"] == "refit"
+    assert max_diff(src, refit.model) < 1e-4
+    r2 = refit.report.diagnostics["key_from_value_r2_per_layer"]
+    assert len(r2) == 2 and min(r2) > 1 - 1e-6
+    dropped = convert(src, "qv", qv_fit="drop")
+    assert dropped.report.js_divergence_mean > 100 * max(refit.report.js_divergence_mean, 1e-9)
+
+
+def test_qv_refit_on_unrelated_keys_reports_a_low_fit() -> None:
+    src = tiny("gqa", 4, 2, position="learned")  # K and V: independent random projections
+    refit = convert(src, "qv")
+    r2 = refit.report.diagnostics["key_from_value_r2_per_layer"]
+    assert all(-1e-9 <= x < 0.9 for x in r2)  # a least-squares fit with an intercept: >= 0
+    with pytest.raises(ConfigError, match="qv_fit must be"):
+        convert(src, "qv", qv_fit="maybe")
+    with pytest.raises(ConfigError, match="qv_fit does not apply"):
+        convert(src, "gqa", n_kv_heads=2, qv_fit="drop")
 
 
 @pytest.mark.parametrize("bias", [False, True])
@@ -267,6 +319,7 @@ def test_cli_convert_writes_checkpoint_and_report(tmp_path: Path, capsys) -> Non
     ["--to", "gqa", "--n-kv-heads", "3"],
     ["--to", "nope"],
     ["--to", "mla", "--calib-text", "/nonexistent/file.txt"],
+    ["--to", "gqa", "--n-kv-heads", "2", "--qv-fit", "drop"],  # qv only
 ])
 def test_cli_bad_input_exits_2_with_one_error_line(tmp_path: Path, capsys, argv) -> None:
     src_dir = save_checkpoint(tmp_path / "src", tiny("gqa", 4, 2))

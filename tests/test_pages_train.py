@@ -71,6 +71,7 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert metrics["KV cache bytes/token"].value == "512"  # K dropped: half of MHA's 1,024
     assert metrics["Parameters"].delta.startswith("-")
     assert at.get("vega_lite_chart"), "per-layer divergence chart"
+    assert any("R² of K ≈ V·M" in c.value for c in at.caption)  # QV refits its queries
 
     at.text_input(key="cv_name").set_value("../escape").run()
     at.button(key="cv_save").click().run()

@@ -36,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help=what)
     parser.add_argument("--latent-norm", choices=("fold", "rms"), default="fold",
                         help="mla: fold the latent RMSNorm (exact) or keep it (scale-matched)")
+    parser.add_argument("--qv-fit", choices=("refit", "drop"), default=None,
+                        help="qv: fold the least-squares map K ≈ V·M into the queries "
+                        "(refit, the default) or just drop K (the lossy post-hoc tying)")
     parser.add_argument("--calib-text", metavar="FILE",
-                        help="UTF-8 text for calibration (qvka fit, mla statistics)")
+                        help="UTF-8 text for calibration (qvka and qv fits, mla statistics)")
     parser.add_argument("--eval-text", metavar="FILE",
                         help="held-out UTF-8 text for the report (default: the lab's "
                         "validation text if available)")
@@ -66,8 +69,8 @@ def read_text(path: str, flag: str) -> str:
 def command_line(args: argparse.Namespace) -> str:
     """The equivalent command, for meta.json."""
     parts = ["python", "-m", "qvka_core", "convert", "--from", args.source, "--to", args.to]
-    for name in ("n_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "d_ctx", "calib_text",
-                 "eval_text"):
+    for name in ("n_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "d_ctx", "qv_fit",
+                 "calib_text", "eval_text"):
         value = getattr(args, name)
         if value is not None:
             parts += ["--" + name.replace("_", "-"), str(value)]
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         result = convert(loaded, args.to, n_kv_heads=args.n_kv_heads,
                          kv_lora_rank=args.kv_lora_rank, qk_rope_head_dim=args.qk_rope_head_dim,
                          d_ctx=args.d_ctx, calib_text=calib, eval_text=held_out,
-                         latent_norm=args.latent_norm, progress=progress if show else None)
+                         latent_norm=args.latent_norm, qv_fit=args.qv_fit,
+                         progress=progress if show else None)
     finally:
         if show:
             sys.stderr.write("\n")

@@ -8,7 +8,8 @@ copied):
   heads per group (GQA uptraining, Ainslie et al. 2023, arXiv 2305.13245); exact towards
   more heads (replication).
 - `to_mla`: partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025, arXiv 2502.14837).
-- `to_qv`: drop K, score against V (the paper's QV, arXiv 2603.15665 §2.5); lossy.
+- `to_qv`: drop K, score against V (the paper's QV, arXiv 2603.15665 §2.5), after folding
+  the least-squares map K ≈ V·M into the queries (or, with qv_fit="drop", without: lossy).
 - `to_qvka`: least-squares fit of W_ctx and W_K,i on calibration activations (§2.6).
 """
 
@@ -30,7 +31,7 @@ from qvka_core.convert.calibration import (
     input_covariances,
     token_batches,
 )
-from qvka_core.convert.keyless import qvka_layer
+from qvka_core.convert.keyless import qv_layer, qvka_layer
 from qvka_core.convert.report import (
     ConversionReport,
     compare,
@@ -57,7 +58,9 @@ METHODS = {
     "gqa": "mean-pool KV heads per group (GQA uptraining, Ainslie et al. 2023)",
     "mqa": "mean-pool all KV heads into one (GQA uptraining, Ainslie et al. 2023)",
     "mla": "partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025)",
-    "qv": "drop K, score against V (post-hoc tying; lossy)",
+    "qv": "drop K after folding the least-squares map K ≈ V·M into W_Q (RoPE-commuting M "
+          "under RoPE)",
+    "qv-drop": "drop K, score against V (post-hoc tying; lossy)",
     "qvka": "least-squares fit of W_ctx and W_K,i on calibration activations (variable projection)",
 }
 
@@ -121,18 +124,32 @@ def to_kv_sharing(model: Transformer, kind: str, n_kv_heads: int | None = None, 
     return assemble(model, cfg, states)
 
 
-def to_qv(model: Transformer, n_kv_heads: int | None = None, *,
-          progress: Progress | None = None) -> Transformer:
-    """QV (arXiv 2603.15665 §2.5): keep Q, V, O and drop K; queries score against V.
-    This is post-hoc tying, which the BrainChip companion notes report as lossy."""
+def to_qv(model: Transformer, n_kv_heads: int | None = None,
+          covariances: list[Tensor] | None = None, *, progress: Progress | None = None,
+          diagnostics: dict | None = None) -> Transformer:
+    """QV (arXiv 2603.15665 §2.5): keep V and O, drop K; queries score against V.
+
+    With `covariances` (per layer, of [x ; 1] on calibration text) each KV head's map
+    K ≈ V·M is fitted and folded into its queries (`keyless.qv_layer`); the per-layer mean
+    R² of that fit goes to `diagnostics`. Without, K is simply dropped: the post-hoc tying
+    the BrainChip companion notes report as lossy."""
     check_source(model.cfg)
     target = _kv_target(model.cfg, "qv", n_kv_heads)
     cfg = model.cfg.with_variant("qv", n_kv_heads=target)
-    tick = _step(progress, 0.0, 1.0, len(model.layers), "dropping K")
-    states = []
+    tick = _step(progress, 0.0, 1.0, len(model.layers),
+                 "dropping K" if covariances is None else "fitting K ≈ V·M")
+    states, r2 = [], []
     for i, layer in enumerate(model.layers):
-        states.append(qv_state(regroup_kv(extract_dense(layer.attn), target)))
+        dense = regroup_kv(extract_dense(layer.attn), target)
+        if covariances is None:
+            states.append(qv_state(dense))
+        else:
+            state, diag = qv_layer(dense, covariances[i], rope=cfg.position == "rope")
+            states.append(state)
+            r2.append(sum(diag["key_from_value_r2"]) / len(diag["key_from_value_r2"]))
         tick(i)
+    if diagnostics is not None and r2:
+        diagnostics["key_from_value_r2_per_layer"] = r2
     return assemble(model, cfg, states)
 
 
@@ -202,7 +219,8 @@ def _unpack(loaded: LoadedModel | Transformer, tokenizer: Any) -> tuple[Transfor
 
 
 def _check_options(to: str, **opts: Any) -> None:
-    allowed = {"mha": set(), "mqa": set(), "gqa": {"n_kv_heads"}, "qv": {"n_kv_heads"},
+    allowed = {"mha": set(), "mqa": set(), "gqa": {"n_kv_heads"},
+               "qv": {"n_kv_heads", "qv_fit"},
                "qvka": {"n_kv_heads", "d_ctx"}, "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
     for name, value in opts.items():
         if value is not None and name not in allowed[to]:
@@ -214,7 +232,7 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
             kv_lora_rank: int | None = None, qk_rope_head_dim: int | None = None,
             d_ctx: int | None = None, calib_text: str | None = None, tokenizer: Any = None,
             progress: Progress | None = None, eval_text: str | None = None,
-            latent_norm: LatentNorm = "fold", ridge: float = 1e-6,
+            latent_norm: LatentNorm = "fold", ridge: float = 1e-6, qv_fit: str | None = None,
             max_eval_tokens: int = 256, max_calib_tokens: int = 4096) -> ConversionResult:
     """Convert `source` to variant `to` and measure the drift (see `report.py`).
 
@@ -222,13 +240,17 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
     training split (`qvka_core.data.train_text()`) when there is a tokenizer, else seeded
     random token ids. Evaluation uses `eval_text`, else
     `qvka_core.data.validation_text()` when that exists, else random token ids.
+    `qv_fit` ("refit", the default for qv, or "drop") chooses how K is removed for qv.
     `progress(fraction, message)` is called as the work advances.
     """
     model, tok, name = _unpack(loaded, tokenizer)
     get_variant(to)  # unknown variant -> ConfigError listing the valid ones
     check_source(model.cfg)
     _check_options(to, n_kv_heads=n_kv_heads, kv_lora_rank=kv_lora_rank,
-                   qk_rope_head_dim=qk_rope_head_dim, d_ctx=d_ctx)
+                   qk_rope_head_dim=qk_rope_head_dim, d_ctx=d_ctx, qv_fit=qv_fit)
+    if qv_fit not in (None, "refit", "drop"):
+        raise ConfigError(f"qv_fit must be 'refit' or 'drop', got {qv_fit!r}")
+    refit = to == "qv" and qv_fit != "drop"
     cfg = model.cfg
     timings: dict[str, float] = {}
     diagnostics: dict[str, Any] = {}
@@ -236,7 +258,7 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
     report_progress = progress or (lambda f, m: None)
     t0 = time.perf_counter()
     covs = None
-    if to in ("qvka", "mla"):  # MLA: latent statistics (rms weight, fold error)
+    if to in ("qvka", "mla") or refit:  # MLA: latent statistics (rms weight, fold error)
         text, calib_source = calib_text, "calib_text"
         if text is None and tok is not None:
             text, calib_source = default_calibration_text()
@@ -254,8 +276,11 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
     if to in ("mha", "gqa", "mqa"):
         target = to_kv_sharing(model, to, n_kv_heads, progress=sub)
     elif to == "qv":
-        target = to_qv(model, n_kv_heads, progress=sub)
-        notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip notes)")
+        target = to_qv(model, n_kv_heads, covs if refit else None, progress=sub,
+                       diagnostics=diagnostics)
+        if not refit:
+            notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip "
+                         "notes); qv_fit='refit' folds K ≈ V·M into the queries first")
     elif to == "mla":
         target = to_mla(model, kv_lora_rank, qk_rope_head_dim, latent_norm=latent_norm,
                         covariances=covs, progress=sub, diagnostics=diagnostics)
@@ -285,8 +310,11 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
                        latent_norm=latent_norm, rope_theta=a.rope_theta)
     if to == "qvka":
         options.update(d_ctx=target.cfg.attention.d_ctx, ridge=ridge)
+    if to == "qv":
+        options.update(qv_fit="refit" if refit else "drop")
     report = ConversionReport(
-        source=name, source_variant=cfg.variant, target_variant=to, method=METHODS[to],
+        source=name, source_variant=cfg.variant, target_variant=to,
+        method=METHODS["qv-drop" if to == "qv" and not refit else to],
         options=options, eval_source=eval_source, eval_tokens=fid["eval_tokens"],
         js_divergence_per_layer=fid["js_divergence_per_layer"],
         js_divergence_mean=fid["js_divergence_mean"], hidden_cosine=fid["hidden_cosine"],

@@ -1,8 +1,12 @@
 """Conversions to the paper's key-less variants (arXiv 2603.15665 §2.5-2.6).
 
-QV: the key projection is dropped and queries score against V. This is the "post-hoc
-tying" that the BrainChip companion notes report as lossy: nothing makes V a good key,
-so without fine-tuning the attention maps change a lot (see the report's JS divergence).
+QV: the key projection is dropped and queries score against V. Dropping it alone is the
+"post-hoc tying" that the BrainChip companion notes report as lossy: nothing makes V a good
+key. `qv_layer` first fits, per KV head, the map M_i with K_i ≈ V_i·M_i (least squares on
+calibration activations) and folds it into the queries, since q·(v M) = (q Mᵀ)·v: "K is V
+after matching" made literal, exact when K lies in V's span. Under RoPE, M_i is restricted to
+the maps that commute with the rotation (one complex scalar per rotary pair), so the fold
+stays exact after rotating q and v.
 
 QV-Ka: K_i = [G ; V_i]·W_K,i with G = x·W_ctx shared by the heads (paper §2.6). We fit
 W_ctx (d x d_ctx) and every W_K,i = [A_i ; B_i] by ridge least squares so that the derived
@@ -28,10 +32,68 @@ b_V·B_i is fitted.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
 
-from qvka_core.convert.weights import DenseAttention, _biases
+from qvka_core.convert.weights import DenseAttention, _biases, qv_state
+
+
+def augmented(w: Tensor, b: Tensor | None, n_kv: int, head_dim: int) -> Tensor:
+    """A K or V projection as maps of x~ = [x ; 1], per head: (Hkv·D, d) -> (Hkv, d + 1, D)."""
+    wt = w.view(n_kv, head_dim, -1).transpose(1, 2)  # (Hkv·D, d) -> (Hkv, d, D)
+    bt = (b.view(n_kv, 1, head_dim) if b is not None  # (Hkv·D,) -> (Hkv, 1, D)
+          else wt.new_zeros(n_kv, 1, head_dim))  # (Hkv, 1, D)
+    return torch.cat([wt, bt], dim=1)  # (Hkv, d + 1, D)
+
+
+def qv_layer(dense: DenseAttention, cov: Tensor, *, rope: bool, ridge: float = 1e-9
+             ) -> tuple[dict[str, Tensor], dict]:
+    """QV with refitted queries: W_Q,h <- M_i·W_Q,h (and b_Q) for the query heads h of KV
+    group i, where M_i = argmin E||K_i - V_i·M_i||² on the calibration second moment `cov`
+    ((d+1, d+1) of [x ; 1]). Without RoPE, M_i is any D x D map plus a free intercept (a
+    constant added to every key moves no softmax); under RoPE it is one complex scalar per
+    rotary pair (j, j + D/2), the maps that commute with the rotation, and has no intercept
+    (a rotated constant is not constant). Returns the QV state and the fit's R² per head."""
+    g, d, h = dense.n_kv_heads, dense.head_dim, dense.n_heads
+    dm = dense.wq.shape[1]
+    cov = cov.to(torch.float64)
+    cov = 0.5 * (cov + cov.T)
+    k_aug = augmented(dense.wk, dense.bk, g, d)  # (Hkv, d + 1, D)
+    v_aug = augmented(dense.wv, dense.bv, g, d)  # (Hkv, d + 1, D)
+    s_kk = k_aug.transpose(1, 2) @ cov @ k_aug  # (Hkv, D, D): E[kᵀk]
+    if rope:
+        s_vk = v_aug.transpose(1, 2) @ cov @ k_aug  # (Hkv, D, D): E[v_r k_s]
+        s_vv = v_aug.transpose(1, 2) @ cov @ v_aug  # (Hkv, D, D)
+        half = d // 2
+        lo, hi = torch.arange(half), torch.arange(half, d)
+        den = (s_vv[:, lo, lo] + s_vv[:, hi, hi]).clamp_min(1e-300)  # (Hkv, D/2): E|v_c|²
+        re = (s_vk[:, lo, lo] + s_vk[:, hi, hi]) / den  # Re E[conj(v_c) k_c] / E|v_c|²
+        im = (s_vk[:, lo, hi] - s_vk[:, hi, lo]) / den  # Im of the same
+        m = torch.zeros(g, d, d, dtype=torch.float64)
+        m[:, lo, lo], m[:, hi, hi], m[:, lo, hi], m[:, hi, lo] = re, re, im, -im
+        resid_maps = k_aug - v_aug @ m  # (Hkv, d + 1, D)
+    else:
+        one = torch.zeros(g, dm + 1, 1, dtype=torch.float64)
+        one[:, dm] = 1.0  # the constant coordinate of x~: a free intercept
+        z = torch.cat([v_aug, one], dim=2)  # (Hkv, d + 1, D + 1)
+        gram = z.transpose(1, 2) @ cov @ z  # (Hkv, D + 1, D + 1)
+        lam = ridge * float(torch.diagonal(gram, dim1=1, dim2=2).mean().clamp_min(1e-300))
+        coef = torch.linalg.solve(gram + lam * torch.eye(d + 1, dtype=torch.float64),
+                                  z.transpose(1, 2) @ cov @ k_aug)  # (Hkv, D + 1, D)
+        m = coef[:, :d]  # (Hkv, D, D)
+        resid_maps = k_aug - z @ coef  # (Hkv, d + 1, D)
+    resid = torch.einsum("hip,ij,hjp->h", resid_maps, cov, resid_maps)  # (Hkv,)
+    mean_k = torch.einsum("i,hip->hp", cov[:, dm], k_aug)  # (Hkv, D): E[k]
+    var_k = torch.diagonal(s_kk, dim1=1, dim2=2).sum(-1) - (mean_k**2).sum(-1)  # (Hkv,)
+    r2 = 1.0 - resid / var_k.clamp_min(1e-300)
+    m_q = m.repeat_interleave(h // g, dim=0)  # (H, D, D): query head h uses KV head h·g // H
+    wq = torch.einsum("hij,hjm->him", m_q, dense.wq.view(h, d, dm)).reshape(h * d, dm)
+    bq = None if dense.bq is None else torch.einsum(
+        "hij,hj->hi", m_q, dense.bq.view(h, d)).reshape(-1)  # (H·D,)
+    state = qv_state(dataclasses.replace(dense, wq=wq, bq=bq))
+    return state, {"key_from_value_r2": [float(x) for x in r2]}
 
 
 def qvka_layer(dense: DenseAttention, cov: Tensor, d_ctx: int, *, ridge: float = 1e-6,
@@ -45,14 +107,7 @@ def qvka_layer(dense: DenseAttention, cov: Tensor, d_ctx: int, *, ridge: float =
     dm = dense.wq.shape[1]
     cov = cov.to(torch.float64)
     cov = 0.5 * (cov + cov.T)
-    # Augmented maps x~ = [x ; 1] -> per head (d+1, D): K~_i, V~_i.
-    def aug(w: Tensor, b: Tensor | None) -> Tensor:
-        wt = w.view(g, d, dm).transpose(1, 2)  # (Hkv·D, d) -> (Hkv, d, D)
-        bt = (b.view(g, 1, d) if b is not None  # (Hkv·D,) -> (Hkv, 1, D)
-              else wt.new_zeros(g, 1, d))  # (Hkv, 1, D)
-        return torch.cat([wt, bt], dim=1)  # (Hkv, d + 1, D)
-
-    k_aug, v_aug = aug(dense.wk, dense.bk), aug(dense.wv, dense.bv)
+    k_aug, v_aug = augmented(dense.wk, dense.bk, g, d), augmented(dense.wv, dense.bv, g, d)
     jitter = 1e-10 * float(torch.diagonal(cov).mean())
     cxx = cov[:dm, :dm] + jitter * torch.eye(dm, dtype=cov.dtype)
     chol = torch.linalg.cholesky(cxx)  # Cxx = L Lᵀ

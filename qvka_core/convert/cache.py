@@ -19,7 +19,7 @@ from qvka_core.checkpoints.embedded import cache_root
 from qvka_core.checkpoints.store import save_checkpoint
 from qvka_core.errors import CheckpointError
 
-CACHE_VERSION = 2  # bump when a conversion method changes its output (2: QV refits Q)
+CACHE_VERSION = 3  # bump when a conversion method changes its output (3: QV refits Q)
 
 
 def cache_key(source: str, to: str, options: dict[str, Any]) -> str:

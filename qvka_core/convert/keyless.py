@@ -3,10 +3,10 @@
 QV: the key projection is dropped and queries score against V. Dropping it alone is the
 "post-hoc tying" that the BrainChip companion notes report as lossy: nothing makes V a good
 key. `qv_layer` first fits, per KV head, the map M_i with K_i ≈ V_i·M_i (least squares on
-calibration activations) and folds it into the queries, since q·(v M) = (q Mᵀ)·v: "K is V
-after matching" made literal, exact when K lies in V's span. Under RoPE, M_i is restricted to
-the maps that commute with the rotation (one complex scalar per rotary pair), so the fold
-stays exact after rotating q and v.
+calibration activations, about the keys' mean) and folds it into the queries, since
+q·(v M) = (q Mᵀ)·v: "K is V after matching" made literal, exact when K lies in V's span.
+Under RoPE, M_i is restricted to the maps that commute with the rotation (one complex scalar
+per rotary pair), so the fold stays exact after rotating q and v.
 
 QV-Ka: K_i = [G ; V_i]·W_K,i with G = x·W_ctx shared by the heads (paper §2.6). We fit
 W_ctx (d x d_ctx) and every W_K,i = [A_i ; B_i] by ridge least squares so that the derived
@@ -51,21 +51,23 @@ def augmented(w: Tensor, b: Tensor | None, n_kv: int, head_dim: int) -> Tensor:
 def qv_layer(dense: DenseAttention, cov: Tensor, *, rope: bool, ridge: float = 1e-9
              ) -> tuple[dict[str, Tensor], dict]:
     """QV with refitted queries: W_Q,h <- M_i·W_Q,h (and b_Q) for the query heads h of KV
-    group i, where M_i = argmin E||K_i - V_i·M_i||² on the calibration second moment `cov`
-    ((d+1, d+1) of [x ; 1]). Without RoPE, M_i is any D x D map plus a free intercept (a
-    constant added to every key moves no softmax); under RoPE it is one complex scalar per
-    rotary pair (j, j + D/2), the maps that commute with the rotation, and has no intercept
-    (a rotated constant is not constant). Returns the QV state and the fit's R² per head."""
+    group i, where M_i = argmin E||(K_i - E K_i) - (V_i - E V_i)·M_i||² on the calibration
+    second moment `cov` ((d+1, d+1) of [x ; 1]). The keys' mean is left out: without RoPE it
+    adds the same score to every key and moves no softmax; under RoPE a rotated constant is
+    not constant and cannot be kept, so M_i fits the keys' variation about it. Without RoPE
+    M_i is any D x D map; under RoPE one complex scalar per rotary pair (j, j + D/2), the
+    maps that commute with the rotation. Returns the QV state and each head's R² (≥ 0)."""
     g, d, h = dense.n_kv_heads, dense.head_dim, dense.n_heads
     dm = dense.wq.shape[1]
     cov = cov.to(torch.float64)
     cov = 0.5 * (cov + cov.T)
+    mean = cov[:, dm]  # (d + 1,): E[x~], the constant coordinate's column
+    cent = cov - torch.outer(mean, mean)  # covariance of x~ (the constant has none)
     k_aug = augmented(dense.wk, dense.bk, g, d)  # (Hkv, d + 1, D)
     v_aug = augmented(dense.wv, dense.bv, g, d)  # (Hkv, d + 1, D)
-    s_kk = k_aug.transpose(1, 2) @ cov @ k_aug  # (Hkv, D, D): E[kᵀk]
+    s_vk = v_aug.transpose(1, 2) @ cent @ k_aug  # (Hkv, D, D): Cov[v_r, k_s]
+    s_vv = v_aug.transpose(1, 2) @ cent @ v_aug  # (Hkv, D, D)
     if rope:
-        s_vk = v_aug.transpose(1, 2) @ cov @ k_aug  # (Hkv, D, D): E[v_r k_s]
-        s_vv = v_aug.transpose(1, 2) @ cov @ v_aug  # (Hkv, D, D)
         half = d // 2
         lo, hi = torch.arange(half), torch.arange(half, d)
         den = (s_vv[:, lo, lo] + s_vv[:, hi, hi]).clamp_min(1e-300)  # (Hkv, D/2): E|v_c|²
@@ -73,20 +75,12 @@ def qv_layer(dense: DenseAttention, cov: Tensor, *, rope: bool, ridge: float = 1
         im = (s_vk[:, lo, hi] - s_vk[:, hi, lo]) / den  # Im of the same
         m = torch.zeros(g, d, d, dtype=torch.float64)
         m[:, lo, lo], m[:, hi, hi], m[:, lo, hi], m[:, hi, lo] = re, re, im, -im
-        resid_maps = k_aug - v_aug @ m  # (Hkv, d + 1, D)
     else:
-        one = torch.zeros(g, dm + 1, 1, dtype=torch.float64)
-        one[:, dm] = 1.0  # the constant coordinate of x~: a free intercept
-        z = torch.cat([v_aug, one], dim=2)  # (Hkv, d + 1, D + 1)
-        gram = z.transpose(1, 2) @ cov @ z  # (Hkv, D + 1, D + 1)
-        lam = ridge * float(torch.diagonal(gram, dim1=1, dim2=2).mean().clamp_min(1e-300))
-        coef = torch.linalg.solve(gram + lam * torch.eye(d + 1, dtype=torch.float64),
-                                  z.transpose(1, 2) @ cov @ k_aug)  # (Hkv, D + 1, D)
-        m = coef[:, :d]  # (Hkv, D, D)
-        resid_maps = k_aug - z @ coef  # (Hkv, d + 1, D)
-    resid = torch.einsum("hip,ij,hjp->h", resid_maps, cov, resid_maps)  # (Hkv,)
-    mean_k = torch.einsum("i,hip->hp", cov[:, dm], k_aug)  # (Hkv, D): E[k]
-    var_k = torch.diagonal(s_kk, dim1=1, dim2=2).sum(-1) - (mean_k**2).sum(-1)  # (Hkv,)
+        lam = ridge * float(torch.diagonal(s_vv, dim1=1, dim2=2).mean().clamp_min(1e-300))
+        m = torch.linalg.solve(s_vv + lam * torch.eye(d, dtype=torch.float64), s_vk)
+    resid_maps = k_aug - v_aug @ m  # (Hkv, d + 1, D)
+    resid = torch.einsum("hip,ij,hjp->h", resid_maps, cent, resid_maps)  # (Hkv,)
+    var_k = torch.einsum("hip,ij,hjp->h", k_aug, cent, k_aug)  # (Hkv,)
     r2 = 1.0 - resid / var_k.clamp_min(1e-300)
     m_q = m.repeat_interleave(h // g, dim=0)  # (H, D, D): query head h uses KV head h·g // H
     wq = torch.einsum("hij,hjm->him", m_q, dense.wq.view(h, d, dm)).reshape(h * d, dm)

@@ -33,7 +33,7 @@ if to == "qv":
         "Removing K", ["refit", "drop"], key="cv_qv_fit", horizontal=True,
         help="refit: fold the least-squares map K ≈ V·M into the queries; drop: the paper's "
         "post-hoc tying, K simply removed (lossy)")),)
-calib_mode = st.radio("Calibration text (QV-Ka and MLA fit on it)",
+calib_mode = st.radio("Calibration text (QV, QV-Ka and MLA fit on it)",
                       ["Bundled corpus (train split)", "Paste text"], key="cv_calib",
                       horizontal=True)
 calib = None

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "x sinusoidal/AGF comparison, 3 seeds, equal budgets")
     g.add_argument("--steps-mult", type=float, default=1.0,
                    help="with --grid: scale every run's steps (e.g. 10 on a GPU)")
+    g.add_argument("--qvka-both", action="store_true",
+                   help="with --grid: QV-Ka under sinusoidal PE too (8 cells, 24 runs; the "
+                   "paper has QV-Ka under AGF only)")
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,11 +96,13 @@ def _run_grid(args: argparse.Namespace) -> int:
     from qvka_core import paper
 
     out = args.out or "runs"
-    done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult)
+    done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
+                                qvka_both=args.qvka_both)
     for r in done:
         print(json.dumps(r), flush=True)
     command = "python -m qvka_core train --grid paper-mini" + (
-        f" --steps-mult {args.steps_mult:g}" if args.steps_mult != 1.0 else "")
+        f" --steps-mult {args.steps_mult:g}" if args.steps_mult != 1.0 else "") + (
+        " --qvka-both" if args.qvka_both else "")
     target = Path(out) / "paper-mini-summary.json"
     print(json.dumps(paper.summary(out, command=command, out=target), indent=2, default=str))
     print(f"summary written to {target}", flush=True)

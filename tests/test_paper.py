@@ -129,3 +129,17 @@ def test_tiny_real_grid_in_process(tmp_path: Path) -> None:
     assert claims[0]["verdict"] != "insufficient data" and claims[0]["se"] is not None
     assert paper.run_grid_local(tmp_path, seeds=[0, 1], cells=["qkv", "qv"],
                                 positions=["sin"], budget=TINY) == []  # finished runs skipped
+
+
+def test_train_grid_cli_passes_qvka_both_and_records_it(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from qvka_core.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(paper, "run_grid_local", lambda out, **kw: seen.update(kw) or [])
+    monkeypatch.setattr(paper, "summary",
+                        lambda root, command, **kw: seen.update(command=command) or {})
+    assert main(["train", "--grid", "paper-mini", "--qvka-both", "--out", str(tmp_path)]) == 0
+    assert seen["qvka_both"] is True
+    assert seen["command"] == "python -m qvka_core train --grid paper-mini --qvka-both"
+    assert len(paper.grid_runs(qvka_both=seen["qvka_both"])) == 24

@@ -16,6 +16,7 @@ import streamlit as st
 from qvka_core.analysis import (
     costs_view,  # noqa: F401 (re-exported for the pages)
     figures,
+    vectors,  # noqa: F401 (re-exported)
     views,  # noqa: F401 (re-exported)
 )
 from qvka_core.analysis import explorer as _explore
@@ -139,6 +140,19 @@ def explorer(family: str, variants: list[str], text: str, layer: int, head: int 
     return _explore.explore(models, text, layer, head,
                             run=lambda label, _m, t: run_cached(family, label, t,
                                                                 _stamp(family, label)))
+
+
+@st.cache_data(show_spinner="Capturing queries and keys…", max_entries=48)
+def _match_vectors(family: str, variant: str, text: str, layer: int, stamp: str = ""
+                   ) -> vectors.MatchVectors:
+    return vectors.capture(load_model(family, variant, stamp), text, layer)
+
+
+def match_space(family: str, variants: list[str], text: str, layer: int, head: int | None,
+                presentation: bool) -> Any:
+    """The Explorer's match-space figure: each variant's queries and matched keys in a plane."""
+    vecs = {v: _match_vectors(family, v, text, layer, _stamp(family, v)) for v in variants}
+    return vectors.figure(vecs, 0 if head is None else head, presentation=presentation)
 
 
 def _load_shown(family: str, variant: str) -> Any:

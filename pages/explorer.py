@@ -72,7 +72,7 @@ if not present and n_tok > 8:
                                 presentation=present, hide_special=hide)
 
 tabs = st.tabs(["Side by side", "Lines", "Difference", "Overview", "KV groups", "Statistics",
-                "Rollout", "POS lens"])
+                "Rollout", "POS lens", "Match space"])
 with tabs[0], ui.guarded(False):
     ui.show_figure(ui.views.side_by_side(res, opts), "attention_side_by_side", "sbs")
     d1, d2 = st.columns(2)
@@ -138,3 +138,8 @@ with tabs[7], ui.guarded(False):
     for i, (label, fig) in enumerate(figs.items()):
         with cols[i % len(cols)]:
             ui.show_figure(fig, f"pos_{label}", f"pos_{label}")
+
+with tabs[8], ui.guarded(False):
+    st.caption(ui.vectors.caption(layer, head))
+    ui.show_figure(ui.match_space(family, variants, text, layer, head, present),
+                   f"match_space_{layer}", "match")

@@ -1,5 +1,5 @@
-"""Streamlit AppTest: Home, Attention Explorer and Costs, their main interactions, URL state
-and eight concurrent sessions sharing one cached model per variant."""
+"""Streamlit AppTest: Home, Attention Explorer (every tab) and Costs, their main interactions,
+URL state and eight concurrent sessions sharing one cached model per variant."""
 
 from __future__ import annotations
 
@@ -109,6 +109,22 @@ def test_explorer_lines_tab_every_head_and_focus(explorer: AppTest) -> None:
     queries = {-y for t in lines_chart()["data"] if t.get("mode") == "lines"
                for y in ys(t)[0::3] if not np.isnan(y)}
     assert queries == {3}
+
+
+def test_explorer_match_space_tab_follows_layer_and_head(explorer: AppTest) -> None:
+    def match_chart() -> dict:
+        return next(c for c in charts(explorer) if any(
+            "plane keeps" in a.get("text", "") for a in c["layout"].get("annotations", [])))
+
+    spec = match_chart()
+    assert [t["name"] for t in spec["data"][:3]] == ["query → its top key", "query", "key"]
+    assert sum(t["name"] == "query" for t in spec["data"]) == 3  # one panel per variant
+    assert any("head 0 (a mean of heads" in c.value for c in explorer.caption)
+    explorer.slider(key="layer").set_value(2).run()
+    explorer.selectbox(key="head").set_value("5").run()
+    no_errors(explorer)
+    assert any(c.value.startswith("Layer 2, head 5.") for c in explorer.caption)
+    assert match_chart()["data"][1]["x"] != spec["data"][1]["x"]  # other layer, other head
 
 
 def test_explorer_url_reproduces_view() -> None:

@@ -8,6 +8,7 @@ projection, so variants differ only where the paper says they differ.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
@@ -16,6 +17,13 @@ from torch import Tensor, nn
 from qvka_core.attention.kernels import Impl, attend
 from qvka_core.config import AttentionConfig
 from qvka_core.positions import PositionBias, apply_rope, rope_cos_sin
+
+# (module, list): that module's `attend` appends the (q, k, v) it is given, i.e. the vectors
+# each variant really matches (QV's rotated values, QV-Ka's derived keys, MLA's decompressed
+# keys). Set by `analysis.vectors` around one forward. A context variable, so that sessions
+# running the same cached model in other threads neither see nor disturb it.
+MATCHED: ContextVar[tuple[nn.Module, list[tuple[Tensor, Tensor, Tensor]]] | None] = ContextVar(
+    "matched", default=None)
 
 
 @dataclass
@@ -88,6 +96,9 @@ class AttentionBase(nn.Module):
         scale: float | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Kernel call with the position bias and causal offset filled in."""
+        capture = None if torch.compiler.is_compiling() else MATCHED.get()  # eager only
+        if capture is not None and capture[0] is self:
+            capture[1].append((q.detach(), k.detach(), v.detach()))
         s = k.shape[-2]
         bias = None
         if self.pos_bias is not None:

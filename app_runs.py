@@ -42,14 +42,23 @@ def converted_dirs() -> dict[str, Path]:
 
 
 def checkpoint_choices() -> dict[str, str]:
-    """Label -> checkpoint reference (name or directory) for every source a page can use."""
+    """Label -> checkpoint reference (name or directory) for every source a page can use, each
+    once: built-in models by name, the user's runs as "run: ID" (not while one is training:
+    its checkpoint is being rewritten), saved conversions as "converted: NAME"."""
     from qvka_core.checkpoints import list_checkpoints
 
-    out = {c["name"]: c["name"] for c in list_checkpoints()}
-    for status in jobs.list_jobs(runs_root()):
-        ckpt = Path(status["run_dir"]) / "checkpoint"
-        if (ckpt / "config.json").exists() and status["state"] not in jobs.ACTIVE:
-            out[f"run: {status['id']}"] = str(ckpt)
+    statuses = {s["id"]: s for s in jobs.list_jobs(runs_root())}
+    out = {}
+    for c in list_checkpoints():
+        name = c["name"]
+        if c["source"] != "run":
+            out[name] = name
+        elif not name.startswith("converted/"):
+            status = statuses.get(name)  # None: trained from the command line, not queued
+            if status is None:
+                out[f"run: {name}"] = c["path"]
+            elif status["state"] not in jobs.ACTIVE:
+                out[f"run: {name}"] = str(Path(status["run_dir"]) / "checkpoint")
     out.update({f"converted: {n}": str(d) for n, d in converted_dirs().items()})
     return out
 
@@ -90,6 +99,17 @@ def conversion(ref: str, to: str, opts: tuple[tuple[str, Any], ...], calib: str 
         while len(cache) > 8:
             cache.popitem(last=False)
     return result
+
+
+def loss_help(ref: str, report: dict[str, Any]) -> str:
+    """Why the report's "before" loss may differ from the figure shown for the model elsewhere
+    (Home, the checkpoint list): a short held-out sample vs the whole validation split."""
+    text = (f"Before conversion: {report['loss_before']:.3f}, on the same "
+            f"{report['eval_tokens']} held-out tokens as the loss after.")
+    card = runview.checkpoint_meta(ref).get("val_loss")
+    if card is not None:
+        text += f" The model's own record, over its whole validation split, is {card:.3f}."
+    return text
 
 
 def save_converted(ref: str, result: Any, name: str) -> Path:
@@ -208,6 +228,25 @@ def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[s
                         root=runs_root(), tags={"page": "finetune"}) for p in plans]
 
 
+# --- the launch form -----------------------------------------------------------------------------
+def form_open(preselected: bool, has_runs: bool) -> bool:
+    """Whether the New-run form is expanded: open at first (or when a conversion was just sent
+    here to heal) and then kept as it is, so that editing a field never collapses it."""
+    if preselected or "ft_form_open" not in st.session_state:
+        st.session_state["ft_form_open"] = preselected or not has_runs
+    return bool(st.session_state["ft_form_open"])
+
+
+def follow_base(kind: str, base: str) -> None:
+    """Reset the Variants box to the chosen model's own variant whenever the model changes,
+    so that a run never silently converts it to the variant picked for the previous model."""
+    if st.session_state.get("ft_variants_for") != [kind, base] or not st.session_state.get(
+            "ft_variants"):
+        own = runview.checkpoint_variant(base) if kind == "checkpoint" else None
+        st.session_state["ft_variants"] = [own] if own else ["mha", "qv"]
+        st.session_state["ft_variants_for"] = [kind, base]
+
+
 # --- chart data ---------------------------------------------------------------------------------
 def metrics_frame(run_ids: list[str]) -> pd.DataFrame:
     """Long table run, step, tokens, split, loss for overlaid curves. The train split is the
@@ -243,6 +282,27 @@ def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[s
         notes.append(f"{s['id']}: {how} = {original:.3f}")
         rows += [{"run": s["id"], **r} for r in runview.recovery(metrics, original)]
     return pd.DataFrame(rows, columns=["run", "tokens", "share"]), notes
+
+
+def loss_chart(frame: pd.DataFrame) -> Any:
+    """Loss against step: one colour per run, one dash per split (legend drawn as dashes)."""
+    import altair as alt
+
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("step:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title="loss (nats/token)"),
+        color="run:N",
+        strokeDash=alt.StrokeDash("split:N", legend=alt.Legend(symbolType="stroke")),
+        tooltip=list(frame.columns)).properties(usermeta={"embedOptions": {"renderer": "svg"}})
+
+
+def recovery_chart(frame: pd.DataFrame) -> Any:
+    import altair as alt
+
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("tokens:Q", title="tokens seen", axis=alt.Axis(tickMinStep=1, format=",d")),
+        y=alt.Y("share:Q", scale=alt.Scale(zero=False), title="val loss / original's"),
+        color="run:N", tooltip=list(frame.columns))
 
 
 def runs_table(statuses: list[dict[str, Any]]) -> pd.DataFrame:

@@ -226,6 +226,13 @@ def is_presenting() -> bool:
     return bool(st.session_state.get("presentation", False))
 
 
+def delta(diff: float, fmt: str, extra: str = "") -> str | None:
+    """A metric's delta text, or None when `diff` rounds to zero in `fmt` (Streamlit draws
+    any delta, +0 included, with a coloured arrow)."""
+    text = format(diff, fmt)
+    return text + extra if text.strip("+-0.,%") else None
+
+
 def show_error(exc: BaseException) -> None:
     st.error(str(exc))
 

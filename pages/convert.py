@@ -67,16 +67,16 @@ m = st.columns(5)
 m[0].metric("Mean JS divergence (bits)", f"{rep['js_divergence_mean']:.4f}")
 m[1].metric("Hidden-state cosine", f"{rep['hidden_cosine']:.4f}")
 if rep["loss_before"] is not None:
-    m[2].metric("Loss after (nats)", f"{rep['loss_after']:.3f}",
-                f"{rep['loss_after'] - rep['loss_before']:+.3f} vs {rep['loss_before']:.3f}",
-                delta_color="inverse")
+    m[2].metric("Loss after (nats)", f"{rep['loss_after']:.3f}", ui.delta(
+        rep["loss_after"] - rep["loss_before"], "+.3f", f" vs {rep['loss_before']:.3f}"),
+        delta_color="inverse", help=ar.loss_help(last[0], rep))
 else:
     m[2].metric("Loss", "n/a", help="not a causal language model")
 m[3].metric("Parameters", f"{rep['params_after']:,}",
-            f"{rep['params_after'] - rep['params_before']:+,}", delta_color="inverse")
+            ui.delta(rep["params_after"] - rep["params_before"], "+,"), delta_color="inverse")
 kv0, kv1 = rep["kv_cache_bytes_per_token_before"], rep["kv_cache_bytes_per_token_after"]
-m[4].metric("KV cache bytes/token", f"{kv1:,}", f"{kv1 - kv0:+,} ({kv1 / kv0:.0%})",
-            delta_color="inverse")
+m[4].metric("KV cache bytes/token", f"{kv1:,}",
+            ui.delta(kv1 - kv0, "+,", f" ({kv1 / kv0 - 1:+.0%})"), delta_color="inverse")
 layers = pd.DataFrame({"layer": range(len(rep["js_divergence_per_layer"])),
                        "JS divergence (bits)": rep["js_divergence_per_layer"]})
 st.altair_chart(alt.Chart(layers).mark_bar().encode(x="layer:O", y="JS divergence (bits):Q",

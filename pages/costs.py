@@ -53,8 +53,8 @@ with ui.guarded():
 st.subheader("Side by side")
 kv_row = table.loc["KV bytes / token"]
 for col, (v, kv) in zip(st.columns(len(variants)), kv_row.items(), strict=True):
-    col.metric(f"{v} KV / token", f"{kv / 1024:,.1f} KiB",
-               delta=None if v == variants[0] else f"{100 * (kv / kv_row.iloc[0] - 1):+.0f}%",
+    col.metric(f"{v} KV / token", cv.human_bytes(kv), help=f"{kv:,.0f} bytes",
+               delta=None if v == variants[0] else ui.delta(kv / kv_row.iloc[0] - 1, "+.0%"),
                delta_color="inverse")
 st.dataframe(cv.readable(table), key="cost_table")
 st.download_button("CSV", table.to_csv(), "costs.csv", key="dl_costs", on_click="ignore")

@@ -106,7 +106,7 @@ with tabs[2], ui.guarded(False):
         b = e2.selectbox("Variant B", variants, index=1, key="diff_b")
         ui.show_figure(ui.views.difference(res, a, b, opts), f"difference_{a}_{b}", "diff")
         fig, mean_js = ui.views.divergence(res, a, b, opts)
-        st.metric("Mean Jensen–Shannon divergence", f"{mean_js:.4f} nats")
+        st.metric("Mean Jensen–Shannon divergence (bits)", f"{mean_js:.4f}")
         ui.show_figure(fig, f"divergence_{a}_{b}", "div")
 
 with tabs[3], ui.guarded(False):

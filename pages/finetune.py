@@ -3,7 +3,6 @@ Everything is read back from the runs folder, so the page can be closed and reop
 
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
 import app_runs as ar
@@ -18,7 +17,7 @@ if label := next((k for k, v in choices.items() if pre in (k, v)), None):
     st.session_state.update(ft_base_kind="checkpoint", ft_base=label, ft_variants=[])
 statuses = jobs.list_jobs(ar.runs_root())
 
-with st.expander("New run", expanded=not statuses or bool(pre)):
+with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
     c1, c2, c3 = st.columns([1, 2, 2])
     kind = c1.radio("Base", ["checkpoint", "preset"], key="ft_base_kind",
                     help="checkpoint: fine-tune it (converted on load if the variant differs); "
@@ -28,9 +27,7 @@ with st.expander("New run", expanded=not statuses or bool(pre)):
         st.session_state["ft_base"] = "austen-qv" if "austen-qv" in options else options[0]
     label = c2.selectbox("Model", options, key="ft_base")
     base = choices.get(label, label)
-    own = ar.runview.checkpoint_variant(base) if kind == "checkpoint" else None
-    if not st.session_state.get("ft_variants"):
-        st.session_state["ft_variants"] = [own] if own else ["mha", "qv"]
+    ar.follow_base(kind, base)
     variants = c3.multiselect("Variants (trained side by side, same budget)",
                               ui.available_variants(), key="ft_variants")
     d1, d2 = st.columns([1, 2])
@@ -94,10 +91,7 @@ def live() -> None:
     if frame.empty:
         st.caption("No metrics yet: the first point appears after start-up (a few seconds).")
     else:
-        st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
-            x="step:Q", y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color="run:N",
-            strokeDash="split:N", tooltip=list(frame.columns)).properties(
-            usermeta={"embedOptions": {"renderer": "svg"}}), key="ft_chart", width="stretch")
+        st.altair_chart(ar.loss_chart(frame), key="ft_chart", width="stretch")
     for g in ar.runview.gpu_memory():
         st.caption(f"{g['gpu']}: {g['used_mib']:,} / {g['total_mib']:,} MiB in use")
     if picked:
@@ -109,9 +103,7 @@ def live() -> None:
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "
                    "(1.0 = back to the original). " + "; ".join(notes))
-        st.altair_chart(alt.Chart(recovery).mark_line(point=True).encode(
-            x=alt.X("tokens:Q", title="tokens seen"), color="run:N",
-            y=alt.Y("share:Q", scale=alt.Scale(zero=False))), key="ft_recovery", width="stretch")
+        st.altair_chart(ar.recovery_chart(recovery), key="ft_recovery", width="stretch")
     if poll is not None and ar.runview.poll_seconds(now) != poll:
         st.rerun(scope="app")  # started, or all finished and exited: new pace, fresh actions
 

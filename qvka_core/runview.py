@@ -131,16 +131,16 @@ def run_row(status: dict[str, Any]) -> dict[str, Any]:
     final, ref = last_val.get("val_loss"), status.get("ref_val_loss")
     init = argv_option(argv, "--init")
     return {
-        "run": status["id"], "name": status.get("name"), "variant": variant,
+        "run": status["id"], "state": status["state"], "name": status.get("name"),
+        "variant": variant,
         "base": ref_label(init) if init else argv_option(argv, "--preset") or "austen",
         "params": params, "KV bytes/token": kv, "step": status.get("step"),
         "steps": int(status.get("total_steps") or argv_option(argv, "--steps") or 0) or None,
         "final val loss": final,
         "vs original": round(final / ref, 4) if final is not None and ref else None,
         "tokens/s": speed,
-        "wall s": last.get("elapsed_s"), "state": status["state"],
-        "message": status.get("message"), "device": ",".join(status.get("assigned") or [])
-        or status.get("device"),
+        "wall s": last.get("elapsed_s"), "message": status.get("message"),
+        "device": ",".join(status.get("assigned") or []) or status.get("device"),
     }
 
 

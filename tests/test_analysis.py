@@ -73,6 +73,22 @@ def test_js_identical_zero_disjoint_ln2() -> None:
     assert js_divergence_rows(a, b) == pytest.approx(math.log(2))
 
 
+def test_divergence_view_is_in_bits_like_the_convert_report() -> None:
+    from qvka_core.analysis.explorer import ExplorerResult, VariantRun
+
+    def run(a: np.ndarray) -> VariantRun:  # a: (H, T, T)
+        return VariantRun(name="r", variant="mha", tokens=["a", "b"], offsets=[(0, 1), (2, 3)],
+                          attentions=[a.astype(np.float16)], groups=[[[0]]], causal=False,
+                          stats=head_stats([a]), n_tokens_in_text=2)
+
+    first, second = np.array([[[1.0, 0.0], [1.0, 0.0]]]), np.array([[[0.0, 1.0], [0.0, 1.0]]])
+    res = ExplorerResult(runs={"x": run(first), "y": run(second), "z": run(first)}, layer=0,
+                         head=None)
+    fig, mean = views.divergence(res, "x", "y", views.ViewOptions())
+    assert mean == pytest.approx(1.0) and "bits" in fig.layout.title.text  # disjoint: 1 bit
+    assert views.divergence(res, "x", "z", views.ViewOptions())[1] == 0
+
+
 def test_divergence_matrix_shape_and_mismatch() -> None:
     x = np.stack([causal_uniform(4)] * 3)[None].repeat(2, 0)  # (L=2, H=3, T, T)
     m = divergence_matrix(x, x)
@@ -158,6 +174,15 @@ def test_hide_special_tokens_in_every_map_view() -> None:
                 - views.prepare(res.map("y"), res.tokens("y"), hide, res.runs["y"].special)[0])
     assert np.allclose(diff, expected) and np.allclose(diff.sum(-1), 0)
     assert np.asarray(views.rollout(res, hide).data[0].z).shape == (2, 2)
+    shown = res.pos_pairs("x", "I ran", hide_special=True)  # "I" PRON, "ran" VERB
+    assert "SPECIAL" not in shown.index and "SPECIAL" not in shown.columns
+    np.testing.assert_allclose(shown.to_numpy().sum(-1), 1)
+    kept = views.prepare(res.map("x"), res.tokens("x"), hide, res.runs["x"].special)[0]
+    np.testing.assert_allclose(shown.to_numpy(), kept)  # one token per POS: the map itself
+    assert "SPECIAL" in res.pos_pairs("x", "I ran").index  # off: the special row stays
+    figs, caption = views.pos_lens(res, "I ran", hide)
+    assert "special tokens hidden" in caption
+    assert "SPECIAL" not in figs["x"].data[0].y
 
 
 def test_pooled_difference_stays_a_difference_of_distributions(models: dict) -> None:
@@ -268,6 +293,15 @@ def test_views_long_input_options(models: dict) -> None:
     assert m.shape == (10, 10) and len(toks) == 10
 
 
+def test_side_by_side_uses_two_columns_for_long_inputs(models: dict) -> None:
+    """Three panels of 26+ tokens were ~150 px wide, their key labels overlapping."""
+    three = {v: models[v] for v in ("mha", "gqa", "qv")}
+    for text, cols in (("a short sentence here .", 3), ("word " * 26, 2)):
+        fig = views.side_by_side(explore(three, text), views.ViewOptions())
+        second_panel_starts = fig.layout.xaxis2.domain[0]  # past mid-page only with 2 columns
+        assert (second_panel_starts > 0.5) == (cols == 2)
+
+
 # --- figures -------------------------
 def test_heatmap_repeated_tokens_keep_rows() -> None:
     fig = figures.heatmap(causal_uniform(3), ["the", "cat", "the"])
@@ -375,3 +409,38 @@ def test_cost_table_and_invalid_dims() -> None:
     with pytest.raises(ConfigError, match="n_heads"):
         custom_config(d_model=63, n_heads=4, n_kv_heads=2, n_layers=2, ffn_dim=128,
                       vocab_size=256)
+
+
+def test_colour_scales_are_sent_as_rgb_and_presentation_brightens_with_weight() -> None:
+    """Streamlit's frontend drew Inferno's '#000004' stop pink: zero weights and the causal
+    mask came out brighter than 0.1-0.3 on a projector. Every stop now goes out as rgb()."""
+    from qvka_core.analysis import figures
+
+    fig = figures.heatmap(np.eye(3), ["a", "b", "c"], presentation=True)
+    stops = [c for _, c in fig.data[0].colorscale]
+    assert all(c.startswith("rgb(") for c in stops)
+    luminance = [0.2126 * r + 0.7152 * g + 0.0722 * b for r, g, b in
+                 (map(int, c[4:-1].split(",")) for c in stops)]
+    assert luminance == sorted(luminance) and luminance[0] < 10  # black at 0, rising
+    for scale in (figures.SCALE, figures.DIVERGING):
+        assert all(c.startswith("rgb(") for _, c in scale)
+
+
+def test_parameter_chart_gives_every_component_its_own_colour() -> None:
+    from qvka_core.analysis.costs_view import params_figure, params_long
+    from qvka_core.presets import get_preset
+
+    cfgs = variant_configs(get_preset("gpt2"), ["mha", "gqa", "mla", "qvka", "qv"], causal=True)
+    fig = params_figure(params_long(cfgs))
+    colours = [t.marker.color for t in fig.data]
+    assert len(fig.data) > 10 and len(set(colours)) == len(colours)  # plotly's 10 repeated
+
+
+def test_human_bytes_stays_short() -> None:
+    from qvka_core.analysis.costs_view import human_bytes
+
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(36 * 1024) == "36.0 KiB"
+    assert human_bytes(1024**2) == "1.0 MiB"  # Llama-3-8B MHA at fp32 was "1,024.0 KiB", cut off
+    assert human_bytes(3.5 * 1024**3) == "3.5 GiB"
+    assert human_bytes(5 * 1024**4) == "5,120.0 GiB"

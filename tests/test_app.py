@@ -323,3 +323,13 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
                     tokenizer=source.tokenizer, overwrite=True)
     open_view()
     assert app_shared.LOAD_CALLS[("runs", "heal-qv")] == loads + 1
+
+
+def test_metric_delta_is_dropped_when_nothing_changed() -> None:
+    """Streamlit draws any delta, "+0" included, with a coloured arrow."""
+    assert app_shared.delta(0, "+,") is None
+    assert app_shared.delta(-0.0001, "+.3f", " vs 5.388") is None
+    assert app_shared.delta(0.004, "+.0%") is None
+    assert app_shared.delta(-512, "+,", " (-50%)") == "-512 (-50%)"
+    assert app_shared.delta(0.25, "+.0%") == "+25%"
+    assert app_shared.delta(0.0123, "+.3f", " vs 5.388") == "+0.012 vs 5.388"

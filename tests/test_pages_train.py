@@ -70,6 +70,7 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert 0 < float(metrics["Hidden-state cosine"].value) <= 1
     assert metrics["KV cache bytes/token"].value == "512"  # K dropped: half of MHA's 1,024
     assert metrics["Parameters"].delta.startswith("-")
+    assert "whole validation split" in metrics["Loss after (nats)"].proto.help
     assert at.get("vega_lite_chart"), "per-layer divergence chart"
     assert any("R² of K ≈ V·M" in c.value for c in at.caption)  # QV refits its queries
 
@@ -159,6 +160,44 @@ def test_finetune_launch_tiny_cpu_run(runs: Path) -> None:
     assert table.loc["t-qv", "final val loss"] > 0
     chart = at.get("vega_lite_chart")[0]
     assert "t-qv" in chart.proto.datasets[0].data.SerializeToString().decode("latin-1")
+    labels = list(app_runs.checkpoint_choices())  # the finished run, listed once
+    assert labels.count("run: t-qv") == 1 and "t-qv" not in labels
+
+
+def test_finetune_variants_follow_the_chosen_model(runs: Path) -> None:
+    at = open_page("pages/finetune.py")
+    assert at.selectbox(key="ft_base").value == "austen-qv"
+    assert at.multiselect(key="ft_variants").value == ["qv"]
+    at.multiselect(key="ft_variants").set_value(["qv", "mha"]).run()
+    at.number_input(key="ft_steps").set_value(7).run()
+    assert at.multiselect(key="ft_variants").value == ["qv", "mha"]  # the user's pick stays
+    at.selectbox(key="ft_base").set_value("austen-qvka").run()
+    no_errors(at)
+    assert at.multiselect(key="ft_variants").value == ["qvka"]  # never QV on a QV-Ka model
+    assert any("ft-qvka" in c.value for c in at.caption)
+    assert at.expander[0].proto.expanded
+
+
+def test_new_run_form_keeps_its_state_across_edits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_runs.st, "session_state", {})
+    assert app_runs.form_open(preselected=True, has_runs=True)  # sent here to heal a model
+    assert app_runs.form_open(preselected=False, has_runs=True)  # the next edit: still open
+    monkeypatch.setattr(app_runs.st, "session_state", {})
+    assert not app_runs.form_open(preselected=False, has_runs=True)  # runs to watch: closed
+    assert app_runs.form_open(preselected=True, has_runs=True)
+
+
+def test_saved_models_are_listed_once(runs: Path) -> None:
+    from qvka_core.checkpoints import load_checkpoint, save_checkpoint
+
+    src = load_checkpoint("austen-mha")
+    save_checkpoint(runs / "converted" / "mine", src.model, tokenizer=src.tokenizer)
+    save_checkpoint(runs / "cli-run" / "checkpoint", src.model, tokenizer=src.tokenizer)
+    choices = app_runs.checkpoint_choices()
+    assert choices["converted: mine"] == str(runs / "converted" / "mine")
+    assert choices["run: cli-run"] == str(runs / "cli-run" / "checkpoint")  # CLI, not queued
+    assert not {"converted/mine", "cli-run"} & set(choices)
+    assert "austen-mha" in choices and "smollm2-135m" in choices
 
 
 @pytest.mark.parametrize(("payload", "message"), [

@@ -165,6 +165,16 @@ def spectrum_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
     return style(fig, presentation=presentation, height=340)
 
 
+def human_bytes(n: float) -> str:
+    """Bytes in the largest binary unit that keeps the number under 1,024 (short enough for a
+    metric tile beside five others)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def readable(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell as a string with thousands separators (mixed rows render reliably)."""
     def fmt(x: Any) -> str:
@@ -186,6 +196,7 @@ def params_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
     every change, and express costs ~80 ms a figure on a 2-core machine.
     """
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
 
     from qvka_core.analysis.figures import style
 
@@ -193,9 +204,11 @@ def params_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
     fig = go.Figure(layout={"barmode": "stack", "title": "Parameters by component",
                             "xaxis_title": "variant", "yaxis_title": "params",
                             "legend_title": "component"})
-    for component, part in df.groupby("component", sort=False):
+    palette = qualitative.Dark24  # 24 distinct colours: the default 10 repeat across variants
+    for i, (component, part) in enumerate(df.groupby("component", sort=False)):
         by_variant = dict(zip(part["variant"], part["params"], strict=True))
-        fig.add_bar(x=variants, y=[by_variant.get(v, 0) for v in variants], name=component)
+        fig.add_bar(x=variants, y=[by_variant.get(v, 0) for v in variants], name=component,
+                    marker_color=palette[i % len(palette)])
     return style(fig, presentation=presentation, height=420)
 
 

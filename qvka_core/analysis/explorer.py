@@ -211,12 +211,17 @@ class ExplorerResult:
         """(T, T) rollout up to and including the chosen layer."""
         return stats.rollout(self.runs[label].attentions)[self.layer]
 
-    def pos_pairs(self, label: str, text: str) -> pd.DataFrame:
+    def pos_pairs(self, label: str, text: str, hide_special: bool = False) -> pd.DataFrame:
+        """Attention mass by (query POS, key POS); `hide_special` first drops the tokenizer's
+        special tokens and renormalises each row, as the map views do."""
         from qvka_core.analysis import pos
 
         run = self.runs[label]
         tags = pos.align_pos(run.offsets, pos.tag_words(text))
-        return pos.pos_pair_matrix(self.map(label), tags)
+        m = self.map(label)
+        if hide_special and any(run.special) and not all(run.special):
+            m, tags = stats.drop_tokens(m, tags, [not x for x in run.special])
+        return pos.pos_pair_matrix(m, tags)
 
 
 def explore(

@@ -22,9 +22,19 @@ from plotly.subplots import make_subplots
 
 from qvka_core.errors import LabError
 
-SCALE = "Blues"
-SCALE_PRESENTATION = "Inferno"
-DIVERGING = "RdBu_r"
+
+def rgb_scale(name: str) -> list[list]:
+    """A named plotly colour scale with every stop written as rgb(): Streamlit's frontend
+    misreads some hex stops (Inferno's '#000004' is drawn pink), so none is sent as hex."""
+    from plotly.colors import get_colorscale, hex_to_rgb
+
+    return [[pos, c if c.startswith("rgb") else "rgb({}, {}, {})".format(*hex_to_rgb(c))]
+            for pos, c in get_colorscale(name)]
+
+
+SCALE = rgb_scale("Blues")
+SCALE_PRESENTATION = rgb_scale("Inferno")  # dark = low, bright = high: reads on a projector
+DIVERGING = rgb_scale("RdBu_r")
 _EXPORT_LOCK = threading.Lock()
 
 
@@ -135,7 +145,7 @@ def matrix_figure(m: np.ndarray | pd.DataFrame, *, x_title: str, y_title: str, t
     text = [[("" if np.isnan(v) else format(v, fmt)) for v in row] for row in m]
     fig = go.Figure(go.Heatmap(
         z=m, x=x_labels, y=y_labels, text=text, texttemplate="%{text}",
-        colorscale=scale or (SCALE_PRESENTATION if presentation else SCALE),
+        colorscale=rgb_scale(scale) if scale else (SCALE_PRESENTATION if presentation else SCALE),
         zmin=0.0 if zmax is not None else None, zmax=zmax,
         hovertemplate=f"{y_title} %{{y}} · {x_title} %{{x}}: %{{z:{fmt}}}<extra></extra>",
     ))

@@ -55,8 +55,9 @@ def side_by_side(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
     maps, toks = {}, {}
     for label in res.labels:
         maps[label], toks[label] = _shown(res, label, res.map(label), opts)
+    longest = max(len(t) for t in toks.values())
     return figures.side_by_side(maps, toks, presentation=opts.presentation,
-                                cols=2 if opts.presentation else 3,
+                                cols=2 if opts.presentation or longest > 16 else 3,  # readable
                                 title=f"Attention, {_where(res)}")
 
 
@@ -99,10 +100,12 @@ def difference(res: ExplorerResult, a: str, b: str, opts: ViewOptions) -> go.Fig
 
 def divergence(res: ExplorerResult, a: str, b: str, opts: ViewOptions
                ) -> tuple[go.Figure, float]:
-    m = res.divergence(a, b)  # (L, H)
+    """Per-head JS divergence (L, H) of a vs b and its mean, in bits (0 = same maps, 1 =
+    disjoint), the unit the Convert page's fidelity report uses too."""
+    m = res.divergence(a, b) / np.log(2)  # (L, H), nats -> bits
     fig = figures.matrix_figure(
         m, x_title="head", y_title="layer", presentation=opts.presentation, fmt=".2f",
-        title=f"Jensen–Shannon divergence {a} vs {b} (nats, max ln 2 ≈ 0.69)")
+        title=f"Jensen–Shannon divergence {a} vs {b} (bits: 0 same, 1 disjoint)")
     return fig, float(m.mean())
 
 
@@ -151,12 +154,14 @@ def rollout(res: ExplorerResult, opts: ViewOptions) -> go.Figure:
 def pos_lens(res: ExplorerResult, text: str, opts: ViewOptions
              ) -> tuple[dict[str, go.Figure], str]:
     """One POS-pair matrix per variant on a shared colour scale, and a caption."""
-    frames = {label: res.pos_pairs(label, text) for label in res.labels}
+    frames = {label: res.pos_pairs(label, text, opts.hide_special) for label in res.labels}
     zmax = max(float(np.nanmax(df.to_numpy())) for df in frames.values())
     figs = {label: figures.matrix_figure(df, x_title="key POS", y_title="query POS",
                                          presentation=opts.presentation, title=label,
                                          zmax=zmax)
             for label, df in frames.items()}
+    special = ("special tokens hidden, rows renormalised" if opts.hide_special
+               else "SPECIAL = tokens without text ([CLS], <s>)")
     caption = (f"Mean attention mass from query tokens of one POS to key tokens of another, "
-               f"{_where(res)}; rows sum to 1. SPECIAL = tokens without text ([CLS], <s>).")
+               f"{_where(res)}; rows sum to 1; {special}.")
     return figs, caption

@@ -53,7 +53,8 @@ def home() -> None:
         else:
             st.plotly_chart(ui.spectrum_figure(spectrum, ui.is_presenting()),
                             key="home_spectrum")
-            st.dataframe(spectrum, hide_index=True, key="home_spectrum_table")
+            st.dataframe(ui.costs_view.readable(spectrum), hide_index=True,
+                         key="home_spectrum_table")
 
     st.subheader("Paper results and our bundled models")
     c1, c2 = st.columns(2)
@@ -73,8 +74,9 @@ def home() -> None:
 
 st.set_page_config(page_title="QV-Ka Lab", page_icon=":material/science:", layout="wide")
 pages = [st.Page(home, title="Home", icon=":material/home:", default=True)]
+order = list(PAGES)  # the sidebar lists pages as Home and the README do
 files = sorted((ROOT / "pages").glob("*.py"),
-               key=lambda f: (f.name not in PAGES, f.name != "explorer.py", f.name))
+               key=lambda f: (order.index(f.name) if f.name in PAGES else len(order), f.name))
 for file in files:
     title, icon = PAGES.get(file.name, (file.stem.replace("_", " ").capitalize(), None))
     pages.append(st.Page(f"pages/{file.name}", title=title, icon=icon))

@@ -71,8 +71,10 @@ def family_variants() -> dict[str, list[str]]:
     names = _checkpoint_names()
     out: dict[str, list[str]] = {"random": list(_explore.RANDOM_VARIANTS)}
     rank = {v: i for i, v in enumerate(available_variants())}
+    # The six variants first (so "select all", capped at six, takes them), then the
+    # position-scheme ablations: mha, gqa, ..., qv, mha-agf, mha-sinusoidal, qv-agf, ...
     austen = sorted((n.removeprefix("austen-") for n in names if n.startswith("austen-")),
-                    key=lambda x: (rank.get(x.split("-")[0], 99), x))  # "qv", "qv-agf", ...
+                    key=lambda x: ("-" in x, rank.get(x.split("-")[0], 99), x))
     if austen:
         out["austen"] = austen
     for fam, base in _BASES.items():

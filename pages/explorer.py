@@ -122,7 +122,8 @@ with tabs[4], ui.guarded(False):
 with tabs[5], ui.guarded(False):
     all_layers = st.toggle("All layers", key="stats_all_layers")
     table = ui.views.stats_table(res, layer_only=not all_layers)
-    st.dataframe(table, hide_index=True, key="stats_table")
+    st.dataframe(table, hide_index=True, key="stats_table",
+                 height=min(35 * (len(table) + 1) + 3, 640))  # every head of a layer, no scroll
     st.caption("entropy in nats (uniform over T keys = ln T); sink = weight on the first "
                "token; mean_distance in tokens; prev_token = weight on the previous token.")
     st.download_button("CSV", table.to_csv(index=False), "head_stats.csv", key="dl_stats",

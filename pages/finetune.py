@@ -96,7 +96,8 @@ def live() -> None:
         st.caption(f"{g['gpu']}: {g['used_mib']:,} / {g['total_mib']:,} MiB in use")
     if picked:
         which = st.selectbox("Log of", picked, key="ft_log_run")
-        st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)")
+        st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)",
+                language=None, wrap_lines=True)
     st.subheader("Runs")
     st.dataframe(ar.runs_table(now), hide_index=True, key="ft_table")
     recovery, notes = ar.recovery_frame(now)

@@ -230,7 +230,8 @@ def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[st
 
     `metric` decides the verdict ("val_loss" or "val_acc"); the other one is shown too.
     "Beyond noise" means |difference| > 2 standard errors of the difference of means.
-    Verdicts: supported, partly supported, not supported, contradicted, insufficient data.
+    Verdicts: supported, partly supported, not shown (the paper's direction, within noise),
+    not supported, contradicted, insufficient data.
     """
     if metric not in ("val_loss", "val_acc"):
         raise RunError(f"metric must be val_loss or val_acc, got {metric!r}")
@@ -256,8 +257,9 @@ def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[st
     else:
         o = _diff(results, "qv/sinusoidal", "qkv/sinusoidal", other)
         detail = f"QV − QKV: {_fmt(qv_sin, metric)}; {other} {_fmt(o, other) if o else '-'}"
-        v = {1: "supported", 0: "not supported: within noise",
-             -1: "contradicted: QV ahead of QKV"}[_beyond(qv_sin)]
+        within = ("not shown: QV is behind, as in the paper, but within noise" if qv_sin[0] > 0
+                  else "not supported: QV is not behind; within noise")
+        v = {1: "supported", 0: within, -1: "contradicted: QV ahead of QKV"}[_beyond(qv_sin)]
         record(1, c1, p1, qv_sin, v, detail)
 
     c2 = "AGF shrinks the QV–QKV gap by about half"

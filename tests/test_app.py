@@ -287,6 +287,8 @@ def test_explorer_bundled_austen_family() -> None:
     no_errors(at)
     assert at.selectbox(key="family").value == "austen"  # the default when bundled
     variants = app_shared.family_variants()["austen"]
+    # the six variants come first, so "select all" (capped at six) picks them, not ablations
+    assert variants[:6] == ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
     at.multiselect(key="variants").set_value(variants[:6]).run()
     no_errors(at)
     assert "girl" in {t.strip() for t in ticktexts(at)}

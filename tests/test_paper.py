@@ -98,8 +98,12 @@ def test_claims_supported_when_the_pattern_holds(tmp_path: Path) -> None:
 def test_claims_within_noise_and_insufficient(tmp_path: Path) -> None:
     res = _results(tmp_path, {"qkv/sin": (4.00, 0.30), "qv/sin": (4.01, 0.30)}, spread=0.2)
     verdicts = {c["id"]: c["verdict"] for c in paper.claims(res, metric="val_acc")}
-    assert verdicts[1] == "not supported: within noise"
+    assert verdicts[1] == "not supported: QV is not behind; within noise"  # equal accuracy
     assert verdicts[2] == verdicts[3] == "insufficient data"
+    behind = _results(tmp_path / "b", {"qkv/sin": (4.00, 0.30), "qv/sin": (4.01, 0.29)},
+                      spread=0.2)  # QV 1 point behind, seed spread far larger
+    verdict = {c["id"]: c["verdict"] for c in paper.claims(behind, metric="val_acc")}[1]
+    assert verdict == "not shown: QV is behind, as in the paper, but within noise"
 
 
 def test_grid_through_the_queue_and_summary(tmp_path: Path) -> None:

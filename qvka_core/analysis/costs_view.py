@@ -72,7 +72,8 @@ def measure_refusal(cfgs: dict[str, ModelConfig], seq_len: int) -> str | None:
         total = sum(param_breakdown(cfg).values())
         if total > MEASURE_MAX_PARAMS:
             return (f"{v} has {total:,} parameters; measuring builds the model on CPU, which "
-                    f"this page does below {MEASURE_MAX_PARAMS:,} (try the 'tiny' preset)")
+                    f"this page does below {MEASURE_MAX_PARAMS:,} (try the 'tiny' preset "
+                    f"with a sequence length of at most {MEASURE_MAX_TOKENS})")
         limit = min(MEASURE_MAX_TOKENS, cfg.max_seq_len)
         if seq_len > limit:
             return f"measuring needs a sequence length of at most {limit} for this model"

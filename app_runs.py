@@ -285,15 +285,20 @@ def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[s
 
 
 def loss_chart(frame: pd.DataFrame) -> Any:
-    """Loss against step: one colour per run, one dash per split (legend drawn as dashes)."""
+    """Loss against step, one legend entry (colour) per run and split, dashed by split.
+
+    (A dash or shape legend for the split does not render under Streamlit's Vega theme with
+    point overlays, so run and split share the colour legend.)"""
     import altair as alt
 
+    frame = frame.assign(series=frame["run"] + " · " + frame["split"])
     return alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("step:Q", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title="loss (nats/token)"),
-        color="run:N",
-        strokeDash=alt.StrokeDash("split:N", legend=alt.Legend(symbolType="stroke")),
-        tooltip=list(frame.columns)).properties(usermeta={"embedOptions": {"renderer": "svg"}})
+        color=alt.Color("series:N", title="run · split"),
+        strokeDash=alt.StrokeDash("split:N", legend=None),
+        tooltip=["run", "split", "step", "tokens", "loss"]).properties(
+        usermeta={"embedOptions": {"renderer": "svg"}})
 
 
 def recovery_chart(frame: pd.DataFrame) -> Any:

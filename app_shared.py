@@ -26,12 +26,12 @@ from qvka_core.attention import available_variants
 from qvka_core.errors import LabError
 
 # --- model families ---------------------------------------------------------------------------
-FAMILIES: dict[str, str] = {
-    "random": "Randomly initialised (small decoder, every variant)",
-    "austen": "Bundled Austen models (one trained model per variant)",
-    "minilm": "MiniLM-L6 (pretrained encoder) and its conversions",
-    "smollm2": "SmolLM2-135M (pretrained decoder) and its conversions",
-    "runs": "Your checkpoints: trained runs and saved conversions (runs/)",
+FAMILIES: dict[str, str] = {  # short: the select box is a third of the page wide
+    "random": "Random init, every variant",
+    "austen": "Austen: one trained model per variant",
+    "minilm": "MiniLM-L6 encoder + conversions",
+    "smollm2": "SmolLM2-135M + conversions",
+    "runs": "Your checkpoints (runs/)",
 }
 _BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
 LOAD_CALLS: Counter[tuple[str, str]] = Counter()  # (family, variant) -> real loads (tests)

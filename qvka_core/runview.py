@@ -138,8 +138,9 @@ def run_row(status: dict[str, Any]) -> dict[str, Any]:
         "steps": int(status.get("total_steps") or argv_option(argv, "--steps") or 0) or None,
         "final val loss": final,
         "vs original": round(final / ref, 4) if final is not None and ref else None,
-        "tokens/s": speed,
-        "wall s": last.get("elapsed_s"), "message": status.get("message"),
+        "tokens/s": None if speed is None else round(speed),
+        "wall s": None if last.get("elapsed_s") is None else round(last["elapsed_s"], 1),
+        "message": status.get("message"),
         "device": ",".join(status.get("assigned") or []) or status.get("device"),
     }
 

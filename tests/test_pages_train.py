@@ -268,3 +268,18 @@ def test_paper_tables_and_claims(runs: Path) -> None:
     assert "±" in ours["val loss (nats)"][0]
     text = " ".join(m.value for m in at.markdown)
     assert "(1) QV is slightly behind QKV" in text and "supported" in text
+
+
+def test_loss_chart_names_run_and_split_in_its_legend() -> None:
+    """A dash legend for the split did not render (train, validation and original showed as
+    the same black dot): each (run, split) now has its own legend entry."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"run": ["a", "a", "a"], "step": [1, 1, 2], "tokens": [8, 8, 16],
+                          "split": ["train", "validation", "original"],
+                          "loss": [5.0, 5.1, 5.2]})
+    spec = app_runs.loss_chart(frame).to_dict()
+    assert spec["encoding"]["color"]["field"] == "series"
+    values = next(iter(spec["datasets"].values()))
+    assert {v["series"] for v in values} == {"a · train", "a · validation", "a · original"}
+    assert spec["encoding"]["x"]["axis"]["format"] == "d"  # whole steps on the axis

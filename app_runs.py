@@ -373,28 +373,34 @@ def lr_input(container: Any, base_kind: str) -> float:
 
 
 # --- navigation ------------------------------------------------------------------------------
-EXPLORER_NOTE = ("Opens this checkpoint in the Explorer's 'Your checkpoints' family (next to "
-                 "the model it started from, when that is one of yours too).")
+EXPLORER_NOTE = ("Opens this checkpoint in the Explorer's 'Your checkpoints' family, next to "
+                 "the model it started from.")
 
 
 def run_explorer_target(status: dict[str, Any]) -> tuple[str, list[str]] | None:
-    """The Explorer view of a run: its own checkpoint once one is written (beside its init
-    when that is a user checkpoint too), else the built-in view closest to it."""
+    """The Explorer view of a run: its own checkpoint once one is written, after the models it
+    came from (e.g. SmolLM2, its QV-Ka conversion, the healed run), else the built-in view
+    closest to it."""
     from qvka_core.checkpoints.resolve import user_checkpoints
 
     init = runview.argv_option([str(a) for a in status.get("argv") or []], "--init")
-    mine = user_checkpoints()
-    if status["id"] in mine:
-        return "runs", [n for n in (init, status["id"]) if n in mine]
+    if status["id"] in user_checkpoints():  # with its lineage: original, converted, healed
+        chain: list[str] = []
+        name: str | None = status["id"]
+        while name and name not in chain and len(chain) < 3:
+            chain.insert(0, name)
+            name = runview.origin(name)
+        return "runs", chain
     source = runview.unconverted_source(init, None) or init
     return runview.explorer_target(source, runview.run_row(status)["variant"]) if source else None
 
 
 def saved_explorer_target(saved: str | None, source: str,
                           variant: str) -> tuple[str, list[str]] | None:
-    """The Explorer view of a conversion: the saved model itself once saved."""
+    """The Explorer view of a conversion: once saved, the saved model beside its source."""
     if saved:
-        return "runs", [f"converted/{Path(saved).name}"]
+        name = f"converted/{Path(saved).name}"
+        return "runs", [n for n in (runview.origin(name), name) if n]
     return runview.explorer_target(source, variant)
 
 

@@ -81,8 +81,11 @@ def family_variants() -> dict[str, list[str]]:
         if base in names:
             out[fam] = available_variants() if _can_convert() else [_base_variant(fam)]
     user = sorted(_checkpoint_names("run"))
-    if user:
-        out["runs"] = user  # "variants" of this family are checkpoint names
+    if user:  # "variants" of this family are checkpoint names; the models they came from too
+        from qvka_core.runview import origin
+
+        origins = {o for o in map(origin, user) if o is not None} - set(user)
+        out["runs"] = user + sorted(origins)
     return out
 
 

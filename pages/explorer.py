@@ -22,7 +22,7 @@ ui.init_from_url(
 if st.session_state.get("family") not in families:
     st.session_state["family"] = default_family
 
-c1, c2 = st.columns([3, 2])
+c1, c2 = st.columns([1, 1])  # room for six variant names
 text = c1.text_area("Text", key="text", height=90 if not present else 68)
 family = c2.selectbox("Model family", list(families), key="family",
                       format_func=lambda f: ui.FAMILIES.get(f, f))

@@ -8,7 +8,8 @@
 - `rss_bytes` / `gpu_memory`: memory in use by a training process and on the GPUs.
 - `progress_of`: a live run's progress line (step, ETA, tokens/s, device, memory).
 - `busy` / `poll_seconds`: whether, and how often, a page must keep refreshing runs.
-- `explorer_target`: the Explorer view closest to a model (the Explorer cannot load files).
+- `explorer_target`: the Explorer view closest to a model; `origin`: what a user checkpoint
+  started from, so that the Explorer can show the two side by side.
 """
 
 from __future__ import annotations
@@ -67,6 +68,37 @@ def unconverted_source(init: str | None, variant: str | None = None) -> str | No
         return init
     source = checkpoint_meta(init).get("converted_from")
     return str(source) if source else None
+
+
+def user_name(ref: str | None) -> str | None:
+    """The name under which the pages list a user checkpoint given by name or path ("ID" for
+    a run, "converted/NAME" for a saved conversion), or None if `ref` is not one."""
+    from qvka_core.checkpoints.resolve import user_checkpoints
+
+    if not ref:
+        return None
+    mine = user_checkpoints()
+    if ref in mine:
+        return ref
+    target = Path(ref).resolve()
+    return next((name for name, directory in mine.items() if directory.resolve() == target),
+                None)
+
+
+def origin(name: str) -> str | None:
+    """What a user checkpoint started from, as a listed name: the model a saved conversion was
+    converted from, or a run's `--init` (a bundled, embedded or user checkpoint); else None."""
+    from qvka_core.checkpoints.resolve import user_checkpoints
+
+    directory = user_checkpoints().get(name)
+    if directory is None:
+        return None
+    source = _json(directory / "meta.json").get("converted_from")
+    if source is None:  # a run: runs/ID/checkpoint, trained with `--init` (or from scratch)
+        source = (_json(directory.parent / "config.json").get("train") or {}).get("init")
+    if not source:
+        return None
+    return user_name(str(source)) or (str(source) if checkpoint_variant(str(source)) else None)
 
 
 def original_loss(init: str | None, variant: str | None = None,

@@ -300,13 +300,24 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
     rewriting a run's checkpoint (training went on) reloads it instead of showing stale maps."""
     from qvka_core.checkpoints import load_checkpoint, save_checkpoint
 
+    import app_runs
+
     monkeypatch.setenv("QVKA_RUNS", str(tmp_path))
     source = load_checkpoint("austen-qv")
     save_checkpoint(tmp_path / "heal-qv" / "checkpoint", source.model, tokenizer=source.tokenizer)
+    (tmp_path / "heal-qv" / "config.json").write_text(json.dumps(  # the run healed the conversion
+        {"train": {"init": str(tmp_path / "converted" / "mha-to-qv")}}), encoding="utf-8")
     save_checkpoint(tmp_path / "converted" / "mha-to-qv", source.model,
-                    tokenizer=source.tokenizer)
+                    tokenizer=source.tokenizer, meta={"converted_from": "austen-mha"})
     app_shared.family_variants.clear()
-    assert app_shared.family_variants()["runs"] == ["converted/mha-to-qv", "heal-qv"]
+    # the bundled model the conversion came from is offered beside it, for side-by-side maps
+    assert app_shared.family_variants()["runs"] == ["converted/mha-to-qv", "heal-qv",
+                                                    "austen-mha"]
+    assert app_runs.saved_explorer_target(str(tmp_path / "converted" / "mha-to-qv"),
+                                          "austen-mha", "qv") == (
+        "runs", ["austen-mha", "converted/mha-to-qv"])
+    assert app_runs.run_explorer_target({"id": "heal-qv", "argv": []}) == (  # its lineage
+        "runs", ["austen-mha", "converted/mha-to-qv", "heal-qv"])
 
     def open_view() -> AppTest:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -317,6 +328,14 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
         assert at.multiselect(key="variants").value == ["heal-qv", "converted/mha-to-qv"]
         assert "girl" in {t.strip() for t in ticktexts(at)}
         return at
+
+    beside = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    beside.query_params.update({"family": "runs", "variants": "austen-mha,converted/mha-to-qv"})
+    beside.run()
+    beside.switch_page("pages/explorer.py").run()
+    no_errors(beside)
+    assert beside.multiselect(key="variants").value == ["austen-mha", "converted/mha-to-qv"]
+    assert beside.metric[0].label.startswith("Mean Jensen")  # a difference needs both loaded
 
     open_view()
     loads = app_shared.LOAD_CALLS[("runs", "heal-qv")]

@@ -112,6 +112,8 @@ def test_convert_heal_reopen_explore(heal_server: tuple[str, Path], browser, sho
     assert "family=runs" in page.url and "heal-qvka" in page.url, page.url
     titles = page.locator(".js-plotly-plot").first.locator(".annotation-text").all_text_contents()
     assert any("heal-qvka" in t for t in titles), titles
+    for origin in ("smollm2-135m", "converted/smol-qvka"):  # original, converted, healed
+        assert any(origin in t for t in titles), titles
     assert not page.locator('[data-testid="stException"]').count()
     page.screenshot(path=str(shots / "heal_explorer.png"), full_page=True)
     ctx.close()

@@ -298,9 +298,8 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """'Open in Explorer' targets: a trained run's checkpoint and a saved conversion, by name;
     rewriting a run's checkpoint (training went on) reloads it instead of showing stale maps."""
-    from qvka_core.checkpoints import load_checkpoint, save_checkpoint
-
     import app_runs
+    from qvka_core.checkpoints import load_checkpoint, save_checkpoint
 
     monkeypatch.setenv("QVKA_RUNS", str(tmp_path))
     source = load_checkpoint("austen-qv")

@@ -5,6 +5,7 @@ tables over a fake finished grid. Every spawned job is cancelled and waited for.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +284,34 @@ def test_loss_chart_names_run_and_split_in_its_legend() -> None:
     values = next(iter(spec["datasets"].values()))
     assert {v["series"] for v in values} == {"a · train", "a · validation", "a · original"}
     assert spec["encoding"]["x"]["axis"]["format"] == "d"  # whole steps on the axis
+
+
+def test_finetune_page_cancel_then_resume(runs: Path) -> None:
+    """The page's own buttons: Cancel stops a running job at its next step with a checkpoint,
+    Resume requeues it from there, and the table follows."""
+    at = tiny_form(open_page("pages/finetune.py"), ["qv"])
+    at.number_input(key="ft_steps").set_value(100_000).run()  # long enough to catch running
+    at.text_input(key="ft_name").set_value("long").run()
+    at.button(key="ft_launch").click().run()
+    no_errors(at)
+    run_dir = runs / "long-qv"
+    jobs.wait_for(run_dir, ("running",), timeout_s=120)
+    deadline = time.monotonic() + 120
+    while not jobs.read_metrics(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)  # past start-up: a step has been taken
+    at.run()
+    at.selectbox(key="ft_manage").set_value("long-qv").run()
+    at.button(key="ft_cancel").click().run()
+    no_errors(at)
+    final = jobs.wait_for(run_dir, jobs.TERMINAL, timeout_s=120)
+    assert final["state"] == "cancelled" and final["resumable"], final
+    stopped_at = final["step"]
+    assert (run_dir / "checkpoint" / "model.safetensors").exists()  # the final checkpoint
+    at.run()
+    assert at.dataframe[0].value.set_index("run").loc["long-qv", "state"] == "cancelled"
+    at.button(key="ft_resume").click().run()
+    no_errors(at)
+    resumed = jobs.wait_for(run_dir, ("running",), timeout_s=120)
+    assert resumed["step"] >= stopped_at  # from the checkpoint, not from scratch
+    steps = [m["step"] for m in jobs.read_metrics(run_dir)]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no step logged twice

@@ -42,6 +42,34 @@ def test_checkpoints_json_lists_embedded_and_runs(tmp_path: Path, capsys,
     assert "my-run" in capsys.readouterr().out
 
 
+def test_model_saved_straight_to_runs_loads_by_name(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`convert --out runs/NAME` writes a checkpoint without a checkpoint/ folder: the README
+    promises it loads by NAME. A run's own directory (a run record) is not listed twice."""
+    monkeypatch.setenv("QVKA_RUNS", str(tmp_path))
+    model = Transformer(_tiny_cfg())
+    save_checkpoint(tmp_path / "smol-qvka", model)
+    save_checkpoint(tmp_path / "a-run" / "checkpoint", model)
+    (tmp_path / "a-run" / "config.json").write_text('{"format": "qvka-lab-run/1"}')
+    (tmp_path / "a-run" / "model.safetensors").write_bytes(b"not a checkpoint")
+    names = [r["name"] for r in list_checkpoints() if r["source"] == "run"]
+    assert names.count("a-run") == 1 and "smol-qvka" in names
+    loaded = load_checkpoint("smol-qvka")
+    assert loaded.meta["source"] == "run" and loaded.config.variant == "gqa"
+
+
+def test_train_writes_where_the_queue_and_names_look(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`train` from any folder writes under $QVKA_RUNS (it used to write ./runs)."""
+    from qvka_core.train.args import TrainArgs
+
+    monkeypatch.setenv("QVKA_RUNS", str(tmp_path))
+    assert TrainArgs(variant="qv").run_dir.parent == tmp_path
+    monkeypatch.delenv("QVKA_RUNS")
+    project_runs = Path(__file__).resolve().parents[1] / "runs"
+    assert TrainArgs(variant="qv").run_dir.parent == project_runs
+
+
 def test_run_and_path_resolve_to_the_same_weights(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QVKA_RUNS", str(tmp_path))

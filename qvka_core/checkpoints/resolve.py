@@ -1,17 +1,18 @@
 """Name resolution for `load_checkpoint` and the listing behind `python -m qvka_core checkpoints`.
 
 Order: embedded names (minilm-l6, smollm2-135m), bundled `austen-<variant>[-<position>]`
-under assets/checkpoints/, user runs (runs/<name>/checkpoint, $QVKA_RUNS overrides the
-runs folder), then any directory path (our format or an HF model directory).
+under assets/checkpoints/, user files in the runs folder ($QVKA_RUNS, else runs/): a run's
+runs/<name>/checkpoint, a model saved straight to runs/<name> (`convert --out`), a Convert
+page save runs/converted/<name>; then any directory path (ours or an HF model directory).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from qvka_core import paths
 from qvka_core.checkpoints import embedded
 from qvka_core.checkpoints.store import FORMAT, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
@@ -22,7 +23,7 @@ BUNDLED_DIR = PROJECT_ROOT / "assets" / "checkpoints"
 
 
 def runs_dir() -> Path:
-    return Path(os.environ.get("QVKA_RUNS") or PROJECT_ROOT / "runs")
+    return paths.runs_root()
 
 
 def _bundled() -> dict[str, Path]:
@@ -37,10 +38,23 @@ def _runs() -> dict[str, Path]:
         return {}
     runs = {p.parent.parent.name: p.parent
             for p in sorted(root.glob("*/checkpoint/config.json"))}
+    # A checkpoint written straight to runs/<name> (`convert --out runs/<name>`); a run
+    # directory's own config.json is a run record, not a checkpoint, and is skipped.
+    for p in sorted(root.glob("*/model.safetensors")):
+        if p.parent.name not in runs and _is_checkpoint(p.parent):
+            runs[p.parent.name] = p.parent
     # Models saved by the Convert page: runs/converted/<name>, named "converted/<name>".
     runs.update({f"converted/{p.parent.name}": p.parent
                  for p in sorted(root.glob("converted/*/config.json"))})
     return runs
+
+
+def _is_checkpoint(directory: Path) -> bool:
+    try:
+        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
 
 
 def user_checkpoints() -> dict[str, Path]:

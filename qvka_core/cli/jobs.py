@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
         jobs.delete(args.id, root=root)
         _print({"deleted": args.id}, args.json, f"deleted {args.id}")
     elif args.action == "estimate":
-        import os
+        from qvka_core.paths import runs_root
 
-        runs = args.runs or os.environ.get("QVKA_RUNS") or "runs"
+        runs = args.runs or runs_root()
         est = jobs.estimate(_strip_dashes(args.train_args), device=args.device, gpu=args.gpu,
                             root=runs)
         text = (f"ESTIMATE ({est['throughput_basis']}): ~{est['seconds']:.0f} s, "

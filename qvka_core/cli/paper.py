@@ -11,11 +11,14 @@ import json
 import shlex
 import sys
 
+from qvka_core.train.args import default_runs_root
+
 HELP = "the paper-mini grid (list or queue its runs) and the summary of finished runs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", default="runs", help="runs root (default: runs)")
+    parser.add_argument("--runs", default=default_runs_root(),
+                        help="runs root (default: $QVKA_RUNS, else runs)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     common = argparse.ArgumentParser(add_help=False)  # also accepted after the action
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)

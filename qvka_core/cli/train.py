@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from qvka_core.train.args import TrainArgs
+from qvka_core.train.args import TrainArgs, default_runs_root
 
 HELP = "train a model (from a preset or a checkpoint) on Austen or a text file"
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reference", help="checkpoint whose validation loss on this run's windows "
                    "is recorded at step 0 (default: the teacher); the recovery baseline")
     g = parser.add_argument_group("output")
-    g.add_argument("--out", help="parent directory of runs (default: runs)")
+    g.add_argument("--out", help="parent directory of runs (default: $QVKA_RUNS, else runs)")
     g.add_argument("--name", help="run name (default: <variant>-<position>-s<seed>)")
     g.add_argument("--resume", action="store_true", help="continue out/name from its checkpoint")
     g.add_argument("--quiet", action="store_true", help="no per-step progress lines")
@@ -74,7 +74,7 @@ def build_args(ns: argparse.Namespace) -> TrainArgs:
     given = _given(ns)
     given.pop("resume", None)
     if ns.resume:
-        out, name = given.get("out", "runs"), given.get("name")
+        out, name = given.get("out") or default_runs_root(), given.get("name")
         if name is None:
             from qvka_core.errors import RunError
 
@@ -95,7 +95,7 @@ def _progress(record: dict[str, Any]) -> None:
 def _run_grid(args: argparse.Namespace) -> int:
     from qvka_core import paper
 
-    out = args.out or "runs"
+    out = args.out or default_runs_root()
     done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
                                 qvka_both=args.qvka_both)
     for r in done:

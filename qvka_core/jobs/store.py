@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from qvka_core import paths
 from qvka_core.errors import RunError
 
 JOB_FILE = "job.json"
 CANCEL_FILE = "CANCEL"
-RUNS_ENV = "QVKA_RUNS"
+RUNS_ENV = paths.RUNS_ENV
 NAME_MAX = 64
 _SLUG_OK = re.compile(r"[^a-z0-9._-]+")
 
@@ -38,8 +39,9 @@ def now_iso() -> str:
 
 
 def runs_root(root: str | Path | None = None, *, create: bool = True) -> Path:
-    """The runs root: `root`, else $QVKA_RUNS, else ./runs (created if missing and `create`)."""
-    path = Path(root if root is not None else os.environ.get(RUNS_ENV) or "runs")
+    """The runs root: `root`, else $QVKA_RUNS, else <project>/runs (created if missing and
+    `create`)."""
+    path = Path(root) if root is not None else paths.runs_root()
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path.resolve()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,14 @@ from qvka_core.config import POSITIONS
 from qvka_core.errors import ConfigError
 
 SCHEDULES = ("cosine", "constant")
+
+
+def default_runs_root() -> str:
+    """$QVKA_RUNS, else <project>/runs: where the job queue, the pages and `checkpoints` look."""
+    from qvka_core.paths import runs_root
+
+    return str(runs_root())
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DISTILL = ("none", "logits", "hidden")
 
@@ -108,8 +116,8 @@ class TrainArgs:
     recovery is measured against, at the same context length. None: the teacher, if any."""
 
     # --- output ----------------------------------------------------------------------------
-    out: str = "runs"
-    """Parent directory of run directories."""
+    out: str = field(default_factory=default_runs_root)
+    """Parent directory of run directories ($QVKA_RUNS, else runs)."""
     name: str | None = None
     """Run directory name under `out` (None: "<variant>-<position>-s<seed>")."""
     resume: bool = False

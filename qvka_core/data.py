@@ -3,8 +3,9 @@
 The corpus (assets/corpus/austen.txt.gz) holds six novels, each introduced by a `### name`
 line; its sha256 is checked on every load. Split: the last `VALIDATION_FRACTION` (5 %) of the
 lines of each novel is validation, the rest is train (see assets/corpus/README.md). User files
-are split the same way (last 5 % of lines) after validation: they must exist, be non-empty,
-valid UTF-8 without NUL bytes, and smaller than `MAX_FILE_BYTES`.
+are split the same way (last 5 % of lines; of characters when they have fewer than 20 lines)
+after validation: they must exist, be non-empty, valid UTF-8 without NUL bytes, and smaller
+than `MAX_FILE_BYTES`.
 
 Batches are random windows of `seq_len + 1` tokens drawn with a generator seeded by
 `(seed, step)`, so a batch depends only on the seed and the step: resumed and distributed runs
@@ -36,6 +37,7 @@ CORPUS_SHA256 = "d6597d2e564a5d667375a4be868d0780a9b5e682be6d46ed9cc06e45d6a6dd0
 TOKENIZER_PATH = ASSETS / "tokenizer" / "austen-bpe.json"
 EOS_TOKEN = "<|endoftext|>"
 VALIDATION_FRACTION = 0.05
+MIN_LINES_TO_SPLIT_BY_LINE = 20  # fewer lines (a pasted paragraph): split by characters
 MAX_FILE_BYTES = 50 * 1024 * 1024
 NOVELS = ("emma", "mansfieldpark", "northangerabbey", "persuasion", "prideprejudice",
           "sensesensibility")
@@ -64,6 +66,16 @@ def split_lines(text: str, fraction: float = VALIDATION_FRACTION) -> tuple[str, 
     lines = text.splitlines(keepends=True)
     cut = len(lines) - max(1, math.ceil(len(lines) * fraction)) if len(lines) > 1 else len(lines)
     return "".join(lines[:cut]), "".join(lines[cut:])
+
+
+def split_text(text: str, fraction: float = VALIDATION_FRACTION) -> tuple[str, str]:
+    """`split_lines` for a user's file; a text of few lines (one long paragraph, say) is cut
+    by characters instead, at the first whitespace after the cut, so both parts have text."""
+    if len(text.splitlines()) >= MIN_LINES_TO_SPLIT_BY_LINE:
+        return split_lines(text, fraction)
+    cut = len(text) - max(1, math.ceil(len(text) * fraction))
+    space = next((i for i in range(cut, len(text)) if text[i].isspace()), cut)
+    return text[:space], text[space:]
 
 
 @lru_cache(maxsize=1)
@@ -156,7 +168,7 @@ def token_data(source: str, tokenizer: TextTokenizer, *, tokenizer_key: str = ""
     if source == "austen":
         parts = list(novel_splits().values())
     else:
-        parts = [split_lines(read_text_file(source, max_bytes=max_bytes))]
+        parts = [split_text(read_text_file(source, max_bytes=max_bytes))]
     disk = _disk_cache_path(parts, tokenizer)
     data = _read_disk_cache(disk, source, tokenizer.vocab_size)
     if data is None:

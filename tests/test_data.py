@@ -124,3 +124,19 @@ def test_token_ids_are_cached_on_disk_keyed_by_text_and_tokenizer(tmp_path, monk
     text.write_text("A different text entirely, about the sea.\n" * 400, encoding="utf-8")
     with pytest.raises(AssertionError, match="tokenised again"):
         data.token_data(str(text), tok)
+
+
+def test_a_file_of_one_long_line_gets_a_validation_part(tmp_path: Path) -> None:
+    """A 4,440-byte paragraph with no line breaks used to give an empty validation split, and
+    the run failed after launch saying 'use a longer text'."""
+    words = [f"word{i}" for i in range(600)]
+    text = " ".join(words)  # one line, ~4.5 kB
+    train, val = data.split_text(text)
+    assert train + val == text and val.startswith(" ")  # cut at a space, nothing lost
+    assert 0.04 < len(val) / len(text) < 0.06
+    many = "".join(f"line {i}\n" for i in range(40))
+    assert data.split_text(many) == data.split_lines(many)  # enough lines: by line, as before
+    path = tmp_path / "para.txt"
+    path.write_text(text, encoding="utf-8")
+    tokens = data.token_data(str(path), data.load_tokenizer())
+    assert tokens.validation.numel() >= 34 and tokens.train.numel() > 600

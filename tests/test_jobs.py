@@ -295,6 +295,27 @@ def test_submit_rejects_reserved_and_invalid_options(root: Path) -> None:
     jobs.preflight(["--preset", "austen", "--seq-len", "4096"])  # from scratch: any length
 
 
+def test_submit_refuses_a_data_file_the_trainer_would(root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing, binary or too short --data file used to be queued (exit 0) and fail later."""
+    from qvka_core.cli import main
+
+    binary, short, ok = tmp_path / "bin.txt", tmp_path / "short.txt", tmp_path / "ok.txt"
+    binary.write_bytes(b"\x00\x01\x02 binary")
+    short.write_text("Only a few words here.", encoding="utf-8")
+    ok.write_text(" ".join(f"w{i}" for i in range(2000)), encoding="utf-8")  # one long line
+    for path, why in ((tmp_path / "missing.txt", "does not exist|not found|no such"),
+                      (binary, "binary"), (short, "too few for one window")):
+        with pytest.raises(LabError, match=why):
+            jobs.preflight(["--data", str(path), "--seq-len", "32", "--steps", "1"])
+        code = main(["jobs", "submit", "--name", "bad", "--", "--data", str(path),
+                     "--seq-len", "32", "--steps", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert not (root / "bad").exists()
+    jobs.preflight(["--data", str(ok), "--seq-len", "32", "--steps", "1"])
+
+
 def test_estimate_warns_when_memory_exceeds_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 

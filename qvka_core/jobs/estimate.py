@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qvka_core.errors import ConfigError, LabError, RunError
+from qvka_core.errors import ConfigError, DataError, LabError, RunError
 from qvka_core.jobs.devices import memory_bytes
 
 CPU_FLOPS = 90e9
@@ -118,6 +118,22 @@ def preflight(train_args: Any) -> None:
     if args.seq_len > cfg.max_seq_len:
         raise ConfigError(f"seq_len {args.seq_len} exceeds the model's max_seq_len "
                           f"{cfg.max_seq_len} ({args.init or args.preset})")
+    if args.data != "austen":
+        _check_text_file(args.data, args.seq_len)
+
+
+def _check_text_file(path: str, seq_len: int) -> None:
+    """The file exists and is text (DataError otherwise), and each split can hold one window:
+    a token spans at least one character, so a part with fewer than seq_len + 2 characters
+    certainly has fewer than seq_len + 2 tokens (the trainer checks the exact count)."""
+    from qvka_core.data import read_text_file, split_text
+
+    for split, part in zip(("train", "validation"), split_text(read_text_file(path)),
+                           strict=True):
+        if len(part) < seq_len + 2:
+            raise DataError(f"data {path}: its {split} part has {len(part)} characters, too few "
+                            f"for one window of seq_len + 2 = {seq_len + 2} tokens; use a longer "
+                            "text or a shorter seq_len")
 
 
 def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,

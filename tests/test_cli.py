@@ -155,3 +155,13 @@ def test_subprocess_costs_json() -> None:
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error:")
     assert "Traceback" not in bad.stderr
+
+
+def test_output_piped_into_a_closed_reader_ends_quietly() -> None:
+    """`python -m qvka_core costs ... | head` used to end in a BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "qvka_core", "costs", "--preset", "gpt2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err

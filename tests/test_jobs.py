@@ -260,6 +260,8 @@ def test_names_slugified_unique_and_renamed(root: Path) -> None:
         jobs.rename(other["id"], "my-run")
     assert jobs.rename(other["id"], "Renamed")["name"] == "renamed"
     assert (root / "other").is_dir()  # the directory (id) never changes
+    assert jobs.show("renamed")["id"] == "other"  # commands accept the new name too
+    assert jobs.run_dir_of("renamed", root) == root / "other"
     with pytest.raises(RunError, match="already"):
         fake_submit("renamed")
     with pytest.raises(RunError):

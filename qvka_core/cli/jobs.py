@@ -60,7 +60,8 @@ def _strip_dashes(args: list[str]) -> list[str]:
 def _line(row: dict[str, Any]) -> str:
     val = row.get("last_val") or {}
     vl = f"{val['val_loss']:.4f}" if isinstance(val.get("val_loss"), (int, float)) else "-"
-    return (f"{row['id']:<32} {row['state']:<10} #{row.get('seq') or '-':<4} "
+    shown = row["id"] if row.get("name") in (None, row["id"]) else f"{row['id']} ({row['name']})"
+    return (f"{shown:<32} {row['state']:<10} #{row.get('seq') or '-':<4} "
             f"{row.get('device') or '-':<7} val_loss {vl:<8} {row.get('message') or ''}")
 
 
@@ -85,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "submit":
         st = jobs.submit(_strip_dashes(args.train_args), name=args.name, device=args.device,
                          n_gpus=args.gpus, root=root)
-        _print(st, args.json, f"queued {st['id']} (#{st['seq']}) on "
-               f"{st['device']}: {st['state']} {st['message']}\n  dir {st['run_dir']}")
+        _print(st, args.json, f"queued {st['id']} (#{st['seq']}) on {st['device']}; "
+               f"now {st['state']}\n  dir {st['run_dir']}")
     elif args.action == "show":
         st = jobs.show(args.id, root=root)
         last = json.dumps(st.get("last_metrics"), default=str)
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         _print(st, args.json, _line(st))
     elif args.action == "rename":
         st = jobs.rename(args.id, args.name, root=root)
-        _print(st, args.json, _line(st))
+        _print(st, args.json, f"renamed: {st['id']} is now shown as {st['name']} (its id and "
+               f"directory stay {st['id']}; commands accept either)")
     elif args.action == "delete":
         if not args.yes:
             sys.stderr.write(f"error: deleting {args.id} removes its directory; add --yes\n")

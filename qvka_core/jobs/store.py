@@ -89,13 +89,18 @@ def slugify(name: str) -> str:
 
 
 def run_dir_of(job_id: str, root: str | Path | None = None) -> Path:
-    """The directory of job `job_id` under the runs root (never outside it)."""
+    """The directory of job `job_id` under the runs root (never outside it); a display name
+    given by `rename` is accepted too when one run has it."""
     if slugify(job_id) != job_id:
         raise RunError(f"{job_id!r} is not a run id (ids are lowercase [a-z0-9._-])")
     path = runs_root(root, create=False) / job_id
-    if not path.is_dir():
-        raise RunError(f"no run {job_id!r} under {path.parent}")
-    return path
+    if path.is_dir():
+        return path
+    named = [p for p in sorted(path.parent.glob(f"*/{JOB_FILE}"))
+             if (read_job(p.parent) or {}).get("name") == job_id]
+    if len(named) == 1:
+        return named[0].parent
+    raise RunError(f"no run {job_id!r} under {path.parent}")
 
 
 # --- locks and counters -----------------------------------------------------------------------

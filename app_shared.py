@@ -154,10 +154,11 @@ def _match_vectors(family: str, variant: str, text: str, layer: int, stamp: str 
 
 
 def match_space(family: str, variants: list[str], text: str, layer: int, head: int | None,
-                presentation: bool) -> Any:
+                opts: views.ViewOptions) -> Any:
     """The Explorer's match-space figure: each variant's queries and matched keys in a plane."""
     vecs = {v: _match_vectors(family, v, text, layer, _stamp(family, v)) for v in variants}
-    return vectors.figure(vecs, 0 if head is None else head, presentation=presentation)
+    return vectors.figure(vecs, 0 if head is None else head, presentation=opts.presentation,
+                          hide_special=opts.hide_special)
 
 
 def _load_shown(family: str, variant: str) -> Any:

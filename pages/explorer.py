@@ -16,8 +16,8 @@ families = ui.family_variants()
 default_family = "austen" if "austen" in families else "random"  # trained beats random
 ui.init_from_url(
     {"text": DEFAULT_TEXT, "family": default_family, "variants": ["mha", "gqa", "qv"],
-     "layer": 0, "head": "mean"},
-    {"variants": ui.split_list, "layer": int},
+     "layer": 0, "head": "mean", "hide_special": False},
+    {"variants": ui.split_list, "layer": int, "hide_special": lambda raw: raw == "1"},
 )
 if st.session_state.get("family") not in families:
     st.session_state["family"] = default_family
@@ -44,7 +44,8 @@ layer = c3.slider("Layer", 0, n_layers - 1, key="layer") if n_layers > 1 else 0
 head_s = c4.selectbox("Head", head_options, key="head",
                       format_func=lambda h: "mean of heads" if h == "mean" else f"head {h}")
 head = None if head_s == "mean" else int(head_s)
-ui.sync_to_url(text=text, family=family, variants=variants, layer=layer, head=head_s)
+ui.sync_to_url(text=text, family=family, variants=variants, layer=layer, head=head_s,
+               hide_special=int(bool(st.session_state.get("hide_special"))))
 
 with ui.guarded():
     res = ui.explorer(family, variants, text, layer, head)
@@ -142,5 +143,5 @@ with tabs[7], ui.guarded(False):
 
 with tabs[8], ui.guarded(False):
     st.caption(ui.vectors.caption(layer, head))
-    ui.show_figure(ui.match_space(family, variants, text, layer, head, present),
+    ui.show_figure(ui.match_space(family, variants, text, layer, head, opts),
                    f"match_space_{layer}", "match")

@@ -161,11 +161,13 @@ def run_row(status: dict[str, Any]) -> dict[str, Any]:
     last_val = status.get("last_val") or {}
     speed = next((r.get("tokens_per_s") for r in [last] if r.get("tokens_per_s")), None)
     final, ref = last_val.get("val_loss"), status.get("ref_val_loss")
-    init = argv_option(argv, "--init")
+    trained = _json(cfg_path).get("train") or {}  # runs started outside the queue have no argv
+    init = argv_option(argv, "--init") or trained.get("init")
+    preset = argv_option(argv, "--preset") or trained.get("preset")
     return {
         "run": status["id"], "state": status["state"], "name": status.get("name"),
         "variant": variant,
-        "base": ref_label(init) if init else argv_option(argv, "--preset") or "austen",
+        "base": ref_label(str(init)) if init else preset or "austen",
         "params": params, "KV bytes/token": kv, "step": status.get("step"),
         "steps": int(status.get("total_steps") or argv_option(argv, "--steps") or 0) or None,
         "final val loss": final,

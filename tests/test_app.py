@@ -265,6 +265,15 @@ def test_explorer_pretrained_minilm_and_conversion() -> None:
     no_errors(at)
     sbs = charts(at)[0]
     assert sbs["layout"]["yaxis"]["ticktext"] == ["the", "cat", "sat", "."]  # uncased BERT
+    at.run()  # the toggle reaches the URL on the next run, so a link keeps it
+    assert at.query_params["hide_special"] in ("1", ["1"])
+    link = AppTest.from_file(APP, default_timeout=600)
+    link.query_params.update({"family": "minilm", "variants": "mha", "text": "The cat sat.",
+                              "hide_special": "1"})
+    link.run()
+    link.switch_page("pages/explorer.py").run()
+    assert link.toggle(key="hide_special").value
+    assert charts(link)[0]["layout"]["yaxis"]["ticktext"] == ["the", "cat", "sat", "."]
 
 
 def test_bundled_losses_reads_meta(tmp_path: Path) -> None:

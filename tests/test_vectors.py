@@ -130,3 +130,19 @@ def test_capture_rejects_bad_input() -> None:
         vectors.capture(loaded, "   ", layer=0)
     with pytest.raises(LabError, match="head must be in 0..7"):
         vectors.capture(loaded, SENTENCE, layer=0).head(8)
+
+
+def test_hiding_special_tokens_drops_their_points_and_picks_top_keys_among_the_rest() -> None:
+    rng = np.random.default_rng(0)
+    probs = np.array([[[0.7, 0.1, 0.2, 0.0], [0.6, 0.1, 0.3, 0.0], [0.5, 0.4, 0.1, 0.0],
+                       [0.9, 0.05, 0.05, 0.0]]])  # (1, T, T): everyone looks at [CLS] most
+    mv = vectors.MatchVectors(tokens=["[CLS]", "a", "b", "[SEP]"],
+                              queries=rng.normal(size=(1, 4, 8)), keys=rng.normal(size=(1, 4, 8)),
+                              probs=probs, special=(True, False, False, True))
+    full = vectors.figure({"x": mv}, head=0)
+    assert len(full.data[1].x) == 4 and list(full.data[0].x[1::3]) == [full.data[2].x[0]] * 4
+    hidden = vectors.figure({"x": mv}, head=0, hide_special=True)
+    lines, queries, keys = hidden.data
+    assert list(queries.text) == ["a", "b"] and list(keys.text) == ["a", "b"]
+    # "a" looks most at "b" (0.3 > 0.1), "b" at "a" (0.4 > 0.1), once [CLS] is gone
+    assert (lines.x[1], lines.x[4]) == (keys.x[1], keys.x[0])

@@ -40,6 +40,7 @@ class MatchVectors:
     queries: np.ndarray  # (H, T, Dq) float32, after RoPE where the model uses it
     keys: np.ndarray  # (Hk, T, Dq) what the kernel scores the queries against
     probs: np.ndarray  # (H, T, T) the attention probabilities of the same forward
+    special: tuple[bool, ...] = ()  # per token: added by the tokenizer ([CLS], <s>), no text
 
     def head(self, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(queries (T, D), keys (T, D), probs (T, T)) of query head h, with its shared key."""
@@ -74,8 +75,10 @@ def capture(loaded: LoadedLike, text: str, layer: int) -> MatchVectors:
     with _matching(layers[layer].attn) as calls, torch.inference_mode():
         out = loaded.model(torch.tensor([ids]), impl="eager", return_attentions=True)
     q, k, _ = calls[0]  # (1, H, T, D), (1, Hk, T, D)
+    offsets = list(enc.offsets)[: len(ids)]
     return MatchVectors(tokens=list(enc.tokens)[: len(ids)], queries=q[0].float().numpy(),
-                        keys=k[0].float().numpy(), probs=out.attentions[layer][0].float().numpy())
+                        keys=k[0].float().numpy(), probs=out.attentions[layer][0].float().numpy(),
+                        special=tuple(s == e for s, e in offsets))
 
 
 def joint_plane(q: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,26 +103,31 @@ def joint_plane(q: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return xy[: len(q)], xy[len(q):], share
 
 
-def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool = False
-           ) -> go.Figure:
+def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool = False,
+           hide_special: bool = False) -> go.Figure:
     """One panel per variant: queries (circles), the keys they are matched against
-    (diamonds), and a line from each query to the key it attends to most."""
+    (diamonds), and a line from each query to the key it attends to most. `hide_special`
+    leaves out the tokenizer's special tokens, and the top key is chosen among those left."""
     labels = list(vectors)
     cols = min(2 if presentation else 3, len(labels))
     rows = -(-len(labels) // cols)
-    titles = []
-    panels = []
+    titles, panels, shown = [], [], {}
     for label in labels:
         q, k, p = vectors[label].head(head)
+        toks, special = vectors[label].tokens, vectors[label].special
+        if hide_special and any(special) and not all(special):
+            keep = np.flatnonzero(~np.asarray(special))
+            q, k, p, toks = q[keep], k[keep], p[np.ix_(keep, keep)], [toks[i] for i in keep]
         qxy, kxy, share = joint_plane(q, k)
         panels.append((qxy, kxy, p.argmax(axis=1)))
+        shown[label] = toks
         titles.append(f"{label} (plane keeps {100 * share.sum():.0f}% of variance)")
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
                         horizontal_spacing=0.06, vertical_spacing=0.12)
     size = 13 if presentation else 9
     for i, (label, (qxy, kxy, top)) in enumerate(zip(labels, panels, strict=True)):
         r, c = divmod(i, cols)
-        toks = [figures.token_label(t) for t in vectors[label].tokens]
+        toks = [figures.token_label(t) for t in shown[label]]
         mode = "markers+text" if len(toks) <= MAX_LABELLED_POINTS else "markers"
         lx = [v for j, t in enumerate(top) for v in (qxy[j, 0], kxy[t, 0], None)]
         ly = [v for j, t in enumerate(top) for v in (qxy[j, 1], kxy[t, 1], None)]

@@ -119,7 +119,8 @@ class TrainArgs:
     out: str = field(default_factory=default_runs_root)
     """Parent directory of run directories ($QVKA_RUNS, else runs)."""
     name: str | None = None
-    """Run directory name under `out` (None: "<variant>-<position>-s<seed>")."""
+    """Run directory name under `out` (None: "<variant>-<position>-s<seed>", or
+    "<init>-ft-s<seed>" when fine-tuning)."""
     resume: bool = False
     """Continue the run in out/name from its last good checkpoint."""
 
@@ -164,8 +165,10 @@ class TrainArgs:
     def run_name(self) -> str:
         if self.name:
             return self.name
-        base = Path(self.init).name if self.init else f"{self.variant or 'model'}"
-        return f"{base}-{self.position or 'default'}-s{self.seed}"
+        if self.init:  # fine-tuning: "<init>-ft[-<variant> if converted on load]-s<seed>"
+            convert = f"-{self.variant}" if self.variant else ""
+            return f"{Path(self.init).name}-ft{convert}-s{self.seed}"
+        return f"{self.variant or 'model'}-{self.position or 'default'}-s{self.seed}"
 
     @property
     def run_dir(self) -> Path:

@@ -353,9 +353,14 @@ def ours_table(results: dict[str, Any]) -> pd.DataFrame:
     def pm(mean: float, sd: float | None, digits: int) -> str:
         return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"
 
+    def below_unigram(c: dict[str, Any]) -> str:  # how much it learned beyond word counts
+        u = c.get("unigram_loss")
+        return "-" if u is None else f"{u - c['val_loss_mean']:.3f}"
+
     return pd.DataFrame([{"cell": c["label"], "position": c["position"], "n": c["n"],
                           "val loss (nats)": pm(c["val_loss_mean"], c["val_loss_sd"], 4),
-                          "val acc %": pm(c["val_acc_mean"], c["val_acc_sd"], 2)}
+                          "val acc %": pm(c["val_acc_mean"], c["val_acc_sd"], 2),
+                          "below unigram (nats)": below_unigram(c)}
                          for c in results.get("cells", {}).values()])
 
 

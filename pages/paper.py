@@ -32,7 +32,8 @@ if ours.empty:
 else:
     c2.dataframe(ours, hide_index=True, key="pp_ours")
     c2.caption(f"Mean ± sample sd over seeds, from {results['from']}. Validation loss in "
-               "nats/token (lower is better), next-token accuracy in %.")
+               "nats/token (lower is better), next-token accuracy in %. 'Below unigram': how "
+               "far the loss is under a word-frequency model's (what training learned).")
 if pending := results.get("incomplete"):
     st.caption(f"Not finished yet: {len(pending)} run(s) ({', '.join(pending[:6])}"
                f"{' …' if len(pending) > 6 else ''})")

@@ -152,8 +152,11 @@ def _final(run_dir: Path) -> dict[str, float] | None:
         return None
     for rec in reversed(read_metrics(run_dir)):
         if rec.get("val_loss") is not None and rec.get("val_acc") is not None:
+            meta = read_json(run_dir / "checkpoint" / "meta.json") or {}
+            unigram = rec.get("unigram_loss", meta.get("unigram_loss"))
             return {"val_loss": float(rec["val_loss"]), "val_acc": float(rec["val_acc"]),
-                    "step": rec["step"]}
+                    "step": rec["step"], "unigram_loss": None if unigram is None
+                    else float(unigram)}
     return None
 
 
@@ -189,8 +192,10 @@ def aggregate(root: str | Path = "runs", *, prefix: str = GRID_NAME) -> dict[str
         entry["seeds"] = sorted(r["seed"] for r in entry["runs"])
         loss_m, loss_sd = _mean_sd([r["val_loss"] for r in entry["runs"]])
         acc_m, acc_sd = _mean_sd([100.0 * r["val_acc"] for r in entry["runs"]])
+        unigrams = [r["unigram_loss"] for r in entry["runs"] if r.get("unigram_loss") is not None]
         entry.update(val_loss_mean=loss_m, val_loss_sd=loss_sd, val_acc_mean=acc_m,
-                     val_acc_sd=acc_sd)
+                     val_acc_sd=acc_sd,
+                     unigram_loss=statistics.fmean(unigrams) if unigrams else None)
     return {"grid": prefix, "cells": dict(sorted(cells.items())), "incomplete": incomplete,
             "budget": BUDGET, "units": {"val_loss": "nats/token", "val_acc": "% next-token"}}
 
@@ -225,13 +230,33 @@ def _beyond(d: tuple[float, float | None, int]) -> int:
     return 1 if d[0] > 2 * d[1] else (-1 if d[0] < -2 * d[1] else 0)
 
 
+CLAIMS = [(1, "QV is slightly behind QKV (sinusoidal PE)", "70.0756 vs 70.5911 % (−0.516 points)"),
+          (2, "AGF shrinks the QV–QKV gap by about half",
+           "gap −0.516 → −0.212 points (≈59 % smaller)"),
+          (3, "QV-Ka with d_ctx = 2·d_h is close to QKV (AGF)",
+           "70.6919 vs 70.7305 % (−0.039 points)")]
+
+
+def _untrained(results: dict[str, Any]) -> str | None:
+    """Why the runs cannot test a claim: some cell does not beat the unigram baseline (a model
+    that predicts word frequencies only), i.e. the budget was too small to learn anything."""
+    behind = [f"{key} {c['val_loss_mean']:.3f} ≥ {c['unigram_loss']:.3f}"
+              for key, c in results.get("cells", {}).items()
+              if c.get("unigram_loss") is not None and c["val_loss_mean"] >= c["unigram_loss"]]
+    if not behind:
+        return None
+    return ("not beyond the unigram baseline, so not trained enough to compare (val loss ≥ "
+            "unigram loss, nats): " + "; ".join(behind))
+
+
 def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[str, Any]]:
     """For each of the paper's claims: our numbers, the seed noise and a plain verdict.
 
     `metric` decides the verdict ("val_loss" or "val_acc"); the other one is shown too.
     "Beyond noise" means |difference| > 2 standard errors of the difference of means.
     Verdicts: supported, partly supported, not shown (the paper's direction, within noise),
-    not supported, contradicted, insufficient data.
+    not supported, contradicted, insufficient data, insufficient training (a cell does not
+    beat the unigram baseline).
     """
     if metric not in ("val_loss", "val_acc"):
         raise RunError(f"metric must be val_loss or val_acc, got {metric!r}")
@@ -248,10 +273,14 @@ def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[st
         out.append({"id": cid, "claim": claim, "paper": paper, "metric": metric, **numbers,
                     "verdict": verdict, "text": f"{detail}; {verdict}"})
 
+    untrained = _untrained(results)
+    if untrained:  # differences between models that learned nothing say nothing
+        for cid, claim, paper_text in CLAIMS:
+            record(cid, claim, paper_text, None, "insufficient training", untrained)
+        return out
     qv_sin = _diff(results, "qv/sinusoidal", "qkv/sinusoidal", metric)
     qv_agf = _diff(results, "qv/agf", "qkv/agf", metric)
-    c1 = "QV is slightly behind QKV (sinusoidal PE)"
-    p1 = "70.0756 vs 70.5911 % (−0.516 points)"
+    _, c1, p1 = CLAIMS[0]
     if qv_sin is None or qv_sin[1] is None:
         record(1, c1, p1, qv_sin, "insufficient data", "needs ≥2 seeds of QV and QKV, sinusoidal")
     else:
@@ -262,8 +291,7 @@ def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[st
         v = {1: "supported", 0: within, -1: "contradicted: QV ahead of QKV"}[_beyond(qv_sin)]
         record(1, c1, p1, qv_sin, v, detail)
 
-    c2 = "AGF shrinks the QV–QKV gap by about half"
-    p2 = "gap −0.516 → −0.212 points (≈59 % smaller)"
+    _, c2, p2 = CLAIMS[1]
     if qv_sin is None or qv_agf is None or qv_sin[1] is None or qv_agf[1] is None:
         record(2, c2, p2, None, "insufficient data", "needs ≥2 seeds of QV and QKV under both")
     else:
@@ -280,8 +308,7 @@ def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[st
             v = "supported" if 0.25 <= frac <= 0.85 else "partly supported: shrinks, not by ~half"
         record(2, c2, p2, change, v, detail, key="gap_reduction")
 
-    c3 = "QV-Ka with d_ctx = 2·d_h is close to QKV (AGF)"
-    p3 = "70.6919 vs 70.7305 % (−0.039 points)"
+    _, c3, p3 = CLAIMS[2]
     ka = _diff(results, "qvka2x/agf", "qkv/agf", metric)
     if ka is None or ka[1] is None:
         record(3, c3, p3, ka, "insufficient data", "needs ≥2 seeds of QV-Ka(2×) and QKV, AGF")

@@ -53,13 +53,27 @@ def test_grid_is_full_with_equal_budgets_and_parses() -> None:
         paper.grid_runs(cells=["qvka1x"], positions=["sin"])
 
 
-def _fake_run(root: Path, name: str, loss: float, acc: float, state: str = "completed") -> None:
+def _fake_run(root: Path, name: str, loss: float, acc: float, state: str = "completed",
+              unigram: float = 6.4) -> None:
     d = root / name
     d.mkdir(parents=True)
     atomic_write_json(d / "status.json", {"state": state, "step": 10})
     (d / "metrics.jsonl").write_text(
         json.dumps({"step": 5, "val_loss": 9.0, "val_acc": 0.0}) + "\n"
-        + json.dumps({"step": 10, "val_loss": loss, "val_acc": acc}) + "\n")
+        + json.dumps({"step": 10, "val_loss": loss, "val_acc": acc, "unigram_loss": unigram})
+        + "\n")
+
+
+def test_untrained_grid_supports_no_claim(tmp_path: Path) -> None:
+    """A 3-step grid (val loss ~7.8, worse than the 6.4 unigram baseline) said claim (3) was
+    'supported: indistinguishable from QKV' because untrained models are all alike."""
+    for cell in ("qkv", "qv", "qvka2x"):
+        for pos in ("sin", "agf"):
+            for seed, eps in enumerate((-0.01, 0.0, 0.01)):
+                _fake_run(tmp_path, f"paper-mini-{cell}-{pos}-s{seed}", 7.8 + eps, 0.01)
+    verdicts = paper.claims(paper.aggregate(tmp_path))
+    assert [v["verdict"] for v in verdicts] == ["insufficient training"] * 3
+    assert "unigram" in verdicts[0]["text"] and "7.800 ≥ 6.400" in verdicts[0]["text"]
 
 
 def _results(tmp_path: Path, means: dict[str, tuple[float, float]], spread: float) -> dict:

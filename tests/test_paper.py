@@ -144,7 +144,11 @@ def test_tiny_real_grid_in_process(tmp_path: Path) -> None:
         cell = res["cells"][key]
         assert cell["n"] == 2 and cell["val_loss_sd"] is not None and cell["val_loss_mean"] > 0
     claims = paper.claims(res)
-    assert claims[0]["verdict"] != "insufficient data" and claims[0]["se"] is not None
+    learned = all(c["val_loss_mean"] < c["unigram_loss"] for c in res["cells"].values())
+    if learned:
+        assert claims[0]["verdict"] != "insufficient data" and claims[0]["se"] is not None
+    else:  # a few steps rarely beat word frequencies: then no claim is judged
+        assert claims[0]["verdict"] == "insufficient training", claims[0]
     assert paper.run_grid_local(tmp_path, seeds=[0, 1], cells=["qkv", "qv"],
                                 positions=["sin"], budget=TINY) == []  # finished runs skipped
 

@@ -222,11 +222,16 @@ def test_upload_validation(runs: Path, monkeypatch: pytest.MonkeyPatch, payload:
 def test_upload_valid_text_is_staged(runs: Path) -> None:
     at = open_page("pages/finetune.py")
     at.radio(key="ft_data").set_value("Upload a .txt file").run()
-    at.file_uploader(key="ft_upload").set_value(("My Notes.txt", b"Emma. " * 50, "text/plain"))
+    at.file_uploader(key="ft_upload").set_value(("Short.txt", b"Emma. " * 50, "text/plain"))
+    at.run()  # valid text, but its 5 % validation part cannot hold one window of 64 tokens
+    assert any("too few for one window" in e.value for e in at.error)
+    assert at.button(key="ft_launch").disabled
+    text = "Emma smiled at her sister. " * 300  # one line, 8 kB
+    at.file_uploader(key="ft_upload").set_value(("My Notes.txt", text.encode(), "text/plain"))
     at.run()
     no_errors(at)
     staged = list((runs / "uploads").glob("my-notes-*.txt"))
-    assert len(staged) == 1 and staged[0].read_text() == "Emma. " * 50
+    assert len(staged) == 1 and staged[0].read_text() == text
     assert not at.button(key="ft_launch").disabled
 
 

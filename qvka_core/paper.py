@@ -327,6 +327,21 @@ def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[st
     return out
 
 
+def summary_text(data: dict[str, Any]) -> str:
+    """A `summary` as lines: mean ± sd per cell (accuracy in %), then each claim's verdict."""
+    def sd(v: float | None) -> str:
+        return f"{v:.3f}" if v is not None else "-"
+
+    lines = [f"{key:<22} n={c['n']}  val_loss {c['val_loss_mean']:.4f} ± {sd(c['val_loss_sd'])}"
+             f"  val_acc {c['val_acc_mean']:.2f} ± {sd(c['val_acc_sd'])} %"
+             for key, c in data.get("cells", {}).items()]
+    if data.get("incomplete"):
+        lines.append(f"incomplete: {', '.join(data['incomplete'])}")
+    lines += [f"({c['id']}) {c['claim']} [paper: {c['paper']}]\n    {c['text']}"
+              for c in data.get("claims", [])]
+    return "\n".join(lines)
+
+
 def summary(root: str | Path = "runs", *, prefix: str = GRID_NAME, metric: str = "val_loss",
             command: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
     """aggregate + claims + the paper's tables (+ the producing command); optionally saved."""

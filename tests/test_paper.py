@@ -153,15 +153,19 @@ def test_tiny_real_grid_in_process(tmp_path: Path) -> None:
                                 positions=["sin"], budget=TINY) == []  # finished runs skipped
 
 
-def test_train_grid_cli_passes_qvka_both_and_records_it(tmp_path: Path,
+def test_train_grid_cli_passes_qvka_both_and_records_it(tmp_path: Path, capsys,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from qvka_core.cli import main
 
     seen: dict = {}
-    monkeypatch.setattr(paper, "run_grid_local", lambda out, **kw: seen.update(kw) or [])
+    monkeypatch.setattr(paper, "run_grid_local", lambda out, **kw: seen.update(kw) or [
+        {"name": "paper-mini-qv-agf-s0", "state": "completed", "val_loss": 5.5}])
     monkeypatch.setattr(paper, "summary",
                         lambda root, command, **kw: seen.update(command=command) or {})
     assert main(["train", "--grid", "paper-mini", "--qvka-both", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out  # a short text, not ~330 lines of JSON
+    assert out.startswith("paper-mini-qv-agf-s0: completed, val_loss 5.5000\n")
+    assert "{" not in out and "written to" in out
     assert seen["qvka_both"] is True
     assert seen["command"] == "python -m qvka_core train --grid paper-mini --qvka-both"
     assert len(paper.grid_runs(qvka_both=seen["qvka_both"])) == 24

@@ -59,12 +59,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
-    for key, c in data["cells"].items():
-        sd = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
-        print(f"{key:<22} n={c['n']}  val_loss {c['val_loss_mean']:.4f} ± "
-              f"{sd(c['val_loss_sd'])}  val_acc {c['val_acc_mean']:.2f} ± {sd(c['val_acc_sd'])} %")
-    if data["incomplete"]:
-        print(f"incomplete: {', '.join(data['incomplete'])}")
-    for c in data["claims"]:
-        print(f"({c['id']}) {c['claim']} [paper: {c['paper']}]\n    {c['text']}")
+    print(paper.summary_text(data))
     return 0

@@ -98,14 +98,17 @@ def _run_grid(args: argparse.Namespace) -> int:
     out = args.out or default_runs_root()
     done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
                                 qvka_both=args.qvka_both)
-    for r in done:
-        print(json.dumps(r), flush=True)
+    for r in done:  # one line per finished run
+        loss = r.get("val_loss")
+        print(f"{r.get('name')}: {r.get('state')}, val_loss "
+              f"{loss:.4f}" if isinstance(loss, float) else f"{r.get('name')}: {r.get('state')}",
+              flush=True)
     command = "python -m qvka_core train --grid paper-mini" + (
         f" --steps-mult {args.steps_mult:g}" if args.steps_mult != 1.0 else "") + (
         " --qvka-both" if args.qvka_both else "")
     target = Path(out) / "paper-mini-summary.json"
-    print(json.dumps(paper.summary(out, command=command, out=target), indent=2, default=str))
-    print(f"summary written to {target}", flush=True)
+    print(paper.summary_text(paper.summary(out, command=command, out=target)))
+    print(f"summary (JSON, every run) written to {target}", flush=True)
     return 0
 
 

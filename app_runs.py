@@ -332,12 +332,14 @@ def paper_results(root: str) -> dict[str, Any]:
             "from": str(PAPER_COMMITTED.relative_to(ROOT))}
 
 
-def launch_grid(steps_mult: float, seeds: int, device: str) -> tuple[list[str], list[str]]:
+def launch_grid(steps_mult: float, seeds: int, device: str, *,
+                qvka_both: bool = False) -> tuple[list[str], list[str]]:
     """Queue the paper-mini grid through the job queue; runs that already exist are skipped
     (a second press does not duplicate them). Returns (queued ids, skipped names)."""
     root = runs_root()
     queued, skipped = [], []
-    for r in paper.grid_runs(seeds=list(range(seeds)), steps_mult=steps_mult):
+    for r in paper.grid_runs(seeds=list(range(seeds)), steps_mult=steps_mult,
+                             qvka_both=qvka_both):
         if (root / r["name"]).exists():
             skipped.append(r["name"])
             continue

@@ -52,20 +52,22 @@ st.code(results.get("command") or ar.PAPER_COMMAND, language="bash")
 
 st.subheader("Run the grid")
 budget = paper.BUDGET
-g1, g2, g3 = st.columns(3)
+g1, g2, g3, g4 = st.columns(4)
 mult = float(g1.number_input("Steps multiplier", 0.1, 100.0, 1.0, 0.5, key="pp_mult",
                              help=f"1 = {budget['steps']} steps x batch {budget['batch']} x "
                              f"{budget['seq_len']} tokens per run (tiny CPU budget); "
                              "raise it on a GPU"))
 seeds = int(g2.number_input("Seeds", 1, 10, 3, key="pp_seeds"))
 device = g3.selectbox("Device", ["cpu", "auto", "cuda"], key="pp_device")
+both = g4.toggle("QV-Ka under sinusoidal PE too", value=True, key="pp_qvka_both",
+                 help="the committed table's 8 cells (24 runs); off: the paper's 6 (18 runs)")
 with ui.guarded(False):
-    runs = paper.grid_runs(seeds=list(range(seeds)), steps_mult=mult)
+    runs = paper.grid_runs(seeds=list(range(seeds)), steps_mult=mult, qvka_both=both)
     est = ar.jobs.estimate(runs[0]["argv"], device="cpu" if device == "cpu" else "cuda")
     st.caption(f"{len(runs)} runs, one at a time per device; ~{est['seconds']:,.0f} s each, "
                f"~{len(runs) * est['seconds'] / 60:,.0f} min in all ({est['label']}).")
     if st.button("Launch the grid", key="pp_launch", type="primary"):
-        queued, skipped = ar.launch_grid(mult, seeds, device)
+        queued, skipped = ar.launch_grid(mult, seeds, device, qvka_both=both)
         st.success(f"Queued {len(queued)} run(s); {len(skipped)} already existed and were "
                    "skipped. Follow them on the Fine-tune page.")
         ar.paper_results.clear()

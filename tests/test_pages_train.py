@@ -320,3 +320,19 @@ def test_finetune_page_cancel_then_resume(runs: Path) -> None:
     assert resumed["step"] >= stopped_at  # from the checkpoint, not from scratch
     steps = [m["step"] for m in jobs.read_metrics(run_dir)]
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no step logged twice
+
+
+def test_paper_page_grid_matches_the_committed_table_by_default(
+        runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rerun controls could not include QV-Ka under sinusoidal PE, though the table
+    shown above them has those cells."""
+    calls: list = []
+    monkeypatch.setattr(app_runs, "launch_grid",
+                        lambda *a, **k: calls.append((a, k)) or ([], []))
+    at = open_page("pages/paper.py")
+    assert any(c.value.startswith("24 runs") for c in at.caption)
+    at.toggle(key="pp_qvka_both").set_value(False).run()
+    assert any(c.value.startswith("18 runs") for c in at.caption)
+    at.button(key="pp_launch").click().run()
+    no_errors(at)
+    assert calls == [((1.0, 3, "cpu"), {"qvka_both": False})]

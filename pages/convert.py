@@ -44,14 +44,18 @@ if calib_mode == "Paste text":
 st.caption("The report always evaluates on the bundled validation split (held out from "
            "calibration).")
 
+st.caption(f"Convert will use: {', '.join(f'{k} = {v}' for k, v in opts) or 'default options'}"
+           " (a value outside a box's range is not taken: the box keeps its last valid one).")
 if st.button("Convert", key="cv_run", type="primary"):
     bar = st.progress(0.0, text="starting…")
-    with ui.guarded():
-        ar.conversion(choices[label], to, opts, calib,
-                      progress=lambda f, m: bar.progress(min(1.0, f), text=m))
-        st.session_state["cv_last"] = (choices[label], to, opts, calib)
-        st.session_state.pop("cv_saved", None)
-    bar.empty()
+    try:  # the bar goes away on success and on error alike
+        with ui.guarded():
+            ar.conversion(choices[label], to, opts, calib,
+                          progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+            st.session_state["cv_last"] = (choices[label], to, opts, calib)
+            st.session_state.pop("cv_saved", None)
+    finally:
+        bar.empty()
 
 last = st.session_state.get("cv_last")
 if last is None:

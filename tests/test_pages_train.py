@@ -72,6 +72,7 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert metrics["KV cache bytes/token"].value == "512"  # K dropped: half of MHA's 1,024
     assert metrics["Parameters"].delta.startswith("-")
     assert "whole validation split" in metrics["Loss after (nats)"].proto.help
+    assert any(c.value.startswith("Convert will use: qv_fit = refit") for c in at.caption)
     assert at.get("vega_lite_chart"), "per-layer divergence chart"
     assert any("R² of K ≈ V·M" in c.value for c in at.caption)  # QV refits its queries
 

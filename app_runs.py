@@ -295,7 +295,7 @@ def loss_chart(frame: pd.DataFrame) -> Any:
     return alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("step:Q", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title="loss (nats/token)"),
-        color=alt.Color("series:N", title="run · split"),
+        color=alt.Color("series:N", title="run · split", legend=alt.Legend(labelLimit=400)),
         strokeDash=alt.StrokeDash("split:N", legend=None),
         tooltip=["run", "split", "step", "tokens", "loss"]).properties(
         usermeta={"embedOptions": {"renderer": "svg"}})

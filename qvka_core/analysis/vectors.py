@@ -144,7 +144,12 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
                 hovertext=hover, hoverinfo="text", name=name, showlegend=i == 0,
                 marker={"color": color, "symbol": symbol, "size": size}), r + 1, c + 1)
         x_axis = "x" if i == 0 else f"x{i + 1}"
-        fig.update_yaxes(scaleanchor=x_axis, scaleratio=1, row=r + 1, col=c + 1)  # true angles
+        both = np.concatenate([qxy, kxy])  # (2T, 2)
+        low, high = both.min(0), both.max(0)
+        pad = 0.15 * (high - low).max() + 1e-9  # room for the token labels at the edges
+        fig.update_xaxes(range=[low[0] - pad, high[0] + pad], row=r + 1, col=c + 1)
+        fig.update_yaxes(range=[low[1] - pad, high[1] + pad], scaleanchor=x_axis,
+                         scaleratio=1, row=r + 1, col=c + 1)  # true angles
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
     return figures.style(fig, presentation=presentation, height=max(360, 340 * rows))

@@ -331,6 +331,21 @@ def test_cli_bad_input_exits_2_with_one_error_line(tmp_path: Path, capsys, argv)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv", [["--to", "qvka", "--d-ctx", "-1"],
+                                  ["--to", "mla", "--kv-lora-rank", "0"],
+                                  ["--to", "nope"]])
+def test_cli_cheap_mistakes_are_refused_before_the_model_loads(tmp_path: Path, capsys,
+                                                               monkeypatch, argv) -> None:
+    """A reviewer waited ~12 s (SmolLM2 loading) to hear that --d-ctx -1 is not a width."""
+    import qvka_core.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "load_checkpoint",
+                        lambda *a, **k: pytest.fail("loaded a model for a cheap mistake"))
+    assert main(["convert", "--from", "smollm2-135m", *argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --")
+
+
 # --- a real model ---------------------------------------------------------------------------
 @pytest.mark.slow
 def test_smollm2_to_every_variant() -> None:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from qvka_core.attention.registry import available_variants
-from qvka_core.errors import CheckpointError, DataError
+from qvka_core.errors import CheckpointError, ConfigError, DataError
 
 HELP = "Convert a checkpoint to another attention variant, with a fidelity report."
 MAX_TEXT_BYTES = 50_000_000
@@ -66,6 +66,19 @@ def read_text(path: str, flag: str) -> str:
     return text
 
 
+def check_cheap(args: argparse.Namespace) -> None:
+    """The rules that need no model: a known target variant and positive sizes. The rest
+    (e.g. n_kv_heads dividing the source's heads) is checked against the model itself."""
+    if args.to not in available_variants():
+        raise ConfigError(f"--to: unknown variant {args.to!r}; one of: "
+                          f"{', '.join(available_variants())}")
+    for name in ("n_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "d_ctx"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got "
+                              f"{value}")
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The equivalent command, for meta.json."""
     parts = ["python", "-m", "qvka_core", "convert", "--from", args.source, "--to", args.to]
@@ -86,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise CheckpointError(f"--out: {out} already exists; choose a new directory")
+    check_cheap(args)  # before loading weights: a typo costs a second, not a model load
     calib = read_text(args.calib_text, "--calib-text") if args.calib_text else None
     held_out = read_text(args.eval_text, "--eval-text") if args.eval_text else None
     loaded = load_checkpoint(args.source)

@@ -65,7 +65,8 @@ with ui.guarded():
     result = ar.conversion(*last)
 rep = result.report.to_dict()
 st.subheader(f"{rep['source']} ({rep['source_variant']}) → {rep['target_variant']}")
-st.caption(f"Method: {rep['method']}. Options: {rep['options']}. Evaluated on "
+options = ", ".join(f"{k} = {v}" for k, v in rep["options"].items()) or "defaults"
+st.caption(f"Method: {rep['method']}. Options: {options}. Evaluated on "
            f"{rep['eval_tokens']} tokens of the {rep['eval_source']}.")
 m = st.columns(5)
 m[0].metric("Mean JS divergence (bits)", f"{rep['js_divergence_mean']:.4f}")

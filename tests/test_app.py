@@ -327,22 +327,17 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
     assert app_runs.run_explorer_target({"id": "heal-qv", "argv": []}) == (  # its lineage
         "runs", ["austen-mha", "converted/mha-to-qv", "heal-qv"])
 
-    def open_view() -> AppTest:
+    def open_view(names: tuple[str, ...] = ("heal-qv", "converted/mha-to-qv")) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        at.query_params.update({"family": "runs", "variants": "heal-qv,converted/mha-to-qv"})
+        at.query_params.update({"family": "runs", "variants": ",".join(names)})
         at.run()
         at.switch_page("pages/explorer.py").run()
         no_errors(at)
-        assert at.multiselect(key="variants").value == ["heal-qv", "converted/mha-to-qv"]
+        assert at.multiselect(key="variants").value == list(names)
         assert "girl" in {t.strip() for t in ticktexts(at)}
         return at
 
-    beside = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    beside.query_params.update({"family": "runs", "variants": "austen-mha,converted/mha-to-qv"})
-    beside.run()
-    beside.switch_page("pages/explorer.py").run()
-    no_errors(beside)
-    assert beside.multiselect(key="variants").value == ["austen-mha", "converted/mha-to-qv"]
+    beside = open_view(("austen-mha", "converted/mha-to-qv"))  # a bundled source, beside
     assert beside.metric[0].label.startswith("Mean Jensen")  # a difference needs both loaded
 
     open_view()

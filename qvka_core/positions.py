@@ -31,8 +31,13 @@ def rope_cos_sin(
     torch.compile). A tensor of positions is gathered from the same table.
     """
     if isinstance(positions, range):
-        cos, sin = _rope_table(dim, theta, torch.device(device or "cpu"), dtype,
-                               max(positions.stop, 1))
+        if torch.compiler.is_compiling():  # in-graph: a shared table would be guarded on, and
+            # filling it on the first call would force a second compilation
+            cos, sin = _rope_angles(dim, theta, torch.device(device or "cpu"), dtype,
+                                    positions.stop)
+        else:
+            cos, sin = _rope_table(dim, theta, torch.device(device or "cpu"), dtype,
+                                   max(positions.stop, 1))
         return cos[positions.start:positions.stop], sin[positions.start:positions.stop]
     needed = int(positions.max()) + 1 if positions.numel() else 1
     cos, sin = _rope_table(dim, theta, positions.device, dtype, needed)
@@ -49,12 +54,18 @@ def _rope_table(dim: int, theta: float, device: torch.device, dtype: torch.dtype
         # Shared across calls, so never an inference-mode tensor (autograd refuses those)
         # and never part of a graph.
         with torch.inference_mode(False), torch.no_grad():
-            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device).float() / dim))
-            angles = torch.arange(size, device=device).float()[:, None] * inv_freq
-            emb = torch.cat([angles, angles], dim=-1)  # (size, dim)
-            table = (emb.cos().to(dtype), emb.sin().to(dtype))
+            table = _rope_angles(dim, theta, device, dtype, size)
         _ROPE_TABLES[key] = table
     return table
+
+
+def _rope_angles(dim: int, theta: float, device: torch.device, dtype: torch.dtype,
+                 size: int) -> tuple[Tensor, Tensor]:
+    """cos and sin of position × frequency, (size, dim), halves repeated (rotate_half)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device).float() / dim))
+    angles = torch.arange(size, device=device).float()[:, None] * inv_freq  # (size, dim/2)
+    emb = torch.cat([angles, angles], dim=-1)  # (size, dim)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:

@@ -444,3 +444,13 @@ def test_human_bytes_stays_short() -> None:
     assert human_bytes(1024**2) == "1.0 MiB"  # Llama-3-8B MHA at fp32 was "1,024.0 KiB", cut off
     assert human_bytes(3.5 * 1024**3) == "3.5 GiB"
     assert human_bytes(5 * 1024**4) == "5,120.0 GiB"
+
+
+def test_presentation_mode_labels_fewer_tokens_in_its_larger_type() -> None:
+    from qvka_core.analysis import figures
+
+    toks = [f"t{i}" for i in range(60)]
+    m = np.full((60, 60), 1 / 60)
+    shown = {p: len(figures.side_by_side({"a": m}, {"a": toks}, presentation=p)
+                    .layout.xaxis.ticktext) for p in (False, True)}
+    assert shown[True] <= 20 < shown[False]  # 60 labels at 20 pt overlapped on a projector

@@ -93,8 +93,9 @@ def heatmap(m: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str] | No
         scale = SCALE_PRESENTATION if presentation else SCALE
         trace = _heat_trace(m, q_tokens, k_tokens, scale=scale, zmin=0.0, zmax=None, zmid=None)
     fig = go.Figure(trace)
-    fig.update_xaxes(title_text="key", **_ticks(k_tokens), tickangle=-60)
-    fig.update_yaxes(title_text="query", autorange="reversed", **_ticks(q_tokens))
+    most = 32 if presentation else 64
+    fig.update_xaxes(title_text="key", **_ticks(k_tokens, most), tickangle=-60)
+    fig.update_yaxes(title_text="query", autorange="reversed", **_ticks(q_tokens, most))
     fig.update_layout(title=title)
     side = 260 + 14 * min(len(q_tokens), 60)
     return style(fig, presentation=presentation, height=side)
@@ -116,8 +117,9 @@ def side_by_side(maps: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[s
         fig.add_trace(_heat_trace(np.asarray(maps[label], dtype=np.float64), tok, tok,
                                   scale="", zmin=None, zmax=None, zmid=None,
                                   coloraxis="coloraxis"), row=r + 1, col=c + 1)
-        fig.update_xaxes(**_ticks(tok, 40), tickangle=-60, row=r + 1, col=c + 1)
-        fig.update_yaxes(**_ticks(tok, 40), autorange="reversed", row=r + 1, col=c + 1)
+        most = 20 if presentation else 40  # large type: every other label at most
+        fig.update_xaxes(**_ticks(tok, most), tickangle=-60, row=r + 1, col=c + 1)
+        fig.update_yaxes(**_ticks(tok, most), autorange="reversed", row=r + 1, col=c + 1)
     scale = SCALE_PRESENTATION if presentation else SCALE
     fig.update_layout(coloraxis={"colorscale": scale, "cmin": 0.0, "cmax": zmax}, title=title)
     t = max(len(v) for v in tokens.values())

@@ -35,6 +35,7 @@ FAMILIES: dict[str, str] = {  # short: the select box is a third of the page wid
 }
 _BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
 LOAD_CALLS: Counter[tuple[str, str]] = Counter()  # (family, variant) -> real loads (tests)
+_CONVERTED: set[tuple[str, str]] = set()  # base conversions made by this process
 _LOAD_LOCK = threading.Lock()
 
 
@@ -111,13 +112,35 @@ def load_model(family: str, variant: str, stamp: str = "") -> Any:
         if variant != loaded.config.variant:
             from qvka_core.convert import convert_cached
 
-            opts = {"n_kv_heads": _gqa_groups(loaded.config.n_heads)} if variant == "gqa" else {}
             # A new model (the base is untouched), computed once per machine, then from disk.
-            loaded = convert_cached(_BASES[family], variant, **opts)
+            loaded = convert_cached(_BASES[family], variant, **_convert_opts(loaded, variant))
     else:
         raise LabError(f"unknown model family {family!r}; valid: {', '.join(FAMILIES)}")
     loaded.model.eval().requires_grad_(False)
     return loaded
+
+
+def _convert_opts(base: Any, variant: str) -> dict[str, int]:
+    return {"n_kv_heads": _gqa_groups(base.config.n_heads)} if variant == "gqa" else {}
+
+
+def _convert_with_progress(family: str, variant: str) -> None:
+    """A base family's first conversion to `variant` on this machine, with a progress bar
+    (calibrating takes minutes on a CPU); load_model then reads it from the disk cache."""
+    from qvka_core.convert.cache import cache_dir, convert_cached
+
+    base = _load_base(_BASES[family])
+    opts = _convert_opts(base, variant)
+    if (family, variant) in _CONVERTED or variant == base.config.variant or cache_dir(
+            _BASES[family], variant, **opts).exists():
+        return
+    bar = st.progress(0.0, text=f"Converting {_BASES[family]} to {variant}, once per machine…")
+    try:
+        convert_cached(_BASES[family], variant, **opts, progress=lambda f, m: bar.progress(
+            min(1.0, f), text=f"Converting {_BASES[family]} to {variant} (once per machine): {m}"))
+        _CONVERTED.add((family, variant))  # also when the disk cache could not be written
+    finally:
+        bar.empty()
 
 
 def _gqa_groups(n_heads: int) -> int:
@@ -162,10 +185,10 @@ def match_space(family: str, variants: list[str], text: str, layer: int, head: i
 
 
 def _load_shown(family: str, variant: str) -> Any:
-    """load_model with a spinner that warns about slow first conversions."""
-    slow = family in _BASES and variant in ("mla", "qvka")
-    note = " (first conversion calibrates on text: up to a minute or more on CPU, then cached)"
-    with st.spinner(f"Loading {family} · {variant}{note if slow else ''}…"):
+    """load_model, after a first conversion shown with a progress bar."""
+    if family in _BASES:
+        _convert_with_progress(family, variant)
+    with st.spinner(f"Loading {family} · {variant}…"):
         return load_model(family, variant, _stamp(family, variant))
 
 

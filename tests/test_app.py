@@ -357,3 +357,26 @@ def test_metric_delta_is_dropped_when_nothing_changed() -> None:
     assert app_shared.delta(-512, "+,", " (-50%)") == "-512 (-50%)"
     assert app_shared.delta(0.25, "+.0%") == "+25%"
     assert app_shared.delta(0.0123, "+.3f", " vs 5.388") == "+0.012 vs 5.388"
+
+
+def test_first_conversion_of_a_base_family_reports_progress(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    """SmolLM2 -> QV/QV-Ka/MLA calibrates for minutes on a CPU; the Explorer used to show only
+    a spinner. The first conversion now drives a progress bar, and runs once."""
+    from qvka_core.convert import cache
+
+    calls: list = []
+
+    def fake_convert(source: str, to: str, *, progress=None, **opts):  # noqa: ANN001
+        progress(0.5, "calibrating layer 3/6")
+        calls.append((source, to, opts))
+
+    monkeypatch.setattr(cache, "convert_cached", fake_convert)
+    monkeypatch.setattr(cache, "cache_dir", lambda *a, **k: tmp_path / "not-there")
+    monkeypatch.setattr(app_shared, "_CONVERTED", set())
+    base = type("Base", (), {"config": type("C", (), {"variant": "mha", "n_heads": 12})()})()
+    monkeypatch.setattr(app_shared, "_load_base", lambda name: base)
+    app_shared._convert_with_progress("minilm", "gqa")
+    app_shared._convert_with_progress("minilm", "gqa")  # the second time: nothing to do
+    app_shared._convert_with_progress("minilm", "mha")  # the base's own variant: nothing
+    assert calls == [("minilm-l6", "gqa", {"n_kv_heads": 3})]

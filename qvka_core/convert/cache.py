@@ -32,6 +32,13 @@ def cache_key(source: str, to: str, options: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def cache_dir(source: str, to: str, **options: Any) -> Path:
+    """Where `convert_cached(source, to, **options)` keeps its result (it may not exist yet)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source).name)
+    return cache_root() / "converted" / f"{slug}-{to}-{cache_key(source, to, options)}"
+
+
 def convert_cached(source: str, to: str, *, progress=None, **options: Any) -> LoadedModel:
     """`load_checkpoint(source)` converted to `to`, from the disk cache when already made.
 
@@ -40,8 +47,7 @@ def convert_cached(source: str, to: str, *, progress=None, **options: Any) -> Lo
     from qvka_core.convert.api import convert
 
     options = {k: v for k, v in options.items() if v is not None}
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(source).name)
-    directory = cache_root() / "converted" / f"{slug}-{to}-{cache_key(source, to, options)}"
+    directory = cache_dir(source, to, **options)
     if directory.exists():
         try:
             return load_checkpoint_dir(directory, name=f"{source}->{to}")

@@ -302,6 +302,7 @@ def loss_chart(frame: pd.DataFrame) -> Any:
 
 
 def recovery_chart(frame: pd.DataFrame) -> Any:
+    """Validation loss as a share of the original's against tokens seen, one line per run."""
     import altair as alt
 
     return alt.Chart(frame).mark_line(point=True).encode(

@@ -28,7 +28,6 @@ from qvka_core.errors import RunError
 
 JOB_FILE = "job.json"
 CANCEL_FILE = "CANCEL"
-RUNS_ENV = paths.RUNS_ENV
 NAME_MAX = 64
 _SLUG_OK = re.compile(r"[^a-z0-9._-]+")
 

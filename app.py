@@ -9,7 +9,6 @@ import streamlit as st
 import app_shared as ui
 
 ROOT = Path(__file__).parent
-SPECTRUM = ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
 PAGES = {  # file -> (title, icon); other files in pages/ are added with a title from the name
     "explorer.py": ("Attention Explorer", ":material/grid_on:"),
     "costs.py": ("Costs", ":material/calculate:"),

@@ -28,8 +28,17 @@ else:
     dims = tuple((name, int(cols[i % 3].number_input(name, value=default, step=1,
                                                      key=f"cost_{name}")))
                  for i, (name, default) in enumerate(fields))
-variants = st.multiselect("Variants", list(cv.SPECTRUM), default=list(cv.SPECTRUM),
-                          key="cost_variants")
+spectrum = ui.available_variants()
+variants = st.multiselect("Variants", spectrum, default=spectrum, key="cost_variants")
+k1, k2 = st.columns(2)
+grouping = k1.radio("QV / QV-Ka value heads", ["the model's grouping", "one per query head"],
+                    key="cost_keyless_heads", horizontal=True,
+                    help="Drop K and keep the model's KV sharing (the paper's GQA-QvVv), or "
+                    "give every query head its own V head")
+qvka_cache = k2.radio("QV-Ka caches", ["kv", "vg"], key="cost_qvka_cache", horizontal=True,
+                      format_func={"kv": "K and V", "vg": "V and G (K recomputed)"}.get,
+                      help="vg holds V and the small context G and recomputes K at every "
+                      "decode step: fewer bytes, more decode FLOPs (see the decode row)")
 c3, c4, c5, c6 = st.columns(4)
 seq_len = int(c3.number_input("Sequence / context length", 1, 1 << 20, 2048, key="cost_seq"))
 batch = int(c4.number_input("Batch", 1, 4096, 1, key="cost_batch"))
@@ -47,16 +56,24 @@ if not variants:
     st.stop()
 
 with ui.guarded():
-    cfgs = ui.cost_configs(source, preset, dims, tuple(variants), causal)
+    base = ui.cost_base(source, preset, dims, causal)
+    kv_heads = base.n_heads if grouping == "one per query head" else None
+    cfgs = ui.cost_configs(source, preset, dims, tuple(variants), causal, kv_heads, qvka_cache)
     table = cv.compare_table(cfgs, seq_len=seq_len, batch=batch, dtype=dtype,
                              causal_halving=causal, unit=unit, gpu=gpu)
+native = cv.native_variant(base)
+ref = native if native in variants else variants[0]
 st.subheader("Side by side")
+st.caption(f"The model's own attention is **{native}**; deltas are against "
+           f"{'it' if ref == native else ref}.")
 kv_row = table.loc["KV bytes / token"]
 for col, (v, kv) in zip(st.columns(len(variants)), kv_row.items(), strict=True):
-    col.metric(f"{v} KV / token", cv.human_bytes(kv), help=f"{kv:,.0f} bytes",
-               delta=None if v == variants[0] else ui.delta(kv / kv_row.iloc[0] - 1, "+.0%"),
+    col.metric(f"{v}{' (model)' if v == native else ''} KV / token", cv.human_bytes(kv),
+               help=f"{kv:,.0f} bytes",
+               delta=None if v == ref else ui.delta(kv / kv_row[ref] - 1, "+.0%"),
                delta_color="inverse")
-st.dataframe(cv.readable(table), key="cost_table")
+st.dataframe(cv.readable(table.rename(columns={native: f"{native} (model)"})),
+             key="cost_table")
 st.download_button("CSV", table.to_csv(), "costs.csv", key="dl_costs", on_click="ignore")
 st.caption("FLOPs = 2 × MACs, matmuls only; training = 3 × forward. KV bytes per token sum "
            "every layer's cached tensors (MLA: latent + RoPE key; QV: V only). The roofline "
@@ -83,7 +100,7 @@ if not present:
     elif st.toggle("Measure on CPU (params, forward FLOPs, KV bytes)", key="cost_measure"):
         with ui.guarded(False):
             m = ui.measured(source, preset, dims, tuple(variants), causal, seq_len, batch,
-                            dtype)
+                            dtype, kv_heads, qvka_cache)
             st.dataframe(cv.readable(m), hide_index=True, key="cost_measured")
             st.caption("Measured: parameters of the built model, FlopCounterMode FLOPs "
                        "(full S×S scores, so compared without causal halving), KV bytes "

@@ -120,15 +120,17 @@ def flops_breakdown(
 def decode_flops_per_token(cfg: ModelConfig, context_len: int) -> int:
     """Weights-inclusive FLOPs to generate one token with `context_len` positions cached.
 
-    2·(projection + MLP + head MACs) + 2·decode_macs_per_cached_token·context per layer
+    2·(projection + MLP + head MACs) + 2·decode_macs_per_cached_token·(context + 1) per layer
     (kipply's "≈ 2P per token" plus the attention term, which includes QV-Ka's key recompute
-    when it caches V and G).
+    when it caches V and G). The step attends to the new token as well as the cached ones,
+    as FlopCounterMode measures (tests/test_accounting.py).
     """
     a, d = cfg.attention, cfg.d_model
     spec = get_variant(a.kind)
     n_in = 2 if cfg.mlp == "swiglu" else 1
     per_layer = spec.proj_macs(a) + (n_in + 1) * d * cfg.ffn_dim
-    per_layer += spec.decode_macs_per_cached_token(a) * context_len
+    per_layer += spec.decode_macs_per_cached_token(a) * (context_len + 1)
+    per_layer -= spec.decode_recompute_macs(a)  # the new token's key: derived, not projected
     head = d * cfg.vocab_size if cfg.lm_head else 0
     return 2 * (cfg.n_layers * per_layer + head)
 

@@ -141,16 +141,16 @@ def recost(cfg: ModelConfig, kind: str, **overrides: Any) -> ModelConfig:
     Defaults: gqa keeps the config's KV heads when shared, else the largest divisor of
     n_heads <= n_heads/4; mha/mqa are forced by the registry; mla keeps any MLA dims the
     config has, else kv_lora_rank 4·head_dim (capped at d_model) and an even RoPE width
-    ≈ head_dim/2; qv and qvka use n_kv_heads = n_heads; qvka's d_ctx defaults to head_dim.
-    `overrides` are AttentionConfig fields and win over every default.
+    ≈ head_dim/2; qv and qvka keep the model's own KV sharing (drop K, keep the grouping:
+    the paper's "GQA-QvVv", notes/paper.md §2.8 and §4), so Llama-3-8B as QV has 8 V heads;
+    `n_kv_heads=n_heads` asks for one V head per query head. qvka's d_ctx defaults to
+    head_dim. `overrides` are AttentionConfig fields and win over every default.
     """
     get_variant(kind)  # unknown kind -> ConfigError listing the valid names
     a = cfg.attention
     changes: dict[str, Any] = {}
     if kind == "gqa":
         changes["n_kv_heads"] = _gqa_kv_heads(a.n_heads, a.n_kv_heads)
-    elif kind in ("qv", "qvka"):
-        changes["n_kv_heads"] = a.n_heads
     elif kind == "mla":
         defaults = {
             "kv_lora_rank": min(4 * a.head_dim, a.d_model),

@@ -211,3 +211,22 @@ def test_big_configs_cost_in_milliseconds() -> None:
         for v in available_variants():
             costs(recost(get_preset(name), v), seq_len=8192)
     assert time.perf_counter() - t0 < 0.5
+
+
+@pytest.mark.parametrize(("variant", "extra"), [(v, e) for v in available_variants()
+                                                for e in EXTRA.get(v, [{}])])
+@pytest.mark.parametrize("context", [1, 7])
+def test_decode_flops_equal_flop_counter(variant: str, extra: dict, context: int) -> None:
+    """One decode step with `context` positions cached attends to context + 1 positions
+    (the new token too): the formula equals FlopCounterMode on the eager path."""
+    from qvka_core.accounting import decode_flops_per_token
+
+    cfg = recost(_small(), variant, **extra)
+    model = Transformer(cfg).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, context + 1))
+    cache = model.new_cache()
+    with torch.no_grad():
+        model(ids[:, :-1], cache=cache, impl="eager")
+        with FlopCounterMode(display=False) as step:
+            model(ids[:, -1:], cache=cache, impl="eager")
+    assert step.get_total_flops() == decode_flops_per_token(cfg, context)

@@ -405,7 +405,8 @@ def test_cost_table_and_invalid_dims() -> None:
     table = compare_table(variant_configs(base, ["mha", "qv"], causal=True), seq_len=16,
                           batch=1, dtype="bf16", causal_halving=True)
     assert list(table.columns) == ["mha", "qv"]
-    assert table.loc["KV bytes / token", "qv"] * 2 == table.loc["KV bytes / token", "mha"]
+    # QV keeps the model's 2 KV heads and caches V only: a quarter of MHA's K and V of 4
+    assert table.loc["KV bytes / token", "qv"] * 4 == table.loc["KV bytes / token", "mha"]
     with pytest.raises(ConfigError, match="n_heads"):
         custom_config(d_model=63, n_heads=4, n_kv_heads=2, n_layers=2, ffn_dim=128,
                       vocab_size=256)

@@ -169,7 +169,8 @@ def test_costs_preset_change_and_values() -> None:
     at.selectbox(key="cost_preset").set_value("tiny").run()
     no_errors(at)
     after = at.dataframe[0].value
-    assert list(after.columns) == ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
+    # every registered variant; the model's own (tiny is a GQA model) is marked
+    assert list(after.columns) == ["mha", "gqa (model)", "mqa", "mla", "qvka", "qv"]
     assert before.loc["params total", "mha"] != after.loc["params total", "mha"]
     assert len(at.get("plotly_chart")) == 3
     assert "analytically only" in at.info[0].value  # 2048 > tiny's max_seq_len
@@ -177,6 +178,26 @@ def test_costs_preset_change_and_values() -> None:
     at.toggle(key="cost_measure").set_value(True).run()  # tiny is small enough to build
     no_errors(at)
     assert set(at.dataframe[-1].value["variant"]) >= {"mha", "qv"}
+
+
+def test_costs_keyless_variants_keep_the_grouping_and_qvka_cache_is_a_choice() -> None:
+    """SmolLM2 (GQA 9/3): QV caches half the model's GQA, the same as Convert builds;
+    one V head per query head is an explicit choice; QV-Ka's V+G cache can be costed."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/costs.py").run()
+    at.selectbox(key="cost_preset").set_value("smollm2-135m").run()
+    no_errors(at)
+    kv = at.dataframe[0].value.loc["KV bytes / token"]
+    assert kv["qv"] == "11,520" and kv["gqa (model)"] == "23,040"
+    metrics = {m.label: m for m in at.metric}
+    assert metrics["qv KV / token"].delta == "-50%"  # against the model's own GQA
+    at.radio(key="cost_keyless_heads").set_value("one per query head").run()
+    assert at.dataframe[0].value.loc["KV bytes / token", "qv"] == "34,560"
+    at.radio(key="cost_qvka_cache").set_value("vg").run()
+    no_errors(at)
+    table = at.dataframe[0].value
+    assert table.loc["KV bytes / token", "qvka"] == f"{30 * (9 * 64 + 64) * 2:,}"
+    assert any(r.startswith("FLOPs · decode token") for r in table.index)
 
 
 def test_costs_invalid_custom_dims_names_field() -> None:

@@ -73,14 +73,17 @@ def test_costs_table_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_costs_custom_dims_and_knobs(capsys: pytest.CaptureFixture[str]) -> None:
-    rc, out, _ = _run(capsys, "costs", "--d-model", "1024", "--n-layers", "1", "--n-heads",
-                      "16", "--variant", "qvka", "--d-ctx", "128", "--variant", "gqa",
-                      "--n-kv-heads", "8", "--json", "--dtype", "fp32")
+    paper = ("costs", "--d-model", "1024", "--n-layers", "1", "--n-heads", "16")
+    rc, out, _ = _run(capsys, *paper, "--variant", "qvka", "--d-ctx", "128", "--json")
     assert rc == 0
-    qvka, gqa = json.loads(out)
+    (qvka,) = json.loads(out)
     assert qvka["attention_params"] == 3_473_408  # notes/paper.md §6
+    rc, out, _ = _run(capsys, *paper, "--variant", "gqa", "--variant", "qv", "--n-kv-heads",
+                      "8", "--json", "--dtype", "fp32")
+    gqa, qv = json.loads(out)  # --n-kv-heads applies to every variant that shares KV heads
     assert gqa["attention_params"] == 3_145_728
     assert gqa["kv_cache_bytes_per_token"] == 2 * 8 * 64 * 4
+    assert qv["kv_cache_bytes_per_token"] == 8 * 64 * 4  # GQA-QvVv: V only, 8 heads
     rc, out, _ = _run(capsys, "costs", "--preset", "llama3-8b", "--variant", "qvka",
                       "--d-ctx", "256", "--json")
     (row,) = json.loads(out)

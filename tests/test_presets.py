@@ -96,10 +96,12 @@ def test_recost_defaults() -> None:
     llama = get_preset("llama3-8b")
     assert recost(llama, "gqa").attention.n_kv_heads == 8  # keeps the preset's sharing
     assert recost(llama, "mha").attention.n_kv_heads == 32
-    assert recost(llama, "qv").attention.n_kv_heads == 32
-    assert recost(llama, "qv", n_kv_heads=8).attention.n_kv_heads == 8
+    # Key-less variants drop K and keep the model's grouping (paper §8, "GQA-QvVv").
+    assert recost(llama, "qv").attention.n_kv_heads == 8
+    assert recost(llama, "qv", n_kv_heads=32).attention.n_kv_heads == 32  # explicit choice
     q = recost(llama, "qvka").attention
-    assert (q.n_kv_heads, q.d_ctx) == (32, 128)
+    assert (q.n_kv_heads, q.d_ctx) == (8, 128)
+    assert recost(gpt2, "qv").attention.n_kv_heads == 12  # an MHA model stays one per head
     m = recost(gpt2, "mla").attention
     assert (m.kv_lora_rank, m.qk_rope_head_dim, m.v_head_dim) == (256, 32, 64)
     ds = get_preset("deepseek-v2-lite")
@@ -119,3 +121,22 @@ def test_get_preset_errors_and_overrides() -> None:
     assert "paper-big" in preset_names() and "tiny-encoder" in preset_names()
     assert "3+3" in get_preset("paper-big").notes
     assert get_preset("tiny-encoder").causal is False
+
+
+# Every causal preset with KV heads (an MLA model caches a latent, not heads).
+HEADED = [n for n in preset_names() if get_preset(n).causal and get_preset(n).variant != "mla"]
+
+
+@pytest.mark.parametrize("name", HEADED)
+def test_qv_never_caches_more_than_the_models_own_sharing(name: str) -> None:
+    """Dropping K cannot cost cache: QV holds V only, in the model's own V heads."""
+    from qvka_core.accounting import attention_params, kv_cache_bytes_per_token
+
+    base = get_preset(name)
+    qv = recost(base, "qv")
+    assert kv_cache_bytes_per_token(qv) <= kv_cache_bytes_per_token(base)
+    assert kv_cache_bytes_per_token(qv) * 2 == kv_cache_bytes_per_token(
+        recost(base, "gqa", n_kv_heads=base.attention.n_kv_heads))
+    a = base.attention
+    assert attention_params(base) - attention_params(qv) == (
+        base.n_layers * (a.d_model + a.qkv_bias) * a.n_kv_heads * a.head_dim)  # W_K (+ bias)

@@ -26,13 +26,33 @@ def custom_config(*, d_model: int, n_heads: int, n_kv_heads: int, n_layers: int,
                        mlp="swiglu", activation="silu", name="custom")
 
 
-def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool
+KEYLESS = ("qv", "qvka")
+
+
+def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool,
+                    n_kv_heads: int | None = None, qvka_cache: str | None = None
                     ) -> dict[str, ModelConfig]:
+    """`base` recosted as each variant (presets.recost): QV and QV-Ka keep the model's KV
+    grouping unless `n_kv_heads` asks for another (e.g. n_heads: one V head per query head);
+    `qvka_cache` ("kv" or "vg") is what QV-Ka caches."""
     from qvka_core.presets import recost
 
     if base.causal != causal:
         base = base.with_attention(causal=causal)
-    return {v: recost(base, v) for v in variants}
+    out = {}
+    for v in variants:
+        opts: dict[str, Any] = {}
+        if v in KEYLESS and n_kv_heads is not None:
+            opts["n_kv_heads"] = n_kv_heads
+        if v == "qvka" and qvka_cache is not None:
+            opts["qvka_cache"] = qvka_cache
+        out[v] = recost(base, v, **opts)
+    return out
+
+
+def native_variant(base: ModelConfig) -> str:
+    """The variant the model itself uses (what the Costs page compares against)."""
+    return base.variant
 
 
 def compare_table(cfgs: dict[str, ModelConfig], *, seq_len: int, batch: int, dtype: str,
@@ -53,6 +73,7 @@ def compare_table(cfgs: dict[str, ModelConfig], *, seq_len: int, batch: int, dty
             col[f"{unit} · {k.replace('_', ' ')}"] = r.flops[k] / div
         col["KV bytes / token"] = r.kv_cache_bytes_per_token
         col[f"KV bytes @ {seq_len}×{batch}"] = r.kv_cache_bytes
+        col[f"{unit} · decode token @ {seq_len}"] = r.decode_flops_per_token / div
         col["decode intensity (FLOP/B)"] = round(r.arithmetic_intensity, 3)
         if gpu:
             from qvka_core.hardware import decode_roofline
@@ -128,25 +149,18 @@ def flops_vs_seq(cfgs: dict[str, ModelConfig], *, batch: int, causal_halving: bo
                          for v, cfg in cfgs.items() for s in points])
 
 
-def check_positive(**values: Any) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-SPECTRUM = ("mha", "gqa", "mqa", "mla", "qvka", "qv")
-
-
 def spectrum(base: ModelConfig, dtype: str = "bf16") -> pd.DataFrame:
-    """Attention parameters and KV bytes per token of each variant on `base`'s dimensions."""
+    """Attention parameters and KV bytes per token of every registered variant on `base`'s
+    dimensions (QV and QV-Ka keep its KV grouping); `native` marks the model's own."""
     from qvka_core.accounting import costs
+    from qvka_core.attention import available_variants
     from qvka_core.presets import recost
 
     rows = []
-    for v in SPECTRUM:
+    for v in available_variants():
         r = costs(recost(base, v), seq_len=1, dtype=dtype)
-        rows.append({"variant": v, "attention params": r.attention_params,
-                     "params total": r.params_total,
+        rows.append({"variant": v, "native": v == base.variant,
+                     "attention params": r.attention_params, "params total": r.params_total,
                      f"KV bytes / token ({dtype})": r.kv_cache_bytes_per_token})
     return pd.DataFrame(rows)
 
@@ -159,10 +173,14 @@ def spectrum_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
 
     kv_col = [c for c in df.columns if c.startswith("KV bytes")][0]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("attention parameters", kv_col))
-    labels = [v.upper().replace("QVKA", "QV-Ka") for v in df["variant"]]
+    native = df["native"] if "native" in df else [False] * len(df)
+    labels = [v.upper().replace("QVKA", "QV-Ka") + (" (model)" if n else "")
+              for v, n in zip(df["variant"], native, strict=True)]
+    line = {"width": [3 if n else 0 for n in native], "color": "#222"}
     fig.add_bar(x=labels, y=df["attention params"], row=1, col=1, marker_color="#4c78a8",
-                showlegend=False)
-    fig.add_bar(x=labels, y=df[kv_col], row=1, col=2, marker_color="#f58518", showlegend=False)
+                marker_line=line, showlegend=False)
+    fig.add_bar(x=labels, y=df[kv_col], row=1, col=2, marker_color="#f58518",
+                marker_line=line, showlegend=False)
     return style(fig, presentation=presentation, height=340)
 
 

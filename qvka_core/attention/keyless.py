@@ -138,6 +138,11 @@ def _qvka_validate(c: AttentionConfig) -> None:
         raise ConfigError(f"qvka_cache must be 'kv' or 'vg', got {c.qvka_cache!r}")
 
 
+def _qvka_recompute(c: AttentionConfig) -> int:
+    """MACs per cached position to derive K_i = [G ; V_i]·W_K,i again ("vg" cache only)."""
+    return 0 if c.qvka_cache == "kv" else c.n_kv_heads * (c.d_ctx + c.head_dim) * c.head_dim
+
+
 def _weights_macs(params: dict[str, int], c: AttentionConfig) -> int:
     """Multiply-adds per token = weight elements of the projections (biases excluded)."""
     bias = int(c.qkv_bias) * (c.n_heads + c.n_kv_heads) * c.head_dim + int(c.o_bias) * c.d_model
@@ -157,9 +162,8 @@ register_variant(VariantSpec(
         {"k": c.n_kv_heads * c.head_dim, "v": c.n_kv_heads * c.head_dim}
         if c.qvka_cache == "kv" else {"v": c.n_kv_heads * c.head_dim, "g": c.d_ctx}
     ),
-    decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim + (
-        0 if c.qvka_cache == "kv" else c.n_kv_heads * (c.d_ctx + c.head_dim) * c.head_dim
-    ),
+    decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim + _qvka_recompute(c),
+    decode_recompute_macs=lambda c: _qvka_recompute(c),
     normalize=_qvka_normalize,
     validate=_qvka_validate,
     spectrum_rank=50,

@@ -41,6 +41,9 @@ class VariantSpec:
         kv_cache_elems: cfg -> {tensor: elements per token per layer} actually cached.
         decode_macs_per_cached_token: cfg -> multiply-adds per cached position at one decode
             step (score + value + any recomputation), used for arithmetic intensity.
+        decode_recompute_macs: cfg -> the part of decode_macs_per_cached_token that
+            recomputes a key from cached tensors (QV-Ka's "vg" cache); the new token's key
+            is derived the same way at decode, not by its projection.
         spectrum_rank: position on the paper's spectrum MHA -> ... -> QV (for ordering).
     """
 
@@ -55,6 +58,7 @@ class VariantSpec:
     decode_macs_per_cached_token: Callable[[AttentionConfig], int]
     normalize: Callable[[AttentionConfig], dict] = field(default=_no_overrides)
     validate: Callable[[AttentionConfig], None] = field(default=_no_rules)
+    decode_recompute_macs: Callable[[AttentionConfig], int] = field(default=lambda c: 0)
     spectrum_rank: int = 100
 
 

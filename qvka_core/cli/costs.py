@@ -3,9 +3,10 @@
 The model is a preset (`--preset NAME`) or custom dimensions (`--d-model --n-layers --n-heads`,
 a Llama-style decoder: pre-norm RMSNorm, SwiGLU, RoPE, untied head, ffn 4·d, vocab 32000 by
 default). Shape flags cannot be combined with --preset (rejected); the variant knobs
-(--n-kv-heads for gqa, --d-ctx for qvka, --kv-lora-rank/--q-lora-rank/--qk-rope-head-dim
-for mla) can, and apply only to the variant they concern. Each --variant is the same model
-recosted (`presets.recost`).
+(--n-kv-heads for gqa, qv and qvka, --d-ctx and --qvka-cache for qvka,
+--kv-lora-rank/--q-lora-rank/--qk-rope-head-dim for mla) can, and apply only to the variants
+they concern. Each --variant is the same model recosted (`presets.recost`): qv and qvka keep
+the model's own KV grouping unless --n-kv-heads says otherwise.
 """
 
 from __future__ import annotations
@@ -25,18 +26,23 @@ HELP = "Analytic costs (params, FLOPs, KV cache, intensity) of a model under eac
 SHAPE_FLAGS = ("d_model", "n_layers", "n_heads", "head_dim", "ffn_dim", "vocab_size")
 # variant knob -> the variants it applies to (the first one validates it)
 KNOBS: dict[str, tuple[str, ...]] = {
-    "n_kv_heads": ("gqa",),  # qv/qvka keep n_heads (the paper's form); mha/mqa are forced
+    "n_kv_heads": ("gqa", "qv", "qvka"),  # mha/mqa are forced by the registry
     "d_ctx": ("qvka",),
     "kv_lora_rank": ("mla",),
     "q_lora_rank": ("mla",),
     "qk_rope_head_dim": ("mla",),
+    "qvka_cache": ("qvka",),  # kv | vg, not an integer
 }
+INT_KNOBS = tuple(k for k in KNOBS if k != "qvka_cache")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help=f"one of: {', '.join(preset_names())}")
-    for name in SHAPE_FLAGS + tuple(KNOBS):
+    for name in SHAPE_FLAGS + INT_KNOBS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int, metavar="N")
+    parser.add_argument("--qvka-cache", choices=("kv", "vg"), default=None,
+                        help="what QV-Ka caches: kv (K and V, the default) or vg (V and the "
+                        "context G, with K recomputed from them at every decode step)")
     parser.add_argument("--variant", action="append", dest="variants", metavar="V",
                         help="repeatable; default: every registered variant")
     parser.add_argument("--seq-len", type=int, default=2048, metavar="N")
@@ -81,7 +87,7 @@ def build_configs(args: argparse.Namespace) -> list[ModelConfig]:
         if v not in valid:  # before any config is built
             raise ConfigError(f"unknown variant {v!r}; valid variants: {', '.join(valid)}")
     base = base_config(args)
-    knobs = {k: getattr(args, k) for k in KNOBS if getattr(args, k) is not None}
+    knobs: dict[str, Any] = {k: getattr(args, k) for k in KNOBS if getattr(args, k) is not None}
     if "n_kv_heads" in knobs:
         kv = knobs["n_kv_heads"]
         if kv <= 0:
@@ -93,7 +99,7 @@ def build_configs(args: argparse.Namespace) -> list[ModelConfig]:
     return [recost(base, v, **_knobs_for(v, knobs)) for v in variants]
 
 
-def _knobs_for(variant: str, knobs: dict[str, int]) -> dict[str, int]:
+def _knobs_for(variant: str, knobs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in knobs.items() if variant in KNOBS[k]}
 
 
@@ -117,6 +123,8 @@ def table(reports: list[CostReport], *, macs: bool) -> str:
          [_human(r.kv_cache_bytes, "B", 1024) for r in reports]),
         (f"fwd {word}/token", [_human(r.flops["forward_per_token"] / div) for r in reports]),
         (f"train {word}/token", [_human(r.flops["training_per_token"] / div) for r in reports]),
+        (f"decode {word}/token @ {reports[0].seq_len}",
+         [_human(r.decode_flops_per_token / div) for r in reports]),
         ("decode FLOP/byte KV", [f"{r.arithmetic_intensity:.3g}" for r in reports]),
     ]
     head = ["", *[r.variant for r in reports]]

@@ -135,6 +135,10 @@ class ModelConfig:
     embed_norm: bool = False  # BERT LayerNorm after the embeddings
     pooler: bool = False  # BERT pooler (dense + tanh on the first token)
     final_norm: bool = True  # pre-norm models normalise before the head
+    embed_scale: bool | None = None
+    """Token embeddings scaled by sqrt(d_model) and initialised at d^-1/2 (Vaswani et al.
+    §3.4). None: only under sinusoidal positions (the bundled models); True/False force it,
+    so a comparison of position schemes can keep one embedding init and scale."""
     dropout: float = 0.0
     name: str = "custom"
     notes: str = ""  # provenance, e.g. "MoE FFN costed as dense active parameters"
@@ -168,6 +172,11 @@ class ModelConfig:
     @property
     def variant(self) -> str:
         return self.attention.kind
+
+    @property
+    def scales_embeddings(self) -> bool:
+        """Whether token embeddings are scaled by sqrt(d_model) (see `embed_scale`)."""
+        return self.position == "sinusoidal" if self.embed_scale is None else self.embed_scale
 
     @property
     def causal(self) -> bool:

@@ -264,10 +264,3 @@ def fixed_windows(tokens: Tensor, count: int, seq_len: int) -> tuple[Tensor, Ten
     idx = starts[:, None] + torch.arange(seq_len + 1)
     windows = tokens[idx]
     return windows[:, :-1], windows[:, 1:]
-
-
-def unigram_baseline(train: Tensor, validation: Tensor, vocab_size: int) -> float:
-    """Cross-entropy (nats/token) of the add-one-smoothed train unigram model on validation."""
-    counts = torch.bincount(train, minlength=vocab_size).double() + 1.0
-    logp = counts.log() - counts.sum().log()
-    return float(-logp[validation].mean())

@@ -113,14 +113,15 @@ class Transformer(nn.Module):
     def _init_weights(self, module: nn.Module) -> None:
         """GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layers)."""
         std = 0.02
-        if isinstance(module, nn.Linear):
+        tied_head = module is getattr(self, "lm_head", None) and self.cfg.tie_embeddings
+        if isinstance(module, nn.Linear) and not tied_head:  # a tied head is the embedding
             nn.init.normal_(module.weight, 0.0, std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            # Under sinusoidal positions the token embedding is scaled by sqrt(d) in `embed`;
-            # initialise it at d^-1/2 so the scaled embedding has unit-variance entries.
-            scaled = module is getattr(self, "tok_emb", None) and self.cfg.position == "sinusoidal"
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding):
+            # A token embedding scaled by sqrt(d) in `embed` (cfg.scales_embeddings) starts
+            # at d^-1/2, so the scaled embedding has unit-variance entries.
+            scaled = module is getattr(self, "tok_emb", None) and self.cfg.scales_embeddings
             nn.init.normal_(module.weight, 0.0, self.cfg.d_model**-0.5 if scaled else std)
         for name in ("o_proj", "down_proj"):
             sub = getattr(module, name, None)
@@ -141,7 +142,7 @@ class Transformer(nn.Module):
                 f"sequence of {start + t} tokens exceeds max_seq_len ({self.cfg.max_seq_len})"
             )
         x = self.tok_emb(input_ids)  # (B, T, d)
-        if self.cfg.position == "sinusoidal":
+        if self.cfg.scales_embeddings:
             # Vaswani et al. §3.4 (and OpenNMT, the paper's framework) scale embeddings by
             # sqrt(d) so that token identity is not drowned by the unit-amplitude sin/cos.
             x = x * math.sqrt(self.cfg.d_model)

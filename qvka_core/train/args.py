@@ -53,6 +53,11 @@ class TrainArgs:
     """MLA latent width (None: recost's default, 4·head_dim capped at d_model)."""
     n_layers: int | None = None
     """Override the preset's layer count."""
+    n_heads: int | None = None
+    """Override the preset's query heads (head_dim = d_model / n_heads)."""
+    embed_scale: bool | None = None
+    """Scale token embeddings by sqrt(d_model) (init d^-1/2). None: only under sinusoidal
+    positions; set it to compare position schemes under one embedding init and scale."""
     init: str | None = None
     """Start from this checkpoint (name or directory) instead of a fresh preset model. A
     `variant` different from the checkpoint's converts it on load (`load_checkpoint(init,
@@ -141,6 +146,9 @@ class TrainArgs:
             get_variant(self.variant)  # ConfigError listing the valid names
         if not self.data:
             raise ConfigError("data must be 'austen' or a text file path")
+        if self.embed_scale not in (None, True, False):
+            raise ConfigError(f"embed_scale must be true, false or unset, got "
+                              f"{self.embed_scale!r}")
         if not (self.lr > 0 and self.lr == self.lr):
             raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
         if self.warmup < 0 or self.warmup > self.steps:
@@ -204,7 +212,7 @@ RESUME_MUTABLE = ("steps", "resume", "device", "threads", "eval_every", "log_eve
 
 _POSITIVE = ("steps", "batch", "seq_len", "eval_every", "eval_batches", "log_every")
 _NON_NEGATIVE = ("warmup", "checkpoint_every", "seed")
-_OPTIONAL_POSITIVE = ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers", "threads")
+_OPTIONAL_POSITIVE = ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers", "n_heads", "threads")
 
 
 def _is_int(v: Any) -> bool:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qvka_core.baselines import bigram_loss, unigram_loss
 from qvka_core.checkpoints.store import load_checkpoint_dir, save_checkpoint
 from qvka_core.config import ModelConfig
 from qvka_core.data import (
@@ -29,7 +30,6 @@ from qvka_core.data import (
     fixed_windows,
     random_windows,
     token_data,
-    unigram_baseline,
 )
 from qvka_core.errors import RunError
 from qvka_core.model import Transformer
@@ -58,6 +58,7 @@ class RunResult:
     val_loss: float | None = None
     val_acc: float | None = None
     unigram_loss: float | None = None
+    bigram_loss: float | None = None
     tokens: int = 0
     wall_s: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -227,10 +228,12 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
         else contextlib.nullcontext())
     val_x, val_y = fixed_windows(data.validation, args.eval_batches * args.batch, args.seq_len)
-    unigram = unigram_baseline(data.train, data.validation, data.vocab_size)
+    # Baselines on exactly the windows the run is scored on (like for like).
+    baselines = {"unigram_loss": unigram_loss(data.train, val_y, data.vocab_size),
+                 "bigram_loss": bigram_loss(data.train, val_x, val_y, data.vocab_size)[0]}
     tokens_per_step = args.batch * args.seq_len
     loop = _Loop(args, rd, dist, model, ddp_model, opt, param_names, tokenizer, device, amp,
-                 data.train, val_x, val_y, teacher, unigram, on_metrics, elapsed_prev)
+                 data.train, val_x, val_y, teacher, baselines, on_metrics, elapsed_prev)
     loop.reference, reference = reference, None  # the loop lets go of it after step 0
     try:
         state, message, step = loop.train(start_step)
@@ -246,7 +249,7 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
         if state in ("completed", "cancelled"):
             rd.cancel_path.unlink(missing_ok=True)
     return RunResult(run_dir=rd.path, state=state, step=step, message=message,
-                     val_loss=loop.last_val[0], val_acc=loop.last_val[1], unigram_loss=unigram,
+                     val_loss=loop.last_val[0], val_acc=loop.last_val[1], **baselines,
                      tokens=step * tokens_per_step, wall_s=loop.elapsed(),
                      metrics=rd.read_metrics() if dist.is_main else [])
 
@@ -258,11 +261,12 @@ class _Loop:
                  ddp_model: torch.nn.Module, opt: torch.optim.Optimizer, param_names: list[str],
                  tokenizer: Any, device: torch.device, amp: contextlib.AbstractContextManager,
                  train: Tensor, val_x: Tensor, val_y: Tensor, teacher: Transformer | None,
-                 unigram: float, on_metrics: MetricsCallback | None, elapsed_prev: float) -> None:
+                 baselines: dict[str, float], on_metrics: MetricsCallback | None,
+                 elapsed_prev: float) -> None:
         self.args, self.rd, self.dist, self.model, self.ddp_model = args, rd, dist, model, ddp_model
         self.opt, self.param_names, self.tokenizer = opt, param_names, tokenizer
         self.device, self.amp, self.train_tokens = device, amp, train
-        self.val_x, self.val_y, self.teacher, self.unigram = val_x, val_y, teacher, unigram
+        self.val_x, self.val_y, self.teacher, self.baselines = val_x, val_y, teacher, baselines
         self.on_metrics, self.elapsed_prev = on_metrics, elapsed_prev
         self.step = 0
         self.reference: Transformer | None = None
@@ -276,15 +280,20 @@ class _Loop:
         args, dist = self.args, self.dist
         self.step = start
         if start == 0:
-            first: dict[str, Any] = {"step": 0, "tokens": 0}
+            first: dict[str, Any] = {"step": 0, "tokens": 0, **self.baselines}
             if self.reference is not None:  # same windows, same context: a fair baseline
                 rl, ra = evaluate(self.reference, self.val_x, self.val_y, args.batch,
                                   self.device, dist, self.amp)
                 first.update(ref_val_loss=rl, ref_val_acc=ra)
                 self.reference = None  # freed unless it is also the teacher
             self._record(first, evaluate_now=True)
-        losses: list[float] = []
-        t_train, steps_timed = 0.0, 0
+        # Loss sums and the non-finite flag stay on the device between checks: the host reads
+        # them (one sync, one all-reduce under DDP) only at log, eval and checkpoint steps,
+        # so a GPU never waits on the host in between.
+        dev = self.device
+        loss_sum, ce_last = torch.zeros((), device=dev), torch.zeros((), device=dev)
+        bad = torch.zeros((), dtype=torch.bool, device=dev)
+        t_train, steps_timed, last_good = 0.0, 0, self.step
         rows = slice(dist.rank, None, dist.world)
         while self.step < args.steps:
             s = self.step + 1
@@ -294,43 +303,55 @@ class _Loop:
                 group["lr"] = lr
             x, y = random_windows(self.train_tokens, args.batch, args.seq_len,
                                   batch_generator(args.seed, s))
-            x, y = x[rows].to(self.device), y[rows].to(self.device)
+            x, y = x[rows].to(dev), y[rows].to(dev)
             with self.amp:
                 loss, ce = _loss_terms(self.ddp_model, x, y, args, self.teacher)
-            cancel = float(dist.is_main and self.rd.cancel_path.exists())
-            flags = torch.stack([loss.detach().float(), ce.detach().float(),
-                                 torch.tensor(cancel, device=loss.device)])
-            if dist.enabled:
-                torch.distributed.all_reduce(flags)
-                flags[:2] /= dist.world
-            loss_val, ce_val, cancel_flag = (float(v) for v in flags.tolist())
-            if not math.isfinite(loss_val):
-                return "diverged", (f"non-finite loss ({loss_val}) at step {s}; no checkpoint "
-                                    f"written from this state (last good: "
-                                    f"{self.rd.checkpoint_step()})"), self.step
+            bad |= ~torch.isfinite(loss.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.grad_clip)
-                if not math.isfinite(float(norm)):
-                    return "diverged", (f"non-finite gradient norm at step {s}; no checkpoint "
-                                        "written from this state"), self.step
+                bad |= ~torch.isfinite(norm)
             self.opt.step()
             self.step = s
-            t_train += time.perf_counter() - t
+            loss_sum += (ce if self.teacher is None else loss).detach().float()
+            ce_last = ce.detach().float()
             steps_timed += 1
-            losses.append(ce_val if self.teacher is None else loss_val)
+            checkpoint_now = s == args.steps or bool(
+                args.checkpoint_every and s % args.checkpoint_every == 0)
+            # One process sees the CANCEL file at once (a host-only stat); DDP ranks agree on
+            # it at the next check step.
+            cancel = float(dist.is_main and (not dist.enabled or checkpoint_now
+                                             or s % args.log_every == 0)
+                           and self.rd.cancel_path.exists())
+            if not (s % args.log_every == 0 or s % args.eval_every == 0 or checkpoint_now
+                    or cancel):
+                t_train += time.perf_counter() - t
+                continue
+            flags = torch.stack([loss_sum / steps_timed, ce_last, bad.float(),
+                                 torch.tensor(cancel, device=dev)])
+            if dist.enabled:
+                torch.distributed.all_reduce(flags)
+                flags[:2] /= dist.world
+            mean_loss, ce_val, bad_flag, cancel_flag = (float(v) for v in flags.tolist())
+            t_train += time.perf_counter() - t
+            if bad_flag > 0 or not math.isfinite(mean_loss):
+                return "diverged", (f"non-finite loss or gradient between steps {last_good + 1} "
+                                    f"and {s}; no checkpoint written from this state (last "
+                                    f"good: {self.rd.checkpoint_step()})"), last_good
+            last_good = s
             final = s == args.steps or cancel_flag > 0
             do_eval = s % args.eval_every == 0 or final
             if s % args.log_every == 0 or do_eval:
-                record = {"step": s, "tokens": s * args.batch * args.seq_len,
-                          "loss": sum(losses) / len(losses), "lr": lr,
-                          "tokens_per_s": steps_timed * args.batch * args.seq_len / t_train}
+                record = {"step": s, "tokens": s * args.batch * args.seq_len, "loss": mean_loss,
+                          "lr": lr, "tokens_per_s": steps_timed * args.batch * args.seq_len
+                          / max(t_train, 1e-9)}
                 if self.teacher is not None:
                     record["ce"] = ce_val
                 self._record(record, evaluate_now=do_eval)
-                losses, t_train, steps_timed = [], 0.0, 0
-            if final or (args.checkpoint_every and s % args.checkpoint_every == 0):
+                loss_sum.zero_()
+                t_train, steps_timed = 0.0, 0
+            if final or checkpoint_now:
                 self._checkpoint(s)
             if cancel_flag > 0:
                 return "cancelled", f"cancelled at step {s} (CANCEL file)", s
@@ -358,7 +379,7 @@ class _Loop:
             return
         self.rd.save_state(step, self.opt, self.param_names, {"elapsed_s": self.elapsed()})
         meta = {"step": step, "run": self.rd.path.name, "val_loss": self.last_val[0],
-                "val_acc": self.last_val[1], "unigram_loss": self.unigram,
+                "val_acc": self.last_val[1], **self.baselines,
                 "tokens": step * self.args.batch * self.args.seq_len, "seed": self.args.seed}
         save_checkpoint(self.rd.checkpoint_path, self.model, tokenizer=self.tokenizer,
                         meta=meta, overwrite=True)

@@ -81,6 +81,10 @@ def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
     cfg = cfg.replace(vocab_size=vocab_size, max_seq_len=max(cfg.max_seq_len, seq))
     if args.n_layers is not None:
         cfg = cfg.replace(n_layers=args.n_layers)
+    if args.embed_scale is not None:
+        cfg = cfg.replace(embed_scale=args.embed_scale)
+    if args.n_heads is not None:  # head_dim follows; KV heads are re-derived by the variant
+        cfg = cfg.with_attention(n_heads=args.n_heads, head_dim=None, n_kv_heads=None)
     attn: dict[str, object] = {}
     for name in ("position", "n_kv_heads", "d_ctx", "kv_lora_rank"):
         if getattr(args, name) is not None:
@@ -101,7 +105,8 @@ def build_model(args: TrainArgs,
     if args.init:
         from qvka_core.checkpoints import load_checkpoint
 
-        fixed = [n for n in ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers")
+        fixed = [n for n in ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers", "n_heads",
+                             "embed_scale")
                  if getattr(args, n) is not None]
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} cannot be set with init (the checkpoint "

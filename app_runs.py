@@ -315,58 +315,6 @@ def runs_table(statuses: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame([runview.run_row(s) for s in statuses])
 
 
-# --- paper --------------------------------------------------------------------------------------
-PAPER_COMMITTED = ROOT / "assets" / "paper_mini" / "results.json"
-PAPER_COMMAND = ("python -m qvka_core paper grid --submit --device cpu && "
-                 "python -m qvka_core paper summary --out assets/paper_mini/results.json")
-
-
-@st.cache_data(ttl=10, show_spinner=False)
-def paper_results(root: str) -> dict[str, Any]:
-    """Our paper-mini aggregate over `root`, else the committed results.json (if present)."""
-    import json
-
-    live = paper.aggregate(root)
-    if live["cells"] or not PAPER_COMMITTED.exists():
-        return {**live, "from": f"runs under {root}"}
-    return {**json.loads(PAPER_COMMITTED.read_text(encoding="utf-8")),
-            "from": str(PAPER_COMMITTED.relative_to(ROOT))}
-
-
-def launch_grid(steps_mult: float, seeds: int, device: str, *,
-                qvka_both: bool = False) -> tuple[list[str], list[str]]:
-    """Queue the paper-mini grid through the job queue; runs that already exist are skipped
-    (a second press does not duplicate them). Returns (queued ids, skipped names)."""
-    root = runs_root()
-    queued, skipped = [], []
-    for r in paper.grid_runs(seeds=list(range(seeds)), steps_mult=steps_mult,
-                             qvka_both=qvka_both):
-        if (root / r["name"]).exists():
-            skipped.append(r["name"])
-            continue
-        tags = {"grid": paper.GRID_NAME, "cell": r["cell"], "position": r["position"],
-                "seed": r["seed"]}
-        queued.append(jobs.submit(r["argv"], name=r["name"], device=device, root=root,
-                                  tags=tags)["id"])
-    return queued, skipped
-
-
-def ours_table(results: dict[str, Any]) -> pd.DataFrame:
-    """Our cells as mean ± sd strings (val loss in nats, next-token accuracy in %)."""
-    def pm(mean: float, sd: float | None, digits: int) -> str:
-        return f"{mean:.{digits}f} ± {sd:.{digits}f}" if sd is not None else f"{mean:.{digits}f}"
-
-    def below_unigram(c: dict[str, Any]) -> str:  # how much it learned beyond word counts
-        u = c.get("unigram_loss")
-        return "-" if u is None else f"{u - c['val_loss_mean']:.3f}"
-
-    return pd.DataFrame([{"cell": c["label"], "position": c["position"], "n": c["n"],
-                          "val loss (nats)": pm(c["val_loss_mean"], c["val_loss_sd"], 4),
-                          "val acc %": pm(c["val_acc_mean"], c["val_acc_sd"], 2),
-                          "below unigram (nats)": below_unigram(c)}
-                         for c in results.get("cells", {}).values()])
-
-
 def default_lr(base_kind: str) -> float:
     """The runner's own default: fine-tuning a checkpoint vs training a preset from scratch."""
     from qvka_core.train.args import FINETUNE_LR, SCRATCH_LR

@@ -21,6 +21,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from qvka_core import stats
 from qvka_core.errors import RunError
 
 SOURCE = ("[S] reported by secondary summaries of arXiv 2603.15665 (Tables 3-4); "
@@ -39,7 +40,8 @@ PAPER_TABLES: list[dict[str, Any]] = [
 """Paper positions: "sinusoidal" = the paper's "Default"; "agf" = "AGF + PCM-V"."""
 
 GRID_NAME = "paper-mini"
-HEAD_DIM = 32  # the bundled Austen decoder: d_model 128, 4 heads
+N_HEADS = 16  # the paper's 16 heads: d_h / d_model = 8 / 128 = 64 / 1024
+HEAD_DIM = 8
 CELLS: dict[str, dict[str, Any]] = {
     "qkv": {"label": "QKV (mha)", "variant": "mha", "d_ctx": None},
     "qv": {"label": "QV", "variant": "qv", "d_ctx": None},
@@ -47,14 +49,37 @@ CELLS: dict[str, dict[str, Any]] = {
     "qvka2x": {"label": "QV-Ka d_ctx = 2·d_h", "variant": "qvka", "d_ctx": 2 * HEAD_DIM},
 }
 POSITIONS = {"sin": "sinusoidal", "agf": "agf"}
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 BUDGET: dict[str, int | float] = {
-    "steps": 150, "batch": 16, "seq_len": 64, "lr": 2e-3, "warmup": 15, "eval_every": 50,
-    "eval_batches": 4, "log_every": 10, "checkpoint_every": 50,
+    "steps": 1500, "batch": 16, "seq_len": 128, "lr": 3e-3, "eval_batches": 8,
 }
-"""Equal budget for every cell: 150 x 16 x 64 = 153,600 tokens per run. Sized for 2 idle CPU
-cores: ~40 s per run (start-up included), 18 runs ≈ 12 min (24 with `qvka_both` ≈ 16 min).
-GPU users pass `steps_mult` (and may raise batch through `budget`)."""
+"""Equal budget for every cell: 1,500 steps x 16 x 128 = 3.07 M tokens per run (about three
+passes over the 1.0 M-token train split). Measured first on this 2-core machine: one run
+trains at ~20 k tokens/s on idle cores (two runs side by side at 1 thread each, ~10 k each),
+so a run takes ~5 min idle and the paper's 6 cells x 5 seeds (92 M tokens) ~80 min with two
+runs at a time; with other work on the machine, 2-3x that. A 400-step probe (0.8 M tokens)
+ended at 5.32 nats for QV under sinusoidal PE and 800 steps at ~4.7, above the bigram's
+4.62: fewer tokens leave the slowest cell at the bigram. Evaluation (10 points for the
+learning curves, on eval_batches x batch = 128 fixed windows of 128 tokens) and checkpoints
+(5 per run) scale with the steps."""
+EVAL_POINTS, CHECKPOINTS, LOG_POINTS = 10, 5, 30
+MARGIN_NATS = 0.02
+"""Equivalence margin for "close to QKV" (claim 3): 0.02 nats/token, i.e. 2 % perplexity.
+arXiv 2606.04032 measures plain QV (their Q-K=V) at 2.5-3.1 % perplexity behind QKV at
+300 M-1.2 B parameters, so a key-side scheme "close to QKV" must be nearer than plain QV's
+known cost; 2 % sits just inside it."""
+
+
+def key_side_share(d_ctx: int, *, d_model: int = 128, n_heads: int = N_HEADS) -> float:
+    """QV-Ka's key-side parameters (W_ctx + the per-head W_K,i) as a share of MHA's W_K, from
+    the built configs' own accounting (notes/paper.md §6: 19 % and 31 % in the paper)."""
+    from qvka_core.accounting import param_breakdown
+    from qvka_core.train.bundled import austen_config
+
+    base = austen_config().with_attention(n_heads=n_heads, head_dim=None, n_kv_heads=None)
+    mha = param_breakdown(base)["attention/k_proj"]
+    ka = param_breakdown(base.with_variant("qvka", d_ctx=d_ctx))
+    return (ka["attention/ctx_proj"] + ka["attention/k_weight"]) / mha
 
 
 def grid_runs(*, seeds: tuple[int, ...] | list[int] = SEEDS, cells: list[str] | None = None,
@@ -63,9 +88,12 @@ def grid_runs(*, seeds: tuple[int, ...] | list[int] = SEEDS, cells: list[str] | 
               prefix: str = GRID_NAME) -> list[dict[str, Any]]:
     """Every run of the grid: [{"name", "cell", "position", "seed", "argv"}, ...].
 
-    QV-Ka cells run under AGF only, as in the paper (6 cells x 3 seeds = 18 runs); with
-    `qvka_both` they also run under sinusoidal PE (8 cells, 24 runs). `argv` holds the train
-    options without --out/--name/--device (the queue or the caller adds those). Order:
+    QV-Ka cells run under AGF only, as in the paper (6 cells x 5 seeds = 30 runs); with
+    `qvka_both` they also run under sinusoidal PE (8 cells, 40 runs). Every cell has the
+    bundled d128 decoder with 16 heads of 8 and √d-scaled embeddings under both position
+    schemes, so a cell differs from another only in attention and positions; seed s fixes
+    the data order (and the shared parts of the initialisation) in every cell, so cells
+    pair by seed. `argv` holds the train options without --out/--name/--device. Order:
     seed-major, so a partial grid already covers every cell once.
     """
     cells = list(cells or CELLS)
@@ -74,10 +102,16 @@ def grid_runs(*, seeds: tuple[int, ...] | list[int] = SEEDS, cells: list[str] | 
     if unknown:
         raise RunError(f"unknown grid cell/position {unknown}; cells: {', '.join(CELLS)}; "
                        f"positions: {', '.join(POSITIONS)}")
-    if not seeds:
-        raise RunError("the grid needs at least one seed (use >= 3 for mean ± sd)")
+    if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise RunError(f"seeds must be one or more integers >= 0, got {list(seeds)!r}")
+    if not (isinstance(steps_mult, int | float) and math.isfinite(steps_mult)
+            and steps_mult > 0):
+        raise RunError(f"steps_mult must be a positive number, got {steps_mult!r}")
     b = {**BUDGET, **(budget or {})}
     steps = max(1, round(int(b["steps"]) * steps_mult))
+    every = {"eval_every": max(1, steps // EVAL_POINTS),
+             "checkpoint_every": max(1, steps // CHECKPOINTS),
+             "log_every": max(1, steps // LOG_POINTS)}
     runs = []
     for seed in seeds:
         for cell in cells:
@@ -85,12 +119,14 @@ def grid_runs(*, seeds: tuple[int, ...] | list[int] = SEEDS, cells: list[str] | 
                 if cell.startswith("qvka") and pos != "agf" and not qvka_both:
                     continue
                 spec = CELLS[cell]
-                argv = ["--preset", "austen", "--variant", spec["variant"],
-                        "--position", POSITIONS[pos], "--data", "austen", "--seed", str(seed),
-                        "--steps", str(steps), "--warmup", str(min(int(b["warmup"]), steps))]
-                for key in ("batch", "seq_len", "lr", "eval_every", "eval_batches",
-                            "log_every", "checkpoint_every"):
+                argv = ["--preset", "austen", "--n-heads", str(N_HEADS), "--embed-scale", "on",
+                        "--variant", spec["variant"], "--position", POSITIONS[pos],
+                        "--data", "austen", "--seed", str(seed), "--steps", str(steps),
+                        "--warmup", str(max(1, steps // 10))]
+                for key in ("batch", "seq_len", "lr", "eval_batches"):
                     argv += [f"--{key.replace('_', '-')}", str(b[key])]
+                for key, value in every.items():
+                    argv += [f"--{key.replace('_', '-')}", str(value)]
                 if spec["d_ctx"] is not None:
                     argv += ["--d-ctx", str(spec["d_ctx"])]
                 runs.append({"name": f"{prefix}-{cell}-{pos}-s{seed}", "cell": cell,
@@ -119,22 +155,32 @@ def submit_grid(*, root: str | Path | None = None, device: str = "cpu",
             for r in grid_runs(**kwargs)]
 
 
-def run_grid_local(out: str | Path = "runs", *, device: str = "cpu",
-                   **kwargs: Any) -> list[dict[str, Any]]:
-    """Run the grid here, one run after another (scripted use). Finished runs are skipped."""
+def run_grid_local(out: str | Path = "runs", *, device: str = "cpu", shard: tuple[int, int] = (0, 1),
+                   threads: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run the grid here, one run after another (scripted use), resumably: finished runs are
+    skipped and a run that was interrupted continues from its last checkpoint. `shard`
+    (i, n) takes every n-th run from the i-th, so n processes can share the grid."""
     from qvka_core.cli import _Parser
     from qvka_core.cli import train as train_cli
     from qvka_core.train import run
 
+    index, count = shard
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int)
+            and 0 <= index < count):
+        raise RunError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
     parser = _Parser(prog="train")
     train_cli.add_arguments(parser)
     done = []
-    for r in grid_runs(**kwargs):
+    for r in grid_runs(**kwargs)[index::count]:
         run_dir = Path(out) / r["name"]
         if _final(run_dir) is not None:
             continue
-        ns = parser.parse_args(r["argv"] + ["--out", str(out), "--name", r["name"],
-                                            "--device", device])
+        extra = ["--out", str(out), "--name", r["name"], "--device", device]
+        if threads is not None:
+            extra += ["--threads", str(threads)]
+        if (run_dir / "config.json").exists():
+            extra.append("--resume")
+        ns = parser.parse_args(r["argv"] + extra)
         result = run(train_cli.build_args(ns))
         done.append({"name": r["name"], "state": result.state, "val_loss": result.val_loss,
                      "val_acc": result.val_acc})
@@ -142,30 +188,57 @@ def run_grid_local(out: str | Path = "runs", *, device: str = "cpu",
 
 
 # --- aggregation ------------------------------------------------------------------------------
-def _final(run_dir: Path) -> dict[str, float] | None:
-    """Final validation loss/accuracy of a completed run, else None."""
+def _final(run_dir: Path) -> dict[str, Any] | None:
+    """A completed run's final validation metrics, baselines, learning curve and speed."""
     from qvka_core.jobs.status import read_metrics
     from qvka_core.jobs.store import read_json
 
     status = read_json(run_dir / "status.json") or {}
     if status.get("state") != "completed":
         return None
-    for rec in reversed(read_metrics(run_dir)):
-        if rec.get("val_loss") is not None and rec.get("val_acc") is not None:
-            meta = read_json(run_dir / "checkpoint" / "meta.json") or {}
-            unigram = rec.get("unigram_loss", meta.get("unigram_loss"))
-            return {"val_loss": float(rec["val_loss"]), "val_acc": float(rec["val_acc"]),
-                    "step": rec["step"], "unigram_loss": None if unigram is None
-                    else float(unigram)}
-    return None
+    records = read_metrics(run_dir)
+    evals = [r for r in records if r.get("val_loss") is not None]
+    if not evals or evals[-1].get("val_acc") is None:
+        return None
+    last = evals[-1]
+    first = records[0] if records else {}
+    meta = read_json(run_dir / "checkpoint" / "meta.json") or {}
+    speeds = [r["tokens_per_s"] for r in records if r.get("tokens_per_s")]
+
+    def baseline(key: str) -> float | None:
+        value = first.get(key, meta.get(key))
+        return None if value is None else float(value)
+
+    return {"val_loss": float(last["val_loss"]), "val_acc": float(last["val_acc"]),
+            "step": last["step"], "tokens": last.get("tokens"),
+            "unigram_loss": baseline("unigram_loss"), "bigram_loss": baseline("bigram_loss"),
+            "wall_s": last.get("elapsed_s"),
+            "tokens_per_s": statistics.median(speeds) if speeds else None,
+            "curve": [[r.get("tokens", 0), float(r["val_loss"])] for r in evals]}
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
+def _mean_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _curve(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Mean, min and max validation loss over seeds at each evaluation all runs share."""
+    by_tokens: dict[int, list[float]] = {}
+    for r in runs:
+        for tokens, loss in r["curve"]:
+            by_tokens.setdefault(int(tokens), []).append(loss)
+    return [{"tokens": t, "mean": statistics.fmean(v), "min": min(v), "max": max(v)}
+            for t, v in sorted(by_tokens.items()) if len(v) == len(runs)]
+
+
 def aggregate(root: str | Path = "runs", *, prefix: str = GRID_NAME) -> dict[str, Any]:
-    """Mean ± sd (sample, n-1) of final val_loss (nats) and val_acc (%) per grid cell.
+    """Per grid cell: its runs by seed, mean ± sd (sample, n-1) of final val_loss (nats) and
+    val_acc (%), the unigram and bigram baselines on the same windows, the learning curve.
 
     Only completed runs named `<prefix>-<cell>-<sin|agf>-s<seed>` count; others are listed
     under "incomplete".
@@ -188,143 +261,147 @@ def aggregate(root: str | Path = "runs", *, prefix: str = GRID_NAME) -> dict[str
                                                    "position": pos, "runs": []})
         entry["runs"].append({"name": run_dir.name, "seed": seed, **final})
     for entry in cells.values():
-        entry["n"] = len(entry["runs"])
-        entry["seeds"] = sorted(r["seed"] for r in entry["runs"])
-        loss_m, loss_sd = _mean_sd([r["val_loss"] for r in entry["runs"]])
-        acc_m, acc_sd = _mean_sd([100.0 * r["val_acc"] for r in entry["runs"]])
-        unigrams = [r["unigram_loss"] for r in entry["runs"] if r.get("unigram_loss") is not None]
+        runs = sorted(entry["runs"], key=lambda r: r["seed"])
+        entry["runs"] = runs
+        entry["n"] = len(runs)
+        entry["seeds"] = [r["seed"] for r in runs]
+        loss_m, loss_sd = _mean_sd([r["val_loss"] for r in runs])
+        acc_m, acc_sd = _mean_sd([100.0 * r["val_acc"] for r in runs])
         entry.update(val_loss_mean=loss_m, val_loss_sd=loss_sd, val_acc_mean=acc_m,
-                     val_acc_sd=acc_sd,
-                     unigram_loss=statistics.fmean(unigrams) if unigrams else None)
+                     val_acc_sd=acc_sd, unigram_loss=_mean_of(runs, "unigram_loss"),
+                     bigram_loss=_mean_of(runs, "bigram_loss"),
+                     tokens_per_s=_mean_of(runs, "tokens_per_s"),
+                     wall_s=_mean_of(runs, "wall_s"), curve=_curve(runs))
     return {"grid": prefix, "cells": dict(sorted(cells.items())), "incomplete": incomplete,
-            "budget": BUDGET, "units": {"val_loss": "nats/token", "val_acc": "% next-token"}}
+            "budget": BUDGET, "margin_nats": MARGIN_NATS,
+            "units": {"val_loss": "nats/token", "val_acc": "% next-token"}}
 
 
 # --- claims -----------------------------------------------------------------------------------
-def _diff(results: dict[str, Any], worse: str, better: str,
-          metric: str) -> tuple[float, float | None, int] | None:
-    """(mean(worse) − mean(better) as a deficit of `worse`, its standard error, min n)."""
-    a, b = results["cells"].get(worse), results["cells"].get(better)
-    if not a or not b:
-        return None
-    sign = 1.0 if metric == "val_loss" else -1.0  # deficit > 0 means `worse` is worse
-    d = sign * (a[f"{metric}_mean"] - b[f"{metric}_mean"])
-    sds = (a[f"{metric}_sd"], b[f"{metric}_sd"])
-    if None in sds:
-        return d, None, min(a["n"], b["n"])
-    se = math.sqrt(sds[0] ** 2 / a["n"] + sds[1] ** 2 / b["n"])
-    return d, se, min(a["n"], b["n"])
-
-
-def _fmt(d: tuple[float, float | None, int], metric: str) -> str:
-    unit = "nats" if metric == "val_loss" else "acc points"
-    shown = d[0] if metric == "val_loss" else -d[0]  # as "A − B" in the metric's own sign
-    noise = f" ± {d[1]:.3f}" if d[1] is not None else " (noise unknown: 1 seed)"
-    return f"{shown:+.3f}{noise} {unit} (n={d[2]})"
-
-
-def _beyond(d: tuple[float, float | None, int]) -> int:
-    """+1 deficit beyond 2 s.e., −1 advantage beyond 2 s.e., 0 within noise."""
-    if d[1] is None:
-        return 0
-    return 1 if d[0] > 2 * d[1] else (-1 if d[0] < -2 * d[1] else 0)
-
-
 CLAIMS = [(1, "QV is slightly behind QKV (sinusoidal PE)", "70.0756 vs 70.5911 % (−0.516 points)"),
           (2, "AGF shrinks the QV–QKV gap by about half",
            "gap −0.516 → −0.212 points (≈59 % smaller)"),
           (3, "QV-Ka with d_ctx = 2·d_h is close to QKV (AGF)",
            "70.6919 vs 70.7305 % (−0.039 points)")]
+COMPARISONS = {  # name -> (cell a, cell b): paired loss differences a − b, by seed
+    "qv_sin": ("qv/sinusoidal", "qkv/sinusoidal"),
+    "qv_agf": ("qv/agf", "qkv/agf"),
+    "qvka2x_agf": ("qvka2x/agf", "qkv/agf"),
+    "qvka1x_agf": ("qvka1x/agf", "qkv/agf"),
+    "qkv_agf_vs_sin": ("qkv/agf", "qkv/sinusoidal"),
+}
+UNRESOLVED = "not resolved at this scale"
+
+
+def _by_seed(results: dict[str, Any], key: str, metric: str = "val_loss") -> dict[int, float]:
+    cell = results["cells"].get(key)
+    return {r["seed"]: r[metric] for r in cell["runs"]} if cell else {}
+
+
+def paired_difference(results: dict[str, Any], a: str, b: str,
+                      metric: str = "val_loss") -> stats.Paired | None:
+    """Mean over shared seeds of metric(a) − metric(b), with its t intervals."""
+    xa, xb = _by_seed(results, a, metric), _by_seed(results, b, metric)
+    return stats.paired([xa[s] - xb[s] for s in sorted(set(xa) & set(xb))])
+
+
+def _gap_change(results: dict[str, Any]) -> stats.Paired | None:
+    """Per seed: (QV − QKV under sinusoidal) − (QV − QKV under AGF), the gap AGF removes."""
+    cols = [_by_seed(results, k) for k in ("qv/sinusoidal", "qkv/sinusoidal", "qv/agf",
+                                           "qkv/agf")]
+    seeds = sorted(set.intersection(*(set(c) for c in cols)))
+    return stats.paired([(cols[0][s] - cols[1][s]) - (cols[2][s] - cols[3][s]) for s in seeds])
+
+
+def _ci(p: stats.Paired) -> str:
+    return f"{p.mean:+.3f} nats (95 % CI {p.lo:+.3f}..{p.hi:+.3f}, n = {p.n} seeds)"
 
 
 def _untrained(results: dict[str, Any]) -> str | None:
-    """Why the runs cannot test a claim: some cell does not beat the unigram baseline (a model
-    that predicts word frequencies only), i.e. the budget was too small to learn anything."""
-    behind = [f"{key} {c['val_loss_mean']:.3f} ≥ {c['unigram_loss']:.3f}"
+    """Why the runs cannot test a claim: some cell does not beat the bigram baseline on its
+    own windows, i.e. it has not learned even which word follows which."""
+    behind = [f"{key} {c['val_loss_mean']:.3f} ≥ {c['bigram_loss']:.3f}"
+              if c.get("bigram_loss") is not None else f"{key} (no bigram recorded)"
               for key, c in results.get("cells", {}).items()
-              if c.get("unigram_loss") is not None and c["val_loss_mean"] >= c["unigram_loss"]]
+              if c.get("bigram_loss") is None or c["val_loss_mean"] >= c["bigram_loss"]]
     if not behind:
         return None
-    return ("not beyond the unigram baseline, so not trained enough to compare (val loss ≥ "
-            "unigram loss, nats): " + "; ".join(behind))
+    return ("cells not below the bigram baseline (or without one), so not trained enough to "
+            "compare (val loss ≥ bigram loss, nats): " + "; ".join(behind))
 
 
-def claims(results: dict[str, Any], *, metric: str = "val_loss") -> list[dict[str, Any]]:
-    """For each of the paper's claims: our numbers, the seed noise and a plain verdict.
-
-    `metric` decides the verdict ("val_loss" or "val_acc"); the other one is shown too.
-    "Beyond noise" means |difference| > 2 standard errors of the difference of means.
-    Verdicts: supported, partly supported, not shown (the paper's direction, within noise),
-    not supported, contradicted, insufficient data, insufficient training (a cell does not
-    beat the unigram baseline).
-    """
-    if metric not in ("val_loss", "val_acc"):
-        raise RunError(f"metric must be val_loss or val_acc, got {metric!r}")
-    other = "val_acc" if metric == "val_loss" else "val_loss"
+def claims(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """For each of the paper's three claims: the paired difference across seeds with its
+    95 % t interval, and a verdict decided by that interval (claim 3: by an equivalence test
+    against MARGIN_NATS). Verdicts: "supported", "contradicted", "not resolved at this scale"
+    (the interval is compatible with both), "insufficient data" (< 2 paired seeds),
+    "insufficient training" (some cell is not below its bigram baseline)."""
     out = []
 
-    def record(cid: int, claim: str, paper: str, d: Any, verdict: str, detail: str,
+    def record(cid: int, p: stats.Paired | None, verdict: str, detail: str,
                key: str = "difference") -> None:
-        """d = (deficit, se, n); "difference" is shown as A − B in the metric's own sign."""
-        numbers: dict[str, Any] = {}
-        if d is not None:
-            value = d[0] if metric == "val_loss" or key != "difference" else -d[0]
-            numbers = {key: value, "se": d[1], "n": d[2]}
-        out.append({"id": cid, "claim": claim, "paper": paper, "metric": metric, **numbers,
-                    "verdict": verdict, "text": f"{detail}; {verdict}"})
+        _, claim, paper_text = CLAIMS[cid - 1]
+        numbers = {key: p.mean, "paired": p.to_dict()} if p is not None else {}
+        out.append({"id": cid, "claim": claim, "paper": paper_text, "metric": "val_loss",
+                    **numbers, "verdict": verdict, "text": f"{detail}; {verdict}"})
 
     untrained = _untrained(results)
     if untrained:  # differences between models that learned nothing say nothing
-        for cid, claim, paper_text in CLAIMS:
-            record(cid, claim, paper_text, None, "insufficient training", untrained)
+        for cid, _, _ in CLAIMS:
+            record(cid, None, "insufficient training", untrained)
         return out
-    qv_sin = _diff(results, "qv/sinusoidal", "qkv/sinusoidal", metric)
-    qv_agf = _diff(results, "qv/agf", "qkv/agf", metric)
-    _, c1, p1 = CLAIMS[0]
-    if qv_sin is None or qv_sin[1] is None:
-        record(1, c1, p1, qv_sin, "insufficient data", "needs ≥2 seeds of QV and QKV, sinusoidal")
+    qv_sin = paired_difference(results, *COMPARISONS["qv_sin"])
+    if qv_sin is None:
+        record(1, None, "insufficient data", "needs ≥ 2 shared seeds of QV and QKV, sinusoidal")
     else:
-        o = _diff(results, "qv/sinusoidal", "qkv/sinusoidal", other)
-        detail = f"QV − QKV: {_fmt(qv_sin, metric)}; {other} {_fmt(o, other) if o else '-'}"
-        within = ("not shown: QV is behind, as in the paper, but within noise" if qv_sin[0] > 0
-                  else "not supported: QV is not behind; within noise")
-        v = {1: "supported", 0: within, -1: "contradicted: QV ahead of QKV"}[_beyond(qv_sin)]
-        record(1, c1, p1, qv_sin, v, detail)
+        v = {1: "supported: QV is behind QKV", -1: "contradicted: QV is ahead of QKV",
+             0: UNRESOLVED}[stats.direction(qv_sin)]
+        record(1, qv_sin, v, f"QV − QKV: {_ci(qv_sin)}")
 
-    _, c2, p2 = CLAIMS[1]
-    if qv_sin is None or qv_agf is None or qv_sin[1] is None or qv_agf[1] is None:
-        record(2, c2, p2, None, "insufficient data", "needs ≥2 seeds of QV and QKV under both")
+    change = _gap_change(results)
+    qv_agf = paired_difference(results, *COMPARISONS["qv_agf"])
+    if change is None or qv_sin is None or qv_agf is None:
+        record(2, None, "insufficient data", "needs ≥ 2 shared seeds of QV and QKV under both")
     else:
-        change = (qv_sin[0] - qv_agf[0], math.hypot(qv_sin[1], qv_agf[1]), min(qv_sin[2],
-                                                                                qv_agf[2]))
-        detail = (f"gap sinusoidal {_fmt(qv_sin, metric)}, AGF {_fmt(qv_agf, metric)}")
-        if _beyond(qv_sin) != 1:
-            v = "not supported: no QV–QKV gap beyond noise under sinusoidal PE to shrink"
-        elif _beyond(change) != 1:
-            v = "not supported: the change in the gap is within noise"
+        detail = (f"gap under sinusoidal {_ci(qv_sin)}, under AGF {_ci(qv_agf)}; AGF removes "
+                  f"{_ci(change)}")
+        if stats.direction(qv_sin) != 1:
+            v = f"{UNRESOLVED}: no QV–QKV gap beyond noise under sinusoidal PE to shrink"
+        elif stats.direction(change) == 1:
+            frac = change.mean / qv_sin.mean
+            v = f"supported: AGF shrinks the gap, by {frac:.0%} (the paper: ≈59 %)"
+        elif stats.direction(change) == -1:
+            v = "contradicted: the gap grows under AGF"
         else:
-            frac = change[0] / qv_sin[0]
-            detail += f"; the gap shrinks by {frac:.0%}"
-            v = "supported" if 0.25 <= frac <= 0.85 else "partly supported: shrinks, not by ~half"
-        record(2, c2, p2, change, v, detail, key="gap_reduction")
+            v = UNRESOLVED
+        record(2, change, v, detail, key="gap_reduction")
 
-    _, c3, p3 = CLAIMS[2]
-    ka = _diff(results, "qvka2x/agf", "qkv/agf", metric)
-    if ka is None or ka[1] is None:
-        record(3, c3, p3, ka, "insufficient data", "needs ≥2 seeds of QV-Ka(2×) and QKV, AGF")
+    ka = paired_difference(results, *COMPARISONS["qvka2x_agf"])
+    if ka is None:
+        record(3, None, "insufficient data", "needs ≥ 2 shared seeds of QV-Ka(2×) and QKV, AGF")
     else:
-        detail = f"QV-Ka(2×) − QKV: {_fmt(ka, metric)}"
-        b = _beyond(ka)
-        if b == 0:
-            v = "supported: indistinguishable from QKV within noise"
-        elif b == -1:
-            v = "contradicted: QV-Ka(2×) is ahead of QKV beyond noise"
-        elif qv_agf is not None and abs(ka[0]) <= 0.5 * abs(qv_agf[0]):
-            v = "partly supported: behind QKV, but by less than half of QV's gap"
-        else:
-            v = "not supported: behind QKV beyond noise"
-        record(3, c3, p3, ka, v, detail)
+        m = MARGIN_NATS
+        test = stats.equivalence(ka, m)
+        v = {"equivalent": f"supported: within ±{m} nats of QKV (90 % CI "
+                           f"{ka.lo90:+.3f}..{ka.hi90:+.3f})",
+             "different": f"contradicted: {'behind' if ka.mean > 0 else 'ahead of'} QKV by "
+                          f"more than {m} nats",
+             "unresolved": f"{UNRESOLVED} (margin ±{m} nats)"}[test]
+        record(3, ka, v, f"QV-Ka(2×) − QKV: {_ci(ka)}")
     return out
+
+
+def comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every paired comparison of COMPARISONS that the runs allow, loss and accuracy."""
+    rows = []
+    for name, (a, b) in COMPARISONS.items():
+        p = paired_difference(results, a, b)
+        if p is None:
+            continue
+        acc = paired_difference(results, a, b, "val_acc")
+        rows.append({"name": name, "a": a, "b": b, "loss": p.to_dict(),
+                     "acc_points": None if acc is None else 100 * acc.mean})
+    return rows
 
 
 def summary_text(data: dict[str, Any]) -> str:
@@ -332,9 +409,12 @@ def summary_text(data: dict[str, Any]) -> str:
     def sd(v: float | None) -> str:
         return f"{v:.3f}" if v is not None else "-"
 
-    lines = [f"{key:<22} n={c['n']}  val_loss {c['val_loss_mean']:.4f} ± {sd(c['val_loss_sd'])}"
-             f"  val_acc {c['val_acc_mean']:.2f} ± {sd(c['val_acc_sd'])} %"
-             for key, c in data.get("cells", {}).items()]
+    lines = []
+    for key, c in data.get("cells", {}).items():
+        base = (f"  bigram {c['bigram_loss']:.3f}" if c.get("bigram_loss") is not None else "")
+        lines.append(f"{key:<22} n={c['n']}  val_loss {c['val_loss_mean']:.4f} ± "
+                     f"{sd(c['val_loss_sd'])}  val_acc {c['val_acc_mean']:.2f} ± "
+                     f"{sd(c['val_acc_sd'])} %{base}")
     if data.get("incomplete"):
         lines.append(f"incomplete: {', '.join(data['incomplete'])}")
     lines += [f"({c['id']}) {c['claim']} [paper: {c['paper']}]\n    {c['text']}"
@@ -342,15 +422,36 @@ def summary_text(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def summary(root: str | Path = "runs", *, prefix: str = GRID_NAME, metric: str = "val_loss",
-            command: str | None = None, out: str | Path | None = None) -> dict[str, Any]:
-    """aggregate + claims + the paper's tables (+ the producing command); optionally saved."""
+def machine() -> dict[str, Any]:
+    """Where the numbers were measured."""
+    import os
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or None,
+            "cpus": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
+
+
+def summary(root: str | Path = "runs", *, prefix: str = GRID_NAME, command: str | None = None,
+            out: str | Path | None = None) -> dict[str, Any]:
+    """aggregate + claims + comparisons + the paper's tables, the producing command, the
+    machine and the grid's wall time; optionally saved atomically to `out`."""
     results = aggregate(root, prefix=prefix)
-    data = {**results, "claims": claims(results, metric=metric), "paper": PAPER_TABLES,
-            "paper_source": SOURCE, "command": command}
+    walls = [r["wall_s"] for c in results["cells"].values() for r in c["runs"]
+             if r.get("wall_s") is not None]
+    data = {**results, "claims": claims(results), "comparisons": comparisons(results),
+            "design": {"n_heads": N_HEADS, "head_dim": HEAD_DIM, "embed_scale": True,
+                       "key_side_share": {c: key_side_share(CELLS[c]["d_ctx"])
+                                          for c in ("qvka1x", "qvka2x")}},
+            "paper": PAPER_TABLES, "paper_source": SOURCE, "command": command,
+            "machine": machine(), "train_wall_s_total": sum(walls) if walls else None}
     if out is not None:
         from qvka_core.jobs.store import atomic_write_json
 
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(Path(out), data)
+        target = Path(out)
+        if target.is_dir():
+            raise RunError(f"--out {target} is a directory; give a file path")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(target, data)
     return data

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import app_paper
 import app_runs
 import app_shared
 from qvka_core import jobs, paper
@@ -255,26 +256,34 @@ def fake_grid(root: Path) -> None:
                 d.mkdir()
                 (d / "status.json").write_text(json.dumps({"state": "completed", "step": 150}))
                 loss = base + shift + 0.01 * seed
-                (d / "metrics.jsonl").write_text(json.dumps(
-                    {"step": 150, "val_loss": loss, "val_acc": 0.3 - loss / 100}) + "\n")
+                (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+                    {"step": 0, "tokens": 0, "val_loss": 8.3, "val_acc": 0.0,
+                     "unigram_loss": 6.4, "bigram_loss": 4.6},
+                    {"step": 150, "tokens": 1000, "val_loss": loss,
+                     "val_acc": 0.3 - loss / 100})) + "\n")
 
 
-def test_paper_tables_and_claims(runs: Path) -> None:
+def test_paper_tables_claims_and_curves(runs: Path) -> None:
     at = open_page("pages/paper.py")
     no_errors(at)
     paper_df = at.dataframe[0].value
     assert len(paper_df) == 6 and 70.7305 in list(paper_df["valid acc %"])
-    assert any("24 runs" in c.value for c in at.caption)  # the committed table's 8 cells
+    assert any("30 runs" in c.value for c in at.caption)  # the paper's 6 cells x 5 seeds
 
     fake_grid(runs)
-    app_runs.paper_results.clear()
+    app_paper.paper_results.clear()
     at.run()
     no_errors(at)
     ours = at.dataframe[1].value
     assert len(ours) == 4 and set(ours["n"]) == {2}
     assert "±" in ours["val loss (nats)"][0]
+    assert set(ours["below bigram"]) >= {"+0.595", "+0.695"}  # 4.6 - 4.005, 4.6 - 3.905
     text = " ".join(m.value for m in at.markdown)
-    assert "(1) QV is slightly behind QKV" in text and "supported" in text
+    assert "(1) QV is slightly behind QKV" in text and "95 % CI" in text
+    pairs = at.dataframe[2].value
+    assert "qv/sinusoidal − qkv/sinusoidal" in list(pairs["a − b"])
+    (curves,) = at.get("vega_lite_chart")  # the learning curves, one layered chart
+    assert "tokens" in curves.proto.spec
 
 
 def test_loss_chart_names_run_and_split_in_its_legend() -> None:
@@ -323,17 +332,17 @@ def test_finetune_page_cancel_then_resume(runs: Path) -> None:
     assert steps == sorted(steps) and len(steps) == len(set(steps))  # no step logged twice
 
 
-def test_paper_page_grid_matches_the_committed_table_by_default(
+def test_paper_page_grid_defaults_to_the_papers_cells_and_five_seeds(
         runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rerun controls could not include QV-Ka under sinusoidal PE, though the table
-    shown above them has those cells."""
+    """The rerun controls launch the paper's 6 cells x 5 seeds by default; QV-Ka under
+    sinusoidal PE is a toggle."""
     calls: list = []
-    monkeypatch.setattr(app_runs, "launch_grid",
+    monkeypatch.setattr(app_paper, "launch_grid",
                         lambda *a, **k: calls.append((a, k)) or ([], []))
     at = open_page("pages/paper.py")
-    assert any(c.value.startswith("24 runs") for c in at.caption)
-    at.toggle(key="pp_qvka_both").set_value(False).run()
-    assert any(c.value.startswith("18 runs") for c in at.caption)
+    assert any(c.value.startswith("30 runs") for c in at.caption)
+    at.toggle(key="pp_qvka_both").set_value(True).run()
+    assert any(c.value.startswith("40 runs") for c in at.caption)
     at.button(key="pp_launch").click().run()
     no_errors(at)
-    assert calls == [((1.0, 3, "cpu"), {"qvka_both": False})]
+    assert calls == [((1.0, 5, "cpu"), {"qvka_both": True})]

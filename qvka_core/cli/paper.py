@@ -1,7 +1,7 @@
 """`python -m qvka_core paper ...`: the paper-mini reproduction grid and its summary.
 
     paper grid [--seeds 0 1 2] [--steps-mult 4] [--submit] [--json]   list (or queue) the runs
-    paper summary [--runs DIR] [--out FILE] [--metric val_loss|val_acc] [--json]
+    paper summary [--runs DIR] [--out FILE] [--json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("grid", parents=[common],
                        help="the grid's train command lines; --submit queues them")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--cells", nargs="+", default=None, help="qkv qv qvka1x qvka2x")
     p.add_argument("--positions", nargs="+", default=None, help="sin agf")
     p.add_argument("--steps-mult", type=float, default=1.0, help="scale the step budget")
@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--submit", action="store_true", help="queue every run as a job")
     p = sub.add_parser("summary", parents=[common],
                        help="mean ± sd per cell and the claims verdicts")
-    p.add_argument("--metric", default="val_loss", choices=["val_loss", "val_acc"])
     p.add_argument("--out", default=None, help="also write the summary JSON here")
 
 
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(argvs, indent=2) if args.json else text)
         return 0
     command = "python -m qvka_core " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
-    data = paper.summary(args.runs, metric=args.metric, command=command, out=args.out)
+    data = paper.summary(args.runs, command=command, out=args.out)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0

@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--d-ctx", type=int, help="QV-Ka context width (default head_dim)")
     g.add_argument("--kv-lora-rank", type=int, help="MLA latent width")
     g.add_argument("--n-layers", type=int)
+    g.add_argument("--n-heads", type=int, help="query heads (head_dim = d_model / n_heads)")
+    g.add_argument("--embed-scale", type=_on_off, metavar="on|off",
+                   help="scale token embeddings by sqrt(d_model), init d^-1/2 (default: only "
+                   "under sinusoidal positions)")
     g.add_argument("--init", help="start from this checkpoint (name or directory)")
     g = parser.add_argument_group("data and optimisation")
     g.add_argument("--data", help="'austen' (default) or a UTF-8 text file")
@@ -57,12 +61,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grid", choices=["paper-mini"],
                    help="run a named grid here, one run after another (finished runs are "
                    "skipped), then print its summary: paper-mini is the paper's QKV/QV/QV-Ka "
-                   "x sinusoidal/AGF comparison, 3 seeds, equal budgets")
+                   "x sinusoidal/AGF comparison, 5 seeds, equal budgets; interrupted runs "
+                   "resume from their last checkpoint")
     g.add_argument("--steps-mult", type=float, default=1.0,
                    help="with --grid: scale every run's steps (e.g. 10 on a GPU)")
     g.add_argument("--qvka-both", action="store_true",
                    help="with --grid: QV-Ka under sinusoidal PE too (8 cells, 24 runs; the "
                    "paper has QV-Ka under AGF only)")
+    g.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                   help="with --grid: run every N-th run from the I-th (0-based), so N "
+                   "processes share the grid, e.g. --shard 0/2 and --shard 1/2")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/2, got {text!r}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +121,8 @@ def _run_grid(args: argparse.Namespace) -> int:
 
     out = args.out or default_runs_root()
     done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
-                                qvka_both=args.qvka_both)
+                                qvka_both=args.qvka_both, shard=args.shard,
+                                threads=args.threads)
     for r in done:  # one line per finished run
         loss = r.get("val_loss")
         print(f"{r.get('name')}: {r.get('state')}, val_loss "

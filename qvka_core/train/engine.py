@@ -65,6 +65,8 @@ class RunResult:
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0 or -n, 0) signals a process group, not a process
+        return False
     try:
         os.kill(pid, 0)
     except (OSError, ValueError):

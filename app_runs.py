@@ -166,13 +166,15 @@ def _unique(base: str, used: set[str]) -> str:
 
 def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: str,
                 steps: int, batch: int, seq_len: int, lr: float, seed: int,
-                distill: bool, prefix: str) -> list[dict[str, Any]]:
+                distill: bool, prefix: str, control: bool = False) -> list[dict[str, Any]]:
     """One {name, argv, teacher} per variant, every run under the same budget.
 
     Preset base: trained from scratch (`--preset base --variant v`). Checkpoint base:
     `--init base`, converted on load when v differs from the checkpoint's variant; its
     unconverted source is the `--reference` (and, with `distill`, the teacher; RunError if
-    there is none)."""
+    there is none). With `control`, one more run fine-tunes that unconverted source itself
+    under the same budget and data: how much of a healed conversion's recovery is only
+    fine-tuning on this text."""
     if not variants:
         raise RunError("choose at least one variant")
     root = runs_root()
@@ -200,6 +202,16 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
         name = _unique(f"{jobs.slugify(prefix)[:50]}-{v}", used)
         jobs.preflight(argv + budget)  # what the trainer would refuse: refused in the form
         plans.append({"name": name, "argv": argv + budget, "teacher": teacher})
+    if control:
+        sources = {p["teacher"] for p in plans if p["teacher"]}
+        if not sources:
+            raise RunError(f"a control needs a converted model: {base!r} has no unconverted "
+                           "source to fine-tune beside it")
+        for source in sorted(sources):
+            argv = ["--init", source, "--reference", source] + budget
+            jobs.preflight(argv)
+            plans.append({"name": _unique(f"{jobs.slugify(prefix)[:42]}-control", used),
+                          "argv": argv, "teacher": None, "control": source})
     return plans
 
 
@@ -225,7 +237,9 @@ def estimate_lines(plans: list[dict[str, Any]], device: str,
 def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[str, Any]]:
     """Queue every plan (detached jobs that outlive the page); returns their statuses."""
     return [jobs.submit(p["argv"], name=p["name"], device=device, n_gpus=n_gpus,
-                        root=runs_root(), tags={"page": "finetune"}) for p in plans]
+                        root=runs_root(), tags={"page": "finetune", **(
+                            {"control": p["control"]} if p.get("control") else {})})
+            for p in plans]
 
 
 # --- the launch form -----------------------------------------------------------------------------
@@ -269,18 +283,28 @@ def metrics_frame(run_ids: list[str]) -> pd.DataFrame:
 
 
 def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[str]]:
-    """(run, tokens, share of the original's loss) for converted-model runs, and notes."""
+    """(run, tokens, share of the original's loss) for converted-model runs and their
+    controls (the original fine-tuned under the same budget: its own step-0 loss is the
+    original's), and notes."""
     rows, notes = [], []
     for s in statuses:
         argv = [str(a) for a in s.get("argv") or []]
         init = runview.argv_option(argv, "--init")
         metrics = jobs.read_metrics(s["run_dir"])
-        original, how = runview.original_loss(init, runview.argv_option(argv, "--variant"),
-                                              metrics)
+        variant = runview.argv_option(argv, "--variant")
+        control = (init is not None and runview.argv_option(argv, "--reference") == init
+                   and runview.unconverted_source(init, variant) is None)  # not converted
+        if control:
+            original = next((r["ref_val_loss"] for r in metrics
+                             if r.get("ref_val_loss") is not None), None)
+            how = f"{init} on its own windows (control: the original fine-tuned)"
+        else:
+            original, how = runview.original_loss(init, variant, metrics)
         if init is None or original is None:
             continue
-        notes.append(f"{s['id']}: {how} = {original:.3f}")
-        rows += [{"run": s["id"], **r} for r in runview.recovery(metrics, original)]
+        label = f"{s['id']} (control)" if control else s["id"]
+        notes.append(f"{label}: {how} = {original:.3f}")
+        rows += [{"run": label, **r} for r in runview.recovery(metrics, original)]
     return pd.DataFrame(rows, columns=["run", "tokens", "share"]), notes
 
 

@@ -54,11 +54,14 @@ with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
     n_gpus = int(f2.number_input("GPUs per run", 1, 64, 1, key="ft_gpus",
                                  disabled=device == "cpu"))
     prefix = f3.text_input("Name prefix", "ft", key="ft_name", max_chars=40)
+    control = st.toggle("Control: also fine-tune the unconverted original, same budget",
+                        key="ft_control", disabled=kind != "checkpoint",
+                        help="how much of the recovery is only fine-tuning on this text")
     plans = []
     with ui.guarded(False):
         plans = ar.train_plans(base, kind == "checkpoint", variants, data=data or "austen",
                                steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed,
-                               distill=distill, prefix=prefix)
+                               distill=distill, prefix=prefix, control=control)
         caption, warning = ar.estimate_lines(plans, device, n_gpus)
         st.caption(caption)
         if warning:
@@ -103,7 +106,9 @@ def live() -> None:
     recovery, notes = ar.recovery_frame(now)
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "
-                   "(1.0 = back to the original). " + "; ".join(notes))
+                   "(1.0 = back to the original). A control fine-tunes the original itself "
+                   "under the same budget: a healed run is judged against it, not against "
+                   "1.0. " + "; ".join(notes))
         st.altair_chart(ar.recovery_chart(recovery), key="ft_recovery", width="stretch")
     if poll is not None and ar.runview.poll_seconds(now) != poll:
         st.rerun(scope="app")  # started, or all finished and exited: new pace, fresh actions

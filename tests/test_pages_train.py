@@ -121,6 +121,30 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert row["vs original"] == pytest.approx(recs[-1]["val_loss"] / ref, abs=1e-4)
 
 
+def test_heal_with_a_control_run_of_the_unconverted_original(runs: Path) -> None:
+    """Recovery needs a control: the original fine-tuned under the same budget and data.
+    Its step-0 loss is the original's own (share 1.0), and the chart has both runs."""
+    at = open_page("pages/finetune.py")
+    at.selectbox(key="ft_base").set_value("austen-mha").run()
+    at = tiny_form(at, ["qv"])  # austen-mha converted to QV on load
+    at.toggle(key="ft_control").set_value(True).run()
+    at.text_input(key="ft_name").set_value("heal").run()
+    assert any("Runs: heal-qv, heal-control" in c.value for c in at.caption)
+    at.button(key="ft_launch").click().run()
+    no_errors(at)
+    for name in ("heal-qv", "heal-control"):
+        assert jobs.wait_for(runs / name, jobs.TERMINAL, timeout_s=240)["state"] == "completed"
+    control = jobs.read_metrics(runs / "heal-control")
+    args = json.loads((runs / "heal-control" / "config.json").read_text())["train"]
+    assert args["init"] == "austen-mha" and args["variant"] is None and args["steps"] == 10
+    recovery, notes = app_runs.recovery_frame(jobs.list_jobs(runs))
+    assert set(recovery.run) == {"heal-qv", "heal-control (control)"}
+    first = recovery[recovery.run == "heal-control (control)"].share.iloc[0]
+    assert first == pytest.approx(1.0, abs=1e-6)  # the same model, the same windows
+    assert control[0]["ref_val_loss"] == pytest.approx(control[0]["val_loss"], abs=1e-6)
+    assert any("control" in n for n in notes)
+
+
 def tiny_form(at: AppTest, variants: list[str]) -> AppTest:
     at.number_input(key="ft_steps").set_value(10)
     at.number_input(key="ft_batch").set_value(2)

@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_present import is_presenting  # noqa: F401 (re-exported for the pages)
 from qvka_core.analysis import (
     costs_view,  # noqa: F401 (re-exported for the pages)
     figures,
@@ -245,14 +246,10 @@ def _leave_pages_directory_mode() -> None:
 
 
 def page_setup() -> bool:
-    """Every page calls this first: router check, then the sidebar's presentation toggle."""
+    """Every page calls this first: the router check. Returns whether presentation mode is
+    on (its toggle is app.py's, so that it survives page changes; see app_present)."""
     _leave_pages_directory_mode()
-    return st.sidebar.toggle("Presentation mode", key="presentation",
-                             help="Large type, fewer controls, high-contrast colours.")
-
-
-def is_presenting() -> bool:
-    return bool(st.session_state.get("presentation", False))
+    return is_presenting()
 
 
 def delta(diff: float, fmt: str, extra: str = "") -> str | None:

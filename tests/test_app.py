@@ -114,7 +114,7 @@ def test_explorer_lines_tab_every_head_and_focus(explorer: AppTest) -> None:
 def test_explorer_match_space_tab_follows_layer_and_head(explorer: AppTest) -> None:
     def match_chart() -> dict:
         return next(c for c in charts(explorer) if any(
-            "plane keeps" in a.get("text", "") for a in c["layout"].get("annotations", [])))
+            "% of variance" in a.get("text", "") for a in c["layout"].get("annotations", [])))
 
     spec = match_chart()
     assert [t["name"] for t in spec["data"][:3]] == ["query → its top key", "query", "key"]

@@ -210,7 +210,11 @@ def params_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
         by_variant = dict(zip(part["variant"], part["params"], strict=True))
         fig.add_bar(x=variants, y=[by_variant.get(v, 0) for v in variants], name=component,
                     marker_color=palette[i % len(palette)])
-    return style(fig, presentation=presentation, height=420)
+    from qvka_core.analysis.figures import font_size
+
+    n = df["component"].nunique()  # legend rows: the figure is at least as tall as its legend
+    return style(fig, presentation=presentation,
+                 height=max(420, int(160 + 1.6 * font_size(presentation) * n)))
 
 
 def line_figure(df: pd.DataFrame, x: str, y: str, title: str, presentation: bool = False

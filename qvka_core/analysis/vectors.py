@@ -121,7 +121,7 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
         qxy, kxy, share = joint_plane(q, k)
         panels.append((qxy, kxy, p.argmax(axis=1)))
         shown[label] = toks
-        titles.append(f"{label} (plane keeps {100 * share.sum():.0f}% of variance)")
+        titles.append(f"{label} · {100 * share.sum():.0f}% of variance")  # short: 3 a row
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
                         horizontal_spacing=0.06, vertical_spacing=0.12)
     size = 13 if presentation else 9

@@ -1,0 +1,47 @@
+"""Presentation mode: large type for a talk, kept across pages and in the URL (?present=1).
+
+Imports Streamlit only, so that app.py can draw the sidebar before torch is imported. The
+toggle is drawn by the entry point (app.py), not by each page: a widget of the entry point
+keeps its state across pages, a page's own widget is reset when the page changes.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+KEY = "presentation"
+PARAM = "present"
+
+# Streamlit's own text in large type: widget labels, text, captions, tabs, metric tiles.
+# Metric values wrap instead of being cut with "…" in narrow columns.
+_CSS = """
+<style>
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
+[data-testid="stWidgetLabel"] p, [data-testid="stCaptionContainer"],
+[data-testid="stMetricLabel"] p, button[data-baseweb="tab"] p,
+[data-testid="stSidebarNav"] span, [data-testid="stAlert"] p { font-size: 1.25rem; }
+[data-testid="stMetricValue"] { font-size: 2.5rem; }
+h1 { font-size: 3rem; }
+</style>
+"""
+
+
+def presentation_toggle() -> bool:
+    """The sidebar toggle, seeded from ?present=1 on a session's first run, written back
+    into the URL on every run (page changes drop the query string)."""
+    if KEY not in st.session_state:
+        st.session_state[KEY] = st.query_params.get(PARAM) in ("1", "true", "on")
+    on = st.sidebar.toggle("Presentation mode", key=KEY,
+                           help="Large type, fewer controls, high-contrast colours. "
+                                "Kept in the URL as ?present=1.")
+    if on and st.query_params.get(PARAM) != "1":
+        st.query_params[PARAM] = "1"
+    elif not on and PARAM in st.query_params:
+        del st.query_params[PARAM]
+    if on:
+        st.html(_CSS)
+    return on
+
+
+def is_presenting() -> bool:
+    return bool(st.session_state.get(KEY, False))

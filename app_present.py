@@ -22,6 +22,7 @@ _CSS = """
 [data-testid="stSidebarNav"] span, [data-testid="stAlert"] p { font-size: 1.25rem; }
 [data-testid="stMetricValue"] { font-size: 2.5rem; }
 h1 { font-size: 3rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }  /* 720 px tall screens */
 </style>
 """
 

@@ -171,7 +171,7 @@ def test_costs_preset_change_and_values() -> None:
     after = at.dataframe[0].value
     assert list(after.columns) == ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
     assert before.loc["params total", "mha"] != after.loc["params total", "mha"]
-    assert len(at.get("plotly_chart")) == 3
+    assert len(at.get("plotly_chart")) == 4  # roofline, params, KV, FLOPs
     assert "analytically only" in at.info[0].value  # 2048 > tiny's max_seq_len
     at.number_input(key="cost_seq").set_value(64).run()
     at.toggle(key="cost_measure").set_value(True).run()  # tiny is small enough to build

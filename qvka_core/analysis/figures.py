@@ -85,8 +85,8 @@ def style(fig: go.Figure, *, presentation: bool = False, height: int | None = No
             "automargin": True}
     fig.update_xaxes(**axis)
     fig.update_yaxes(**axis)
-    fig.update_coloraxes(colorbar={"tickfont": {"size": size}})
-    fig.update_traces(colorbar={"tickfont": {"size": size}}, selector={"type": "heatmap"})
+    fig.update_coloraxes(colorbar={"tickfont": {"size": size, **ink}})
+    fig.update_traces(colorbar={"tickfont": {"size": size, **ink}}, selector={"type": "heatmap"})
     fig.update_traces(textfont={"size": size}, selector={"type": "heatmap"})
     fig.update_traces(textfont={"size": size}, selector={"type": "scatter"})
     fig.update_annotations(font_size=size + 2)

@@ -109,7 +109,7 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
     (diamonds), and a line from each query to the key it attends to most. `hide_special`
     leaves out the tokenizer's special tokens, and the top key is chosen among those left."""
     labels = list(vectors)
-    cols = min(2 if presentation else 3, len(labels))
+    cols = min(1 if presentation else 3, len(labels))  # large type: one panel a row
     rows = -(-len(labels) // cols)
     titles, panels, shown = [], [], {}
     for label in labels:
@@ -152,7 +152,11 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
                          scaleratio=1, row=r + 1, col=c + 1)  # true angles
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
-    return figures.style(fig, presentation=presentation, height=max(360, 340 * rows))
+    if presentation:  # the legend under the panels, not beside them in a narrow window
+        fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.02,
+                                  "x": 0})
+    return figures.style(fig, presentation=presentation,
+                         height=max(360, (440 if presentation else 340) * rows))
 
 
 def caption(layer: int, head: int | None) -> str:

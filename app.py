@@ -66,10 +66,10 @@ def explain() -> None:
 
 
 def home() -> None:
+    st.title("QV-Ka Lab")  # the first paint: drawn before app_shared imports torch
     import app_shared as ui
 
     ui.page_setup()
-    st.title("QV-Ka Lab")
     st.markdown(
         "A lab for the attention variants of *QV May Be Enough* (arXiv 2603.15665): MHA, "
         "GQA, MQA, MLA, QV and QV-Ka, built in one model so that only attention changes. "
@@ -123,4 +123,5 @@ for file in files:
     pages.append(st.Page(f"pages/{file.name}", title=title, icon=icon))
 router = st.navigation(pages)  # the sidebar's page titles, before any page runs
 app_present.presentation_toggle()
+app_present.export_size_picker()
 router.run()

@@ -22,6 +22,7 @@ _CSS = """
 [data-testid="stSidebarNav"] span, [data-testid="stAlert"] p { font-size: 1.25rem; }
 [data-testid="stMetricValue"] { font-size: 2.5rem; }
 h1 { font-size: 3rem; }
+.katex { font-size: 1.6em; }
 [data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }  /* 720 px tall screens */
 </style>
 """
@@ -42,6 +43,22 @@ def presentation_toggle() -> bool:
     if on:
         st.html(_CSS)
     return on
+
+
+# qvka_core.analysis.figures.EXPORT_SIZES' names (not imported: it would import plotly before
+# the first paint); tests/test_presentation_layout.py checks that the two agree.
+EXPORT_SIZES = ("figure", "16:9 slide", "4:3 slide", "square")
+
+
+def export_size_picker() -> str:
+    """The sidebar's size for every PNG/SVG download (kept across pages like the toggle)."""
+    return st.sidebar.selectbox("Figure export size", EXPORT_SIZES, key="export_size",
+                                help="PNG/SVG downloads: the figure as drawn (1400 px wide), "
+                                     "or a 16:9 / 4:3 slide or a square at 1080 px high.")
+
+
+def export_size() -> str:
+    return str(st.session_state.get("export_size", EXPORT_SIZES[0]))
 
 
 def is_presenting() -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_present import export_size
 from app_present import is_presenting  # noqa: F401 (re-exported for the pages)
 from qvka_core.analysis import (
     costs_view,  # noqa: F401 (re-exported for the pages)
@@ -277,7 +278,10 @@ def guarded(stop: bool = True) -> Iterator[None]:
 
 def show_figure(fig: Any, name: str, key: str, *, data: dict[str, str] | None = None) -> None:
     """Plot a figure with PNG/SVG (and optional CSV/JSON) downloads under it."""
-    st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
+    # The modebar's camera exports in the browser itself (PNG, no server round trip).
+    st.plotly_chart(fig, key=f"chart_{key}", config={
+        "displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name,
+                                                       "scale": 2}})
     ok, reason = figures.export_available()
     cols = st.columns(2 + len(data or {}) + (0 if ok else 1))
     if ok:
@@ -296,8 +300,10 @@ def show_figure(fig: Any, name: str, key: str, *, data: dict[str, str] | None = 
 
 
 def _exporter(fig: Any, fmt: str) -> Callable[[], bytes]:
+    size = export_size()
+
     def make() -> bytes:  # deferred: runs only when the user clicks
-        return figures.to_image(fig, fmt)
+        return figures.to_image(fig, fmt, size=size)
 
     return make
 

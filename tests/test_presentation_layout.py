@@ -45,3 +45,12 @@ def test_roofline_chart_draws_each_gpu_ridge_point() -> None:
     ridges = {t.name.split(" ridge")[0]: t.y[0] for t in fig.data if t.type == "scatter"}
     assert abs(ridges["H100 SXM"] - 989.4e12 / 3.35e12) < 1  # datasheet: dense bf16 / HBM3
     assert bars[0].y[1] > bars[0].y[0]  # QV reads half the cache: more FLOPs per byte
+
+
+def test_sidebar_export_sizes_are_the_exporter_sizes() -> None:
+    import app_present
+
+    assert list(app_present.EXPORT_SIZES) == list(figures.EXPORT_SIZES)
+    fig = figures.heatmap(np.eye(2), ["a", "b"])
+    assert figures.export_size(fig, "16:9 slide") == (1920, 1080)
+    assert figures.export_size(fig, "figure")[0] == figures.EXPORT_WIDTH  # never kaleido's 700

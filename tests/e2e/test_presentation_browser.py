@@ -106,3 +106,25 @@ def test_presentation_mode_tour_reads_from_the_back(app_url: str, browser, shots
         assert not page.locator('[data-testid="stException"]').count()
     finally:
         ctx.close()
+
+
+def test_first_paint_is_titled_with_page_titles_in_the_sidebar(browser) -> None:
+    """A fresh server: the very first sidebar a visitor sees lists page titles (not the
+    pages/ folder's lowercase file names) and the Home page's title is drawn."""
+    from tests.e2e.conftest import serve_app
+
+    with serve_app() as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        try:
+            page.goto(url, wait_until="domcontentloaded")
+            nav = page.locator('[data-testid="stSidebarNav"]')
+            nav.wait_for(timeout=TIMEOUT)
+            # as soon as the sidebar exists; a link's last line is its label (icon first)
+            first = [t.strip().splitlines()[-1] for t in nav.locator("a").all_inner_texts()]
+            assert "explorer" not in first and "costs" not in first, first
+            page.get_by_role("heading", name="QV-Ka Lab").wait_for(timeout=TIMEOUT)
+            titles = [t.strip().splitlines()[-1] for t in nav.locator("a").all_inner_texts()]
+            assert titles[:3] == ["Home", "Attention Explorer", "Costs"], titles
+            assert page.title() == "QV-Ka Lab"
+        finally:
+            page.close()

@@ -252,11 +252,13 @@ def roofline_figure(cfgs: dict[str, ModelConfig], *, seq_len: int, batch: int, d
                            marker_color="#4c78a8", name="decode step", hovertext=hover,
                            hoverinfo="x+y+text", showlegend=False))
     dashes = ("dash", "dot", "dashdot", "longdash")
+    colours = ("#d62728", "#2ca02c", "#9467bd", "#8c564b")
     for i, (g, gpu) in enumerate(GPUS.items()):  # lines as traces: shapes misread log axes
         ridge = gpu.peak_flops / gpu.bandwidth
         fig.add_scatter(x=variants, y=[ridge] * len(variants), mode="lines",
                         name=f"{g} ridge ({ridge:,.0f})",
-                        line={"dash": dashes[i % len(dashes)], "color": "#555555", "width": 2},
+                        line={"dash": dashes[i % len(dashes)], "color": colours[i % len(colours)],
+                              "width": 2},
                         hovertemplate=f"{g}: ridge point {ridge:,.0f} FLOP/byte<extra></extra>")
     fig.update_layout(title=f"Decode roofline (context {seq_len}, batch {batch})",
                       yaxis={"type": "log", "title": "FLOP / byte read"},

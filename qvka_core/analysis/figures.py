@@ -178,11 +178,12 @@ def side_by_side(maps: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[s
         fig.add_trace(_heat_trace(np.asarray(maps[label], dtype=np.float64), tok, tok,
                                   scale="", zmin=None, zmax=None, zmid=None,
                                   coloraxis="coloraxis"), row=r + 1, col=c + 1)
-        lowest = i + cols >= len(labels)  # nothing below it in its column
+        keys = i + cols >= len(labels) or not same  # nothing below it in its column
+        queries = c == 0 or not same
         fig.update_xaxes(**_ticks(tok, most), tickangle=-60, row=r + 1, col=c + 1,
-                         showticklabels=lowest or not same)
+                         showticklabels=keys, ticks="outside" if keys else "")
         fig.update_yaxes(**_ticks(tok, most), autorange="reversed", row=r + 1, col=c + 1,
-                         showticklabels=c == 0 or not same)
+                         showticklabels=queries, ticks="outside" if queries else "")
     scale = SCALE_PRESENTATION if presentation else SCALE
     fig.update_layout(coloraxis={"colorscale": scale, "cmin": 0.0, "cmax": zmax}, title=title)
     return style(fig, presentation=presentation, height=int(height + x_room))

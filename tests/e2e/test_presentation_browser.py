@@ -95,6 +95,9 @@ def test_presentation_mode_tour_reads_from_the_back(app_url: str, browser, shots
                     _wait_plots(page)
                     _check(page, f"Explorer / {tab} @ {tag}")
                     if tab in ("Side by side", "POS lens", "Match space"):
+                        page.locator(".js-plotly-plot:visible").first.evaluate(
+                            "el => el.scrollIntoView({block: 'start'})")
+                        page.wait_for_timeout(500)
                         page.screenshot(path=str(shots / f"present-{tag}-explorer-"
                                                  f"{tab.split()[0].lower()}.png"))
                         _shot(page, shots / f"present-{tag}-explorer-"

@@ -13,8 +13,10 @@ from typing import Any
 
 import streamlit as st
 
-from app_present import export_size
-from app_present import is_presenting  # noqa: F401 (re-exported for the pages)
+from app_present import (
+    export_size,
+    is_presenting,  # noqa: F401 (re-exported for the pages)
+)
 from qvka_core.analysis import (
     costs_view,  # noqa: F401 (re-exported for the pages)
     figures,

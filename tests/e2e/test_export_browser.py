@@ -30,7 +30,8 @@ MEASURE = """() => {
     .filter(el => el.textContent.trim() && el.getBoundingClientRect().width > 0).map(box);
   return {width: frame.width, height: frame.height,
           labels: texts('text'), ticks: texts('.xtick text, .ytick text'),
-          titles: texts('.annotation-text'), images: [...svg.querySelectorAll('.hm image, .heatmaplayer image')].map(box)};
+          titles: texts('.annotation-text'),
+          images: [...svg.querySelectorAll('.hm image, .heatmaplayer image')].map(box)};
 }"""
 
 

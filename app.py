@@ -1,4 +1,8 @@
-"""QV-Ka Lab: Streamlit entry point (page config, router) and the Home page."""
+"""QV-Ka Lab: Streamlit entry point (page config, router) and the Home page.
+
+The router, the sidebar and the presentation toggle are drawn before anything imports torch
+(app_shared does), so the first paint is a titled page with the sidebar's page titles.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-import app_shared as ui
+import app_present
 
 ROOT = Path(__file__).parent
 PAGES = {  # file -> (title, icon); other files in pages/ are added with a title from the name
@@ -26,9 +30,45 @@ PAPER = [  # Tables 3-4 of arXiv 2603.15665 as reported by secondary summaries (
 ]
 
 
+# The three attentions the lab is about, as the paper defines them (notes/paper.md §2.1,
+# §2.5, §2.6; arXiv 2603.15665): what is scored against what, and what is cached.
+FORMULAS = [
+    ("MHA (Vaswani et al. 2017)", r"Q = XW_Q,\; K = XW_K,\; V = XW_V,\qquad "
+     r"\mathrm{Attn} = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V",
+     "Queries are scored against keys, a projection of their own; the cache holds K and V."),
+    ("QV: the value is its own key", r"Q = XW_Q,\; V = XW_V,\qquad "
+     r"\mathrm{Attn} = \mathrm{softmax}\!\left(\frac{QV^\top}{\sqrt{d}}\right)V",
+     "No W_K at all: a quarter fewer attention projections and half the KV cache (V only). "
+     "The paper's claim: a key is only the value after \"deep matching\", so the value can "
+     "stand in for it."),
+    ("QV-Ka: the key after the value, plus context",
+     r"G = X W_{\mathrm{ctx}},\qquad K_i = [\,G \,;\, V_i\,]\, W_{K,i},\qquad "
+     r"\mathrm{Attn}_i = \mathrm{softmax}\!\left(\frac{Q_i K_i^\top}{\sqrt{d}}\right)V_i",
+     "Each head's key is computed from its own value V_i and a small context vector G "
+     "(d_ctx wide, one W_ctx shared by all heads): far fewer key parameters than MHA's "
+     "W_K. The cache holds K and V as MHA's does, or V and G with K recomputed."),
+]
+
+
+def explain() -> None:
+    """The variants in a few sentences and their formulas (st.latex)."""
+    st.subheader("What QV and QV-Ka change")
+    st.markdown(
+        "Every variant here keeps the queries Q and the values V. They differ in what the "
+        "queries are scored against, and in what a decoder must cache per token. GQA and "
+        "MQA share one K and V among several query heads; MLA caches a small latent instead "
+        "of K and V. The paper goes further and asks whether a separate key is needed at all.")
+    for title, formula, text in FORMULAS:
+        st.markdown(f"**{title}**")
+        st.latex(formula)
+        st.caption(text)
+
+
 def home() -> None:
+    st.title("QV-Ka Lab")  # the first paint: drawn before app_shared imports torch
+    import app_shared as ui
+
     ui.page_setup()
-    st.title("QV-Ka Lab")
     st.markdown(
         "A lab for the attention variants of *QV May Be Enough* (arXiv 2603.15665): MHA, "
         "GQA, MQA, MLA, QV and QV-Ka, built in one model so that only attention changes. "
@@ -40,6 +80,7 @@ def home() -> None:
     for file, (title, icon) in PAGES.items():
         if (ROOT / "pages" / file).exists():
             st.page_link(f"pages/{file}", label=title, icon=icon)
+    explain()
 
     st.subheader("The spectrum: MHA → GQA → MQA → MLA → QV-Ka → QV")
     with ui.guarded(False):
@@ -79,4 +120,7 @@ files = sorted((ROOT / "pages").glob("*.py"),
 for file in files:
     title, icon = PAGES.get(file.name, (file.stem.replace("_", " ").capitalize(), None))
     pages.append(st.Page(f"pages/{file.name}", title=title, icon=icon))
-st.navigation(pages).run()
+router = st.navigation(pages)  # the sidebar's page titles, before any page runs
+app_present.presentation_toggle()
+app_present.export_size_picker()
+router.run()

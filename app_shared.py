@@ -13,6 +13,10 @@ from typing import Any
 
 import streamlit as st
 
+from app_present import (
+    export_size,
+    is_presenting,  # noqa: F401 (re-exported for the pages)
+)
 from qvka_core.analysis import (
     costs_view,  # noqa: F401 (re-exported for the pages)
     figures,
@@ -245,14 +249,10 @@ def _leave_pages_directory_mode() -> None:
 
 
 def page_setup() -> bool:
-    """Every page calls this first: router check, then the sidebar's presentation toggle."""
+    """Every page calls this first: the router check. Returns whether presentation mode is
+    on (its toggle is app.py's, so that it survives page changes; see app_present)."""
     _leave_pages_directory_mode()
-    return st.sidebar.toggle("Presentation mode", key="presentation",
-                             help="Large type, fewer controls, high-contrast colours.")
-
-
-def is_presenting() -> bool:
-    return bool(st.session_state.get("presentation", False))
+    return is_presenting()
 
 
 def delta(diff: float, fmt: str, extra: str = "") -> str | None:
@@ -280,7 +280,10 @@ def guarded(stop: bool = True) -> Iterator[None]:
 
 def show_figure(fig: Any, name: str, key: str, *, data: dict[str, str] | None = None) -> None:
     """Plot a figure with PNG/SVG (and optional CSV/JSON) downloads under it."""
-    st.plotly_chart(fig, key=f"chart_{key}", config={"displaylogo": False})
+    # The modebar's camera exports in the browser itself (PNG, no server round trip).
+    st.plotly_chart(fig, key=f"chart_{key}", config={
+        "displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": name,
+                                                       "scale": 2}})
     ok, reason = figures.export_available()
     cols = st.columns(2 + len(data or {}) + (0 if ok else 1))
     if ok:
@@ -299,8 +302,10 @@ def show_figure(fig: Any, name: str, key: str, *, data: dict[str, str] | None = 
 
 
 def _exporter(fig: Any, fmt: str) -> Callable[[], bytes]:
+    size = export_size()
+
     def make() -> bytes:  # deferred: runs only when the user clicks
-        return figures.to_image(fig, fmt)
+        return figures.to_image(fig, fmt, size=size)
 
     return make
 

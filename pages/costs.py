@@ -46,7 +46,9 @@ dtype = c5.selectbox("dtype", ["bf16", "fp16", "fp32"], key="cost_dtype")
 gpus = ui.gpu_options()
 gpu = c6.selectbox("GPU (roofline)", gpus, key="cost_gpu") if gpus else None
 c7, c8 = st.columns(2)
-causal = c7.toggle("Causal (decoder; halves attention FLOPs)", value=True, key="cost_causal")
+causal = c7.toggle("Causal (decoder)", value=True, key="cost_causal",
+                   help="A decoder scores each query against earlier keys only: half the "
+                        "attention FLOPs.")
 unit = c8.radio("Count", ["FLOPs", "MACs"], key="cost_unit", horizontal=True,
                 help="1 multiply-add (MAC) = 2 FLOPs")
 if source == "preset":
@@ -63,23 +65,34 @@ with ui.guarded():
                              causal_halving=causal, unit=unit, gpu=gpu)
 native = cv.native_variant(base)
 ref = native if native in variants else variants[0]
-st.subheader("Side by side")
+st.subheader("KV cache per token")
 st.caption(f"The model's own attention is **{native}**; deltas are against "
            f"{'it' if ref == native else ref}.")
 kv_row = table.loc["KV bytes / token"]
-for col, (v, kv) in zip(st.columns(len(variants)), kv_row.items(), strict=True):
-    col.metric(f"{v}{' (model)' if v == native else ''} KV / token", cv.human_bytes(kv),
-               help=f"{kv:,.0f} bytes",
-               delta=None if v == ref else ui.delta(kv / kv_row[ref] - 1, "+.0%"),
-               delta_color="inverse")
-st.dataframe(cv.readable(table.rename(columns={native: f"{native} (model)"})),
-             key="cost_table")
+per_row = 3  # six tiles in one row read "512.0 …" at 1280 wide: three a row, never cut
+for start in range(0, len(variants), per_row):
+    row = list(kv_row.items())[start:start + per_row]
+    for col, (v, kv) in zip(st.columns(per_row), row, strict=False):
+        col.metric(f"{v} (model)" if v == native else v, cv.human_bytes(kv),
+                   help=f"{kv:,.0f} bytes",
+                   delta=None if v == ref else ui.delta(kv / kv_row[ref] - 1, "+.0%"),
+                   delta_color="inverse")
+st.subheader("Side by side")
+st.dataframe(cv.compact(table.rename(columns={native: f"{native} (model)"})),
+             key="cost_table")  # k / M / G: every column fits at 1024
 st.download_button("CSV", table.to_csv(), "costs.csv", key="dl_costs", on_click="ignore")
 st.caption("FLOPs = 2 × MACs, matmuls only; training = 3 × forward. KV bytes per token sum "
            "every layer's cached tensors (MLA: latent + RoPE key; QV: V only). The roofline "
            "is an upper bound: min(bandwidth / bytes, peak / FLOPs) per decode step.")
 
-t1, t2, t3 = st.tabs(["Parameters", "KV cache vs context", f"{unit} vs sequence length"])
+t0, t1, t2, t3 = st.tabs(["Decode roofline", "Parameters", "KV cache vs context",
+                          f"{unit} vs sequence length"])
+with t0:
+    st.plotly_chart(cv.roofline_figure(cfgs, seq_len=seq_len, batch=batch, dtype=dtype,
+                                       presentation=present), key="cost_roofline_fig")
+    st.caption("A variant's bar under a GPU's line is bandwidth-bound there: its decode speed "
+               "is set by the bytes it reads (weights + KV cache), not by its FLOPs. Hover a "
+               "bar for its roofline tokens/s on each GPU.")
 with t1:
     st.plotly_chart(cv.params_figure(cv.params_long(cfgs), present), key="cost_params_fig")
 with t2:

@@ -136,7 +136,7 @@ with tabs[6], ui.guarded(False):
 with tabs[7], ui.guarded(False):
     figs, caption = ui.views.pos_lens(res, text, opts)
     st.caption(caption)
-    cols = st.columns(min(2 if present else 3, len(figs)))
+    cols = st.columns(min(1 if present else 3, len(figs)))  # large type: one a row
     for i, (label, fig) in enumerate(figs.items()):
         with cols[i % len(cols)]:
             ui.show_figure(fig, f"pos_{label}", f"pos_{label}")

@@ -6,7 +6,10 @@ and to align POS tags); training needs ids. Both come from `encode`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import codecs
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +19,70 @@ from qvka_core.errors import CheckpointError
 @dataclass(frozen=True)
 class Encoding:
     ids: list[int]
-    tokens: list[str]  # readable strings for labels ("Ġgirl" -> " girl")
+    tokens: list[str]  # readable strings for labels ("Ġgirl" -> " girl", "Ã©" -> "é")
     offsets: list[tuple[int, int]]  # character span in the text; (0, 0) for special tokens
+    raw: list[str] = field(default_factory=list)  # the vocabulary's own strings ("Ã©")
+
+
+PARTIAL = "…"  # label of a byte-level piece that only starts a character the next one ends
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode (Radford et al. 2019, encoder.py): byte-level BPE
+    writes each byte as one printable character; 0-255 minus those printable are shifted to
+    256+ (space -> "Ġ", newline -> "Ċ")."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+def _display(text: str) -> str:
+    """A decoded token as a label: newlines and tabs written out, SentencePiece's ▁ a space."""
+    return text.replace("\n", "\\n").replace("\t", "\\t").replace("▁", " ")
+
+
+def decode_byte_level(raw: list[str]) -> list[str]:
+    """Byte-level BPE tokens -> the text each one completes ("Ã©" -> "é", "ĠâĢĶ" -> " —").
+
+    A multi-byte UTF-8 character may be split over several tokens (the Austen tokenizer
+    splits "é" into "Ã", "©"): the token that completes it shows it, the ones before show
+    PARTIAL. A token with a character outside the byte alphabet is shown as it is.
+    """
+    table = _unicode_to_byte()
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    out = []
+    for tok in raw:
+        if not all(c in table for c in tok):
+            decoder.reset()
+            out.append(_display(tok))
+            continue
+        text = decoder.decode(bytes(table[c] for c in tok))
+        out.append(_display(text) if text else PARTIAL)
+    return out
 
 
 def _readable(token: str) -> str:
-    # Byte-level BPE marks a leading space with "Ġ" and a newline with "Ċ"; WordPiece marks
-    # continuations with "##". Show what a reader expects.
-    return token.replace("Ġ", " ").replace("Ċ", "\\n").replace("▁", " ")
+    # WordPiece (MiniLM) and SentencePiece tokens are already text; only mark whitespace.
+    return _display(token)
+
+
+def _is_byte_level(backend: Any) -> bool:
+    """Whether a `tokenizers` / transformers fast tokenizer decodes with ByteLevel."""
+    inner = getattr(backend, "backend_tokenizer", backend)
+    try:
+        decoder = json.loads(inner.to_str()).get("decoder") or {}
+    except Exception:  # not a fast tokenizer: no byte-level pieces to undo
+        return False
+    kinds = [decoder.get("type")] + [d.get("type") for d in decoder.get("decoders", [])]
+    return "ByteLevel" in kinds
 
 
 class TextTokenizer:
@@ -35,6 +94,7 @@ class TextTokenizer:
         self.add_special_tokens = add_special_tokens
         self.eos_token = eos_token
         self._is_hf = hasattr(backend, "convert_ids_to_tokens")
+        self.byte_level = _is_byte_level(backend)
 
     @classmethod
     def from_file(cls, path: str | Path, **kw: Any) -> TextTokenizer:
@@ -71,7 +131,8 @@ class TextTokenizer:
         else:
             enc = self.backend.encode(text, add_special_tokens=special)
             ids, raw, offsets = list(enc.ids), list(enc.tokens), [tuple(o) for o in enc.offsets]
-        return Encoding(ids=ids, tokens=[_readable(t) for t in raw], offsets=offsets)
+        shown = decode_byte_level(raw) if self.byte_level else [_readable(t) for t in raw]
+        return Encoding(ids=ids, tokens=shown, offsets=offsets, raw=list(raw))
 
     def decode(self, ids: list[int]) -> str:
         return self.backend.decode(ids, skip_special_tokens=True)

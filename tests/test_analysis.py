@@ -316,6 +316,9 @@ def test_difference_figure_centred_and_presentation_font() -> None:
                                      presentation=True)
     assert fig.data[0].zmid == 0 and fig.data[0].zmin == -fig.data[0].zmax
     assert fig.layout.font.size == 20
+    # token labels too, explicitly: Streamlit's chart theme sets tick fonts of its own
+    assert fig.layout.xaxis.tickfont.size >= 20 and fig.layout.yaxis.tickfont.size >= 20
+    assert fig.layout.hoverlabel.font.size >= 20
 
 
 def test_overview_grid_mosaic_shape() -> None:

@@ -228,7 +228,11 @@ def params_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
         by_variant = dict(zip(part["variant"], part["params"], strict=True))
         fig.add_bar(x=variants, y=[by_variant.get(v, 0) for v in variants], name=component,
                     marker_color=palette[i % len(palette)])
-    return style(fig, presentation=presentation, height=420)
+    from qvka_core.analysis.figures import font_size
+
+    n = df["component"].nunique()  # legend rows: the figure is at least as tall as its legend
+    return style(fig, presentation=presentation,
+                 height=max(420, int(160 + 1.6 * font_size(presentation) * n)))
 
 
 def line_figure(df: pd.DataFrame, x: str, y: str, title: str, presentation: bool = False
@@ -243,3 +247,57 @@ def line_figure(df: pd.DataFrame, x: str, y: str, title: str, presentation: bool
     for variant, part in df.groupby("variant", sort=False):
         fig.add_scatter(x=part[x], y=part[y], mode="lines+markers", name=str(variant))
     return style(fig, presentation=presentation, height=380)
+
+
+def roofline_figure(cfgs: dict[str, ModelConfig], *, seq_len: int, batch: int, dtype: str,
+                    presentation: bool = False) -> Any:
+    """The decode roofline (Williams et al. 2009) as a chart: each variant's FLOPs per byte
+    read in one decode step (bars, log scale) against each GPU's ridge point, peak FLOP/s
+    over bandwidth (dashed lines). A bar under a line is bandwidth-bound on that GPU; the
+    hover gives its roofline tokens/s there."""
+    import plotly.graph_objects as go
+
+    from qvka_core.analysis.figures import style
+    from qvka_core.hardware import GPUS, decode_roofline
+
+    variants = list(cfgs)
+    roofs = {v: {g: decode_roofline(cfg, g, seq_len, batch, dtype) for g in GPUS}
+             for v, cfg in cfgs.items()}
+    first = next(iter(GPUS))
+    hover = ["<br>".join(f"{g}: {r['tokens_per_s']:,.0f} tok/s ({r['bound']})"
+                         for g, r in roofs[v].items()) for v in variants]
+    fig = go.Figure(go.Bar(x=variants, y=[roofs[v][first]["step_intensity"] for v in variants],
+                           marker_color="#4c78a8", name="decode step", hovertext=hover,
+                           hoverinfo="x+y+text", showlegend=False))
+    dashes = ("dash", "dot", "dashdot", "longdash")
+    colours = ("#d62728", "#2ca02c", "#9467bd", "#8c564b")
+    for i, (g, gpu) in enumerate(GPUS.items()):  # lines as traces: shapes misread log axes
+        ridge = gpu.peak_flops / gpu.bandwidth
+        fig.add_scatter(x=variants, y=[ridge] * len(variants), mode="lines",
+                        name=f"{g} ridge ({ridge:,.0f})",
+                        line={"dash": dashes[i % len(dashes)], "color": colours[i % len(colours)],
+                              "width": 2},
+                        hovertemplate=f"{g}: ridge point {ridge:,.0f} FLOP/byte<extra></extra>")
+    fig.update_layout(title=f"Decode roofline (context {seq_len}, batch {batch})",
+                      yaxis={"type": "log", "title": "FLOP / byte read"},
+                      xaxis={"title": "variant"}, legend={"title": {"text": "GPU"}})
+    return style(fig, presentation=presentation, height=440)
+
+
+def compact_number(x: Any) -> str:
+    """A table cell short enough for six variant columns on a 1024-wide screen:
+    124,439,808 -> "124.4 M"; small numbers keep their digits."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return str(x)
+    if x != x:
+        return "—"
+    for least, div, suffix in ((1e12, 1e12, " T"), (1e9, 1e9, " G"), (1e6, 1e6, " M"),
+                               (1e4, 1e3, " k")):  # 9,999 stays as it is
+        if abs(x) >= least:
+            return f"{x / div:,.1f}{suffix}".replace(".0" + suffix, suffix)
+    return f"{x:,.3g}" if isinstance(x, float) and not float(x).is_integer() else f"{int(x):,}"
+
+
+def compact(df: pd.DataFrame) -> pd.DataFrame:
+    """`readable`'s short form (k, M, G, T), for the page; the CSV keeps every digit."""
+    return df.apply(lambda col: col.map(compact_number))

@@ -50,16 +50,48 @@ def _ticks(tokens: Sequence[str], max_ticks: int = 64) -> dict:
     return {"tickmode": "array", "tickvals": idx, "ticktext": [token_label(tokens[i]) for i in idx]}
 
 
+FONT = 12  # px, normal mode
+FONT_PRESENTATION = 20  # px: reads from the back row (the issue asks >= 20 px at any width)
+INK_PRESENTATION = "#111111"  # black text, not the theme's light grey, on a projector
+
+
+def font_size(presentation: bool) -> int:
+    return FONT_PRESENTATION if presentation else FONT
+
+
 def style(fig: go.Figure, *, presentation: bool = False, height: int | None = None
           ) -> go.Figure:
-    """Common layout; presentation mode enlarges every font."""
-    size = 20 if presentation else 12
+    """Common layout; presentation mode enlarges every font.
+
+    Each text element gets its size explicitly (ticks, axis titles, legend, hover labels,
+    colour bar, cell and point texts): Streamlit's chart theme sets tick fonts of its own,
+    which a layout-wide font size alone does not override. Axes grow their margins to fit
+    their labels (automargin), so a static export clips nothing.
+    """
+    size = font_size(presentation)
+    ink = {"color": INK_PRESENTATION} if presentation else {}
     # The empty "none" template: plotly.js defaults are already white with light grids, and a
     # named template is deep-copied into every figure (tens of ms each on the Costs page).
     fig.update_layout(
-        font={"size": size}, margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        template="none", height=height,
+        # b: margins are max(b, what automargin measures), and its measure of a bottom axis
+        # title leaves the descenders ("y" of "key") outside: so at least ticks + title.
+        font={"size": size, **ink}, margin={"l": 10, "r": 10, "t": 50 + 2 * (size - FONT),
+                                            "b": 3 * size + 24},
+        template="none", height=height, hoverlabel={"font": {"size": size}},
+        legend={"font": {"size": size}, "title": {"font": {"size": size}}},
+        title={"font": {"size": size + 4}},
     )
+    axis = {"tickfont": {"size": size, **ink}, "title": {"font": {"size": size, **ink}},
+            "automargin": True}
+    fig.update_xaxes(**axis)
+    fig.update_yaxes(**axis)
+    if presentation:  # log axes label 2 and 5 between decades at 3/4 size: decades only
+        fig.for_each_xaxis(lambda ax: ax.update(dtick=1) if ax.type == "log" else None)
+        fig.for_each_yaxis(lambda ax: ax.update(dtick=1) if ax.type == "log" else None)
+    fig.update_coloraxes(colorbar={"tickfont": {"size": size, **ink}})
+    fig.update_traces(colorbar={"tickfont": {"size": size, **ink}}, selector={"type": "heatmap"})
+    fig.update_traces(textfont={"size": size}, selector={"type": "heatmap"})
+    fig.update_traces(textfont={"size": size}, selector={"type": "scatter"})
     fig.update_annotations(font_size=size + 2)
     return fig
 
@@ -101,29 +133,60 @@ def heatmap(m: np.ndarray, q_tokens: Sequence[str], k_tokens: Sequence[str] | No
     return style(fig, presentation=presentation, height=side)
 
 
+def _label_room(tokens: Sequence[str], size: int, angle: float = 0.0) -> float:
+    """Pixels a tick label of the longest token needs across its axis, rotated by `angle`
+    degrees from horizontal (a character is about 0.62 em wide)."""
+    longest = max((len(token_label(t)) for t in tokens), default=1)
+    return longest * 0.62 * size * abs(np.cos(np.radians(angle))) + size
+
+
+NOMINAL_WIDTH = 1200  # px: the Explorer's figure width on a 1280-wide screen, and less than
+# any export width, so that spacing computed against it is enough in both
+
+
 def side_by_side(maps: Mapping[str, np.ndarray], tokens: Mapping[str, Sequence[str]], *,
                  presentation: bool = False, cols: int = 3, title: str = "") -> go.Figure:
-    """One heatmap per variant on a shared colour scale (0 .. max)."""
+    """One heatmap per variant on a shared colour scale (0 .. max).
+
+    When every panel has the same tokens (one tokenizer), only the first column carries
+    query labels and only the lowest panel of each column key labels, so no label is drawn
+    over a neighbour. Gaps between panels are computed from the labels they must hold.
+    """
     labels = list(maps)
     cols = min(cols, len(labels))
     rows = -(-len(labels) // cols)
+    size = font_size(presentation)
+    first = list(tokens[labels[0]])
+    same = all(list(tokens[label]) == first for label in labels)
+    every = [t for label in labels for t in tokens[label]]
+    t = max(len(v) for v in tokens.values())
+    panel = 280 + (14 if presentation else 10) * min(t, 50)  # px per row
+    height = rows * panel
+    x_room = _label_room(every, size, 30)  # -60° ticks: sin 60° of the length downwards
+    title_room = 2.2 * (size + 2)
+    gap_x = (24 if same else _label_room(every, size) + 24) / NOMINAL_WIDTH
+    labelled_above = not same or len(labels) % cols != 0  # a non-bottom panel shows keys
+    gap_y = (title_room + (x_room if labelled_above else 0)) / height if rows > 1 else 0.1
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=labels,
-                        horizontal_spacing=0.08,
-                        vertical_spacing=0.22 if rows > 1 else 0.1)  # room for key labels
+                        horizontal_spacing=min(0.3, gap_x),
+                        vertical_spacing=min(0.5 / max(1, rows - 1), gap_y))
     zmax = max(float(np.nanmax(m)) for m in maps.values()) or 1.0
+    most = 20 if presentation else 40  # large type: every other label at most
     for i, label in enumerate(labels):
         r, c = divmod(i, cols)
         tok = tokens[label]
         fig.add_trace(_heat_trace(np.asarray(maps[label], dtype=np.float64), tok, tok,
                                   scale="", zmin=None, zmax=None, zmid=None,
                                   coloraxis="coloraxis"), row=r + 1, col=c + 1)
-        most = 20 if presentation else 40  # large type: every other label at most
-        fig.update_xaxes(**_ticks(tok, most), tickangle=-60, row=r + 1, col=c + 1)
-        fig.update_yaxes(**_ticks(tok, most), autorange="reversed", row=r + 1, col=c + 1)
+        keys = i + cols >= len(labels) or not same  # nothing below it in its column
+        queries = c == 0 or not same
+        fig.update_xaxes(**_ticks(tok, most), tickangle=-60, row=r + 1, col=c + 1,
+                         showticklabels=keys, ticks="outside" if keys else "")
+        fig.update_yaxes(**_ticks(tok, most), autorange="reversed", row=r + 1, col=c + 1,
+                         showticklabels=queries, ticks="outside" if queries else "")
     scale = SCALE_PRESENTATION if presentation else SCALE
     fig.update_layout(coloraxis={"colorscale": scale, "cmin": 0.0, "cmax": zmax}, title=title)
-    t = max(len(v) for v in tokens.values())
-    return style(fig, presentation=presentation, height=rows * (280 + 10 * min(t, 50)))
+    return style(fig, presentation=presentation, height=int(height + x_room))
 
 
 def difference_heatmap(diff: np.ndarray, tokens: Sequence[str], *, title: str = "",
@@ -154,7 +217,8 @@ def matrix_figure(m: np.ndarray | pd.DataFrame, *, x_title: str, y_title: str, t
     fig.update_xaxes(title_text=x_title, type="category")
     fig.update_yaxes(title_text=y_title, type="category", autorange="reversed")
     fig.update_layout(title=title)
-    return style(fig, presentation=presentation, height=200 + 28 * min(len(y_labels), 30))
+    row = 42 if presentation else 28  # px: a cell holds its number in the page's type size
+    return style(fig, presentation=presentation, height=200 + row * min(len(y_labels), 30))
 
 
 def overview_grid(attentions: Sequence[np.ndarray], head_order: Sequence[int],
@@ -212,16 +276,65 @@ def export_available() -> tuple[bool, str]:
     return True, ""
 
 
-def to_image(fig: go.Figure, fmt: str = "png", *, scale: float = 2.0) -> bytes:
-    """PNG or SVG bytes; raises LabError with the reason when export cannot run here."""
+_SERVER: list[bool] = []  # [True] once kaleido's browser is kept running in this process
+
+
+def _start_export_server() -> None:
+    """Keep one headless Chromium for every export of this process: kaleido otherwise
+    starts a browser per figure (seconds each; about 0.2 s per figure once it runs)."""
+    if _SERVER:
+        return
+    _SERVER.append(True)
+    try:
+        import warnings
+
+        import kaleido
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kaleido.start_sync_server(silence_warnings=True)
+    except Exception:  # noqa: BLE001 - an older kaleido: one browser per export still works
+        pass
+
+
+EXPORT_SIZES: dict[str, tuple[int, int] | None] = {  # name -> (width, height) in px
+    "figure": None,  # the figure's own height, EXPORT_WIDTH wide
+    "16:9 slide": (1920, 1080),
+    "4:3 slide": (1440, 1080),
+    "square": (1080, 1080),
+}
+EXPORT_WIDTH = 1400
+
+
+def export_size(fig: go.Figure, size: str = "figure") -> tuple[int, int]:
+    """(width, height) in px of an export at `size` (a key of EXPORT_SIZES)."""
+    if size not in EXPORT_SIZES:
+        raise LabError(f"export size must be one of {', '.join(EXPORT_SIZES)}, got {size!r}")
+    fixed = EXPORT_SIZES[size]
+    if fixed is not None:
+        return fixed
+    return int(fig.layout.width or EXPORT_WIDTH), int(fig.layout.height or 500)
+
+
+def to_image(fig: go.Figure, fmt: str = "png", *, scale: float = 2.0, size: str = "figure"
+             ) -> bytes:
+    """PNG or SVG bytes at `size`; raises LabError with the reason when export cannot run.
+
+    The width is set explicitly (kaleido's default is 700 px, narrower than the page, which
+    squeezed several panels into their neighbours' labels); the margins grow to the labels
+    (see `style`), so nothing is clipped at the frame.
+    """
     if fmt not in ("png", "svg"):
         raise LabError(f"export format must be png or svg, got {fmt!r}")
+    width, height = export_size(fig, size)
     ok, reason = export_available()
     if not ok:
         raise LabError(reason)
     os.environ.setdefault("BROWSER_PATH", _chrome_path() or "")
     with _EXPORT_LOCK:  # one headless browser at a time on a small machine
+        _start_export_server()
         try:
-            return fig.to_image(format=fmt, scale=scale if fmt == "png" else 1.0)
+            return fig.to_image(format=fmt, width=width, height=height,
+                                scale=scale if fmt == "png" else 1.0)
         except Exception as exc:  # kaleido/choreographer raise assorted errors
             raise LabError(f"figure export failed: {exc}") from exc

@@ -109,7 +109,7 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
     (diamonds), and a line from each query to the key it attends to most. `hide_special`
     leaves out the tokenizer's special tokens, and the top key is chosen among those left."""
     labels = list(vectors)
-    cols = min(2 if presentation else 3, len(labels))
+    cols = min(1 if presentation else 3, len(labels))  # large type: one panel a row
     rows = -(-len(labels) // cols)
     titles, panels, shown = [], [], {}
     for label in labels:
@@ -121,7 +121,7 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
         qxy, kxy, share = joint_plane(q, k)
         panels.append((qxy, kxy, p.argmax(axis=1)))
         shown[label] = toks
-        titles.append(f"{label} (plane keeps {100 * share.sum():.0f}% of variance)")
+        titles.append(f"{label} · {100 * share.sum():.0f}% of variance")  # short: 3 a row
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
                         horizontal_spacing=0.06, vertical_spacing=0.12)
     size = 13 if presentation else 9
@@ -152,7 +152,11 @@ def figure(vectors: Mapping[str, MatchVectors], head: int, *, presentation: bool
                          scaleratio=1, row=r + 1, col=c + 1)  # true angles
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
-    return figures.style(fig, presentation=presentation, height=max(360, 340 * rows))
+    if presentation:  # the legend under the panels, not beside them in a narrow window
+        fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.02,
+                                  "x": 0})
+    return figures.style(fig, presentation=presentation,
+                         height=max(360, (440 if presentation else 340) * rows))
 
 
 def caption(layer: int, head: int | None) -> str:

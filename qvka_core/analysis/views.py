@@ -158,7 +158,7 @@ def pos_lens(res: ExplorerResult, text: str, opts: ViewOptions
     zmax = max(float(np.nanmax(df.to_numpy())) for df in frames.values())
     figs = {label: figures.matrix_figure(df, x_title="key POS", y_title="query POS",
                                          presentation=opts.presentation, title=label,
-                                         zmax=zmax)
+                                         zmax=zmax, fmt=".0%" if opts.presentation else ".2f")
             for label, df in frames.items()}
     special = ("special tokens hidden, rows renormalised" if opts.hide_special
                else "SPECIAL = tokens without text ([CLS], <s>)")

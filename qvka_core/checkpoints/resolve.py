@@ -86,7 +86,7 @@ def find(name_or_dir: str, variant: str | None = None) -> tuple[str, str, Path |
     path = Path(key).expanduser()
     if path.is_dir():
         if (path / "checkpoint" / "config.json").exists():  # a run folder given by path
-            path = path / "checkpoint"
+            return path.resolve().name, "path", path / "checkpoint"
         return path.resolve().name, "path", path
     available = [*embedded.EMBEDDED, *bundled, *runs]
     raise CheckpointError(

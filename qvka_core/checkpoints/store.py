@@ -53,16 +53,7 @@ def save_checkpoint(directory: str | Path, model: Transformer, *,
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        if model.cfg.tie_embeddings:
-            state.pop("lm_head.weight", None)  # same storage as tok_emb.weight
-        save_file(state, str(tmp / "model.safetensors"))
-        _write_json(tmp / "config.json", {"format": FORMAT, "model": model.cfg.to_dict()})
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-        if meta is not None:
-            _write_json(tmp / "meta.json", meta)
-        _make_readable(tmp)  # mkdtemp creates 0700; a checkpoint is ordinary shared data
+        write_checkpoint_files(tmp, model, tokenizer=tokenizer, meta=meta)
         if directory.exists():  # overwrite: swap in, then drop the old copy
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -75,6 +66,22 @@ def save_checkpoint(directory: str | Path, model: Transformer, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def write_checkpoint_files(directory: Path, model: Transformer, *,
+                           tokenizer: TextTokenizer | None = None,
+                           meta: dict[str, Any] | None = None) -> None:
+    """The files of a checkpoint, into an existing (empty) directory; not atomic by itself."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)  # same storage as tok_emb.weight
+    save_file(state, str(directory / "model.safetensors"))
+    _write_json(directory / "config.json", {"format": FORMAT, "model": model.cfg.to_dict()})
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    if meta is not None:
+        _write_json(directory / "meta.json", meta)
+    _make_readable(directory)  # mkdtemp creates 0700; a checkpoint is ordinary shared data
 
 
 def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> LoadedModel:

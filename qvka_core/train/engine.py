@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qvka_core.checkpoints.store import load_checkpoint_dir, save_checkpoint
+from qvka_core.checkpoints.store import load_checkpoint_dir
 from qvka_core.config import ModelConfig
 from qvka_core.data import (
     batch_generator,
@@ -197,6 +197,10 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
     model.to(device).train()
     opt, param_names = make_optimizer(model, args, device)
     start_step, elapsed_prev = 0, 0.0
+    if args.resume and dist.is_main:
+        rd.resume_checkpoint()
+    if dist.enabled:
+        torch.distributed.barrier()  # rank 0 repairs an interrupted switch before others read
     ckpt_step = rd.checkpoint_step() if args.resume else None
     if ckpt_step is not None:
         state = load_checkpoint_dir(rd.checkpoint_path).model.state_dict()
@@ -360,7 +364,6 @@ class _Loop:
         meta = {"step": step, "run": self.rd.path.name, "val_loss": self.last_val[0],
                 "val_acc": self.last_val[1], "unigram_loss": self.unigram,
                 "tokens": step * self.args.batch * self.args.seq_len, "seed": self.args.seed}
-        save_checkpoint(self.rd.checkpoint_path, self.model, tokenizer=self.tokenizer,
-                        meta=meta, overwrite=True)
+        self.rd.save_checkpoint(step, self.model, self.tokenizer, meta)
         self.rd.prune_states(step)
         self.rd.log(f"checkpoint at step {step}")

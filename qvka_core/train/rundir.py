@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from qvka_core import checkpoint_slots as slots
 from qvka_core.checkpoints.store import write_checkpoint_files
 from qvka_core.errors import RunError
-from qvka_core import checkpoint_slots as slots
 
 STATES = ("queued", "running", "completed", "failed", "cancelled", "diverged")
 RUN_FORMAT = "qvka-lab-run/1"

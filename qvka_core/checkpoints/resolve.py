@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qvka_core import paths
+from qvka_core import limits, paths
 from qvka_core.checkpoints import embedded
 from qvka_core.checkpoints.store import FORMAT, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
@@ -137,6 +137,7 @@ def load_ours(directory: Path, *, name: str) -> LoadedModel:
     from qvka_core.tokenizer import TextTokenizer
 
     cfg = read_config(directory)
+    limits.check_model(cfg, source=f"{directory / 'config.json'}")  # before any allocation
     model = build_model(cfg, read_safetensors(directory),
                         source=str(directory / "model.safetensors"))
     tokenizer = None

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from qvka_core import limits
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError, ConfigError
 from qvka_core.model import Transformer
@@ -99,6 +100,7 @@ def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> Lo
             )
         raise CheckpointError(f"{directory} has no model.safetensors")
     cfg = read_config(directory)
+    limits.check_model(cfg, source=f"{directory / 'config.json'}")  # before any allocation
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from qvka_core.cli.output import json_text
 from qvka_core.errors import CheckpointError, DataError
 
 HELP = "Tokens and per-layer attention probabilities of a checkpoint on a text."
@@ -73,7 +74,7 @@ def _entropy(layer: list[list[list[float]]]) -> float:
 def run(args: argparse.Namespace) -> int:
     result = attention_maps(args.checkpoint, args.text, args.variant)
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result, indent=None))
         return 0
     if args.out:
         path = Path(args.out)

@@ -7,10 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
+from qvka_core.cli.output import json_text
 from qvka_core.train.args import default_runs_root
 
 HELP = "the paper-mini grid (list or queue its runs) and the summary of finished runs"
@@ -48,16 +48,16 @@ def run(args: argparse.Namespace) -> int:
         if args.submit:
             rows = paper.submit_grid(root=args.runs, device=args.device, **kw)
             text = "\n".join(f"queued {r['id']} (#{r['seq']})" for r in rows)
-            print(json.dumps(rows, indent=2, default=str) if args.json else text)
+            print(json_text(rows, indent=2) if args.json else text)
             return 0
         argvs = paper.grid_argvs(out=args.runs, **kw)
         text = "\n".join("python -m qvka_core train " + shlex.join(a) for a in argvs)
-        print(json.dumps(argvs, indent=2) if args.json else text)
+        print(json_text(argvs, indent=2) if args.json else text)
         return 0
     command = "python -m qvka_core " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     data = paper.summary(args.runs, metric=args.metric, command=command, out=args.out)
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print(json_text(data, indent=2))
         return 0
     print(paper.summary_text(data))
     return 0

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from qvka_core.cli.output import json_text
 from qvka_core.train.args import TrainArgs, default_runs_root
 
 HELP = "train a model (from a preset or a checkpoint) on Austen or a text file"
@@ -63,6 +63,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--qvka-both", action="store_true",
                    help="with --grid: QV-Ka under sinusoidal PE too (8 cells, 24 runs; the "
                    "paper has QV-Ka under AGF only)")
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """The train parser for options given as data (jobs submit/estimate, pages): a bad
+    option is a RunError, printed once by the caller, not a line on stderr + SystemExit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from qvka_core.errors import RunError
+
+        raise RunError(f"invalid train option: {message} (see `python -m qvka_core train "
+                       "--help`)")
+
+
+def parse_train_argv(argv: list[str]) -> TrainArgs:
+    """TrainArgs from train options (["--variant", "qv", "--steps", "50", ...])."""
+    parser = _RaisingParser(prog="train", add_help=False)
+    add_arguments(parser)
+    return build_args(parser.parse_args(argv))
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,5 +142,5 @@ def run(args: argparse.Namespace) -> int:
         summary = {"state": result.state, "step": result.step, "run_dir": str(result.run_dir),
                    "val_loss": result.val_loss, "val_acc": result.val_acc,
                    "unigram_loss": result.unigram_loss, "message": result.message}
-        print(json.dumps(summary))
+        print(json_text(summary, indent=None))
     return 0 if result.state in ("completed", "cancelled") else 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qvka_core import limits
 from qvka_core.errors import ConfigError, DataError, LabError, RunError
 from qvka_core.jobs.devices import memory_bytes
 
@@ -25,17 +26,10 @@ DEFAULT_GPU = "H100 SXM"
 
 def args_from_argv(argv: list[str]) -> Any:
     """A `TrainArgs` from train options (["--variant", "qv", "--steps", "50", ...]), parsed
-    by the train command's own parser."""
-    from qvka_core.cli import _Parser
-    from qvka_core.cli import train as train_cli
+    by the train command's own parser; a bad option is one RunError."""
+    from qvka_core.cli.train import parse_train_argv
 
-    parser = _Parser(prog="train")
-    train_cli.add_arguments(parser)
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as exc:
-        raise RunError(f"invalid train options {' '.join(argv)!r}") from exc
-    return train_cli.build_args(ns)
+    return parse_train_argv(argv)
 
 
 def _model_config(args: Any) -> Any:
@@ -122,6 +116,19 @@ def preflight(train_args: Any) -> None:
         _check_text_file(args.data, args.seq_len)
 
 
+def check_memory(train_args: Any, kind: str = "cpu") -> None:
+    """Refuse (ConfigError) a run whose estimated peak memory exceeds the memory of the
+    device `kind` ("cpu" or "cuda..."), naming the sizes given; reads configs, no weights."""
+    args = _as_args(train_args)
+    cfg = _model_config(args)
+    total = sum(limits.training_parts(cfg, batch=args.batch, seq_len=args.seq_len,
+                                      eval_batches=args.eval_batches,
+                                      teacher=args.distill != "none").values())
+    given = (f"n_layers {cfg.n_layers}, d_model {cfg.d_model}, batch {args.batch}, seq_len "
+             f"{args.seq_len}, eval_batches {args.eval_batches}")
+    limits.fits(total, what="the run's peak memory", given=given, kind=kind)
+
+
 def _check_text_file(path: str, seq_len: int) -> None:
     """The file exists and is text (DataError otherwise), and each split can hold one window:
     a token spans at least one character, so a part with fewer than seq_len + 2 characters
@@ -164,18 +171,10 @@ def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
     else:
         throughput = CPU_FLOPS
         basis = "CPU ~90 GFLOP/s (measured on 2 cores)"
-    d, layers = cfg.d_model, cfg.n_layers
     tokens = args.batch * args.seq_len
-    memory = {
-        "weights": params * 4,
-        "gradients": params * 4,
-        "adam_moments": params * 8,
-        "activations": tokens * d * layers * 34
-        + args.batch * cfg.attention.n_heads * args.seq_len**2 * layers * 4,
-        "logits": tokens * cfg.vocab_size * 8,
-    }
-    if args.distill != "none":  # a frozen fp32 copy of the teacher, plus its logits
-        memory["teacher"] = params * 4 + tokens * cfg.vocab_size * 4
+    memory = limits.training_parts(cfg, batch=args.batch, seq_len=args.seq_len,
+                                   eval_batches=args.eval_batches,
+                                   teacher=args.distill != "none")
     total = sum(memory.values())
     kind = "cuda" if on_gpu else "cpu"
     capacity = memory_bytes(kind)

@@ -47,6 +47,7 @@ from qvka_core.jobs.store import (  # noqa: E402
 
 POLL_S = 0.5
 PENDING_GRACE_S = 60.0  # a job whose worker pid is not yet recorded counts as alive this long
+FORCE_MEMORY_ENV = "QVKA_FORCE_MEMORY"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -113,6 +114,8 @@ def trainer_command(job: dict[str, Any], run_dir: Path,
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
+    if job.get("force_memory"):  # submitted with --force-memory: the trainer skips its check
+        env[FORCE_MEMORY_ENV] = "1"
     if gpu:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu)
     return list(job["trainer"]) + argv, env

@@ -32,6 +32,7 @@ from qvka_core.data import (
     unigram_baseline,
 )
 from qvka_core.errors import RunError
+from qvka_core.jobs.estimate import check_memory
 from qvka_core.model import Transformer
 from qvka_core.train.args import RESUME_MUTABLE, TrainArgs
 from qvka_core.train.rundir import RUN_FORMAT, RunDir, read_json, write_json
@@ -182,6 +183,8 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
     stored_cfg = _prepare_dir(args, rd)
     if dist.enabled:
         torch.distributed.barrier()  # rank 0's directory checks happen before anyone writes
+    if os.environ.get("QVKA_FORCE_MEMORY") != "1":  # jobs submit --force-memory sets it
+        check_memory(args, device.type)  # before anything is allocated (qvka_core.limits)
     model, tokenizer, tok_key = build_model(args, stored_cfg)
     data = token_data(args.data, tokenizer, tokenizer_key=tok_key)
     check_enough(data, args.seq_len)

@@ -137,3 +137,20 @@ def check_model(cfg: Any, *, source: str, kind: str = "cpu") -> None:
     fits(model_bytes(cfg), what=f"the model ({params_of(cfg):,} parameters, fp32)",
          given=f"{source} (n_layers {cfg.n_layers}, d_model {cfg.d_model}, vocab "
                f"{cfg.vocab_size})", kind=kind)
+
+
+def check_writable_dir(path: Any, label: str) -> None:
+    """`path` is (or can be created as) a directory this process may write into; checked
+    before the work whose result goes there, so a read-only folder costs nothing."""
+    from pathlib import Path
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{label} {path} is a file, not a directory")
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"{label} {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label} {path}: {probe} is not writable")

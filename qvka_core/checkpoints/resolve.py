@@ -49,6 +49,8 @@ def _runs() -> dict[str, Path]:
 
 
 def _is_checkpoint(directory: Path) -> bool:
+    if not (directory / "config.json").is_file():  # a FIFO is never opened: it would block
+        return False
     try:
         data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -182,7 +184,7 @@ def _describe(name: str, source: str, directory: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name, "source": source, "path": str(directory),
                            "variant": None, "params_total": None, "description": ""}
     try:
-        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        data = read_config_json(directory)  # a directory or FIFO: an error, never a read
         if data.get("format") != FORMAT:
             raise CheckpointError(f"not a {FORMAT} config")
         cfg = ModelConfig.from_dict(data["model"])

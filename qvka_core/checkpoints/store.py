@@ -91,6 +91,8 @@ def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> Lo
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     weights = directory / "model.safetensors"
+    if weights.exists() and not weights.is_file():  # a FIFO would block the reader
+        raise CheckpointError(f"{weights} is not a regular file")
     if not weights.exists():
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -144,6 +146,10 @@ def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: st
         if state[k].shape != expected[k].shape
     ]
     problems = []
+    not_float = [f"{k} ({v.dtype})" for k, v in sorted(state.items())
+                 if not v.is_floating_point()]
+    if not_float:
+        problems.append(f"weights must be floating point: {_first(not_float)}")
     if missing:
         problems.append(f"missing tensors: {_first(missing)}")
     if unexpected:
@@ -171,10 +177,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     """A JSON file; malformed text is a CheckpointError naming the file."""
+    if path.exists() and not path.is_file():  # a directory, a FIFO (never opened: it blocks)
+        raise CheckpointError(f"{path} is not a regular file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def read_config_json(directory: str | Path) -> dict[str, Any]:

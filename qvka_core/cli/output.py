@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
+
+from qvka_core.errors import ConfigError
 
 
 def finite(obj: Any) -> Any:
@@ -22,3 +25,13 @@ def finite(obj: Any) -> Any:
 def json_text(obj: Any, *, indent: int | None = 2, ensure_ascii: bool = True) -> str:
     return json.dumps(finite(obj), indent=indent, default=str, allow_nan=False,
                       ensure_ascii=ensure_ascii)
+
+
+def check_output_file(path: str, flag: str) -> Path:
+    """An output FILE path: not a directory, not a FIFO or device (never opened)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give a file name")
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{flag} {path} is not a regular file")
+    return p

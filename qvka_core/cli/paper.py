@@ -10,7 +10,8 @@ import argparse
 import shlex
 import sys
 
-from qvka_core.cli.output import json_text
+from qvka_core import limits
+from qvka_core.cli.output import check_output_file, json_text
 from qvka_core.train.args import default_runs_root
 
 HELP = "the paper-mini grid (list or queue its runs) and the summary of finished runs"
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from qvka_core import paper
 
     if args.action == "grid":
+        for seed in args.seeds:
+            limits.check_int("seed", seed, minimum=0, label="--seeds")
+        _check_steps_mult(args.steps_mult)
         kw = {"seeds": args.seeds, "cells": args.cells, "positions": args.positions,
               "steps_mult": args.steps_mult, "qvka_both": args.qvka_both}
         if args.submit:
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         text = "\n".join("python -m qvka_core train " + shlex.join(a) for a in argvs)
         print(json_text(argvs, indent=2) if args.json else text)
         return 0
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     command = "python -m qvka_core " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     data = paper.summary(args.runs, metric=args.metric, command=command, out=args.out)
     if args.json:
@@ -61,3 +67,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(paper.summary_text(data))
     return 0
+
+
+def _check_steps_mult(value: float) -> None:
+    limits.check_finite("--steps-mult", value, positive=True)
+    if value > 1000:
+        raise limits.ConfigError(f"--steps-mult {value:g} exceeds the limit of 1000")

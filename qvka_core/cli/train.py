@@ -112,7 +112,9 @@ def _progress(record: dict[str, Any]) -> None:
 
 def _run_grid(args: argparse.Namespace) -> int:
     from qvka_core import paper
+    from qvka_core.cli.paper import _check_steps_mult
 
+    _check_steps_mult(args.steps_mult)
     out = args.out or default_runs_root()
     done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
                                 qvka_both=args.qvka_both)

@@ -279,6 +279,9 @@ def delete(job_id: str, *, root: str | Path | None = None) -> None:
     if status["state"] in ACTIVE or status.get("exiting"):
         raise RunError(f"run {job_id!r} is {status['state']}; cancel it and wait for it to "
                        "stop before deleting")
+    if run_dir.is_symlink():  # a link placed in the runs folder: remove it, not its target
+        run_dir.unlink()
+        return
     shutil.rmtree(run_dir)
 
 

@@ -35,8 +35,10 @@ if __name__ == "__main__" and "qvka_core" not in sys.modules:  # pragma: no cove
     sys.modules["qvka_core"] = _stub
     sys.path.insert(0, str(_pkg_dir.parent))
 
+from qvka_core.errors import RunError  # noqa: E402
 from qvka_core.jobs.store import (  # noqa: E402
     CANCEL_FILE,
+    JOB_FILE,
     now_iso,
     pid_alive,
     read_job,
@@ -125,6 +127,9 @@ def main(run_dir_arg: str) -> int:
     """Wait for the job's turn, run its trainer, record the outcome. Returns an exit code."""
     run_dir = Path(run_dir_arg).resolve()
     root = run_dir.parent
+    if not (run_dir / JOB_FILE).is_file():  # only job folders: nothing written elsewhere
+        raise RunError(f"{run_dir} is not a job folder (no {JOB_FILE}); the worker runs "
+                       "only jobs queued by `jobs submit`")
     job = update_job(run_dir, worker_pid=os.getpid())
     _log(f"queued {job['id']} (#{job['seq']}) for {', '.join(job['slots'])}")
     held: tuple[list[str], list[int]] | None = None

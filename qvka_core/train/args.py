@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,12 @@ class TrainArgs:
             from qvka_core.attention.registry import get_variant
 
             get_variant(self.variant)  # ConfigError listing the valid names
-        if not self.data:
+        if not isinstance(self.data, str) or not self.data:
             raise ConfigError("data must be 'austen' or a text file path")
+        for name in ("data", "tokenizer"):  # absolute, so a resume from elsewhere finds it
+            value = getattr(self, name)
+            if isinstance(value, str) and value and value != "austen":
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
         limits.check_finite("lr", self.lr, positive=True)
         if self.warmup < 0 or self.warmup > self.steps:
             raise ConfigError(f"warmup must be in 0..steps ({self.steps}), got {self.warmup}")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qvka_core import limits
 from qvka_core.checkpoints.store import load_checkpoint_dir
 from qvka_core.config import ModelConfig
 from qvka_core.data import (
@@ -75,6 +76,7 @@ def _pid_alive(pid: int) -> bool:
 def _prepare_dir(args: TrainArgs, rd: RunDir) -> ModelConfig | None:
     """Check the directory for a new or resumed run; returns the stored config on resume."""
     path = rd.path
+    limits.check_writable_dir(path, "out/name")
     if not args.resume:
         if path.exists():
             entries = {p.name for p in path.iterdir()

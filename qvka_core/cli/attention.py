@@ -75,6 +75,8 @@ def _entropy(layer: list[list[list[float]]]) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out, "--out")  # before the model loads
     result = attention_maps(args.checkpoint, args.text, args.variant)
     if args.json:
         print(json_text(result, indent=None))

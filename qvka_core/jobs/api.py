@@ -168,6 +168,8 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
         run_dir.mkdir()
     except FileExistsError as exc:
         raise RunError(f"a run named {job_id!r} already exists under {base}") from exc
+    except OSError as exc:  # a read-only runs folder, say
+        raise RunError(f"cannot create {run_dir}: {exc.strerror}") from exc
     job = {
         "id": job_id, "name": job_id, "argv": argv, "device": device, "slots": slots,
         "n_gpus": n_gpus, "trainer": list(trainer), "seq": next_seq(base),

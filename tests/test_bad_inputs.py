@@ -44,6 +44,9 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.mkfifo(box / "fifo")
     (box / "binary.txt").write_bytes(b"text \xff\xfe more")
     (box / "short.txt").write_text("ab", encoding="utf-8")
+    # enough characters for a 60-token window in each split, far too few tokens
+    (box / "fewtokens.txt").write_text(("the " * 16 + "\n") * 40,
+                                       encoding="utf-8")
     (box / "cfgdir" / "config.json").mkdir(parents=True)
     (box / "runs").mkdir()
     (box / "outdir").mkdir()
@@ -146,6 +149,9 @@ CLI_CASES = [
      "--steps"),
     ("jobs-submit-memory", ["jobs", "--runs", "{box}/runs", "submit", "--device", "cpu", "--",
                             "--preset", "llama3-8b", "--steps", "1"], "memory"),
+    ("jobs-submit-too-few-tokens", ["jobs", "--runs", "{box}/runs", "submit", "--",
+                                    "--preset", "tiny", "--seq-len", "60", "--data",
+                                    "{box}/fewtokens.txt"], "tokens"),
     ("jobs-submit-lr-nan", ["jobs", "--runs", "{box}/runs", "submit", "--", "--lr", "nan"],
      "lr"),
     ("jobs-submit-name-path", ["jobs", "--runs", "{box}/runs", "submit", "--name", "../x",

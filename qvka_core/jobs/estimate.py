@@ -114,6 +114,35 @@ def preflight(train_args: Any) -> None:
                           f"{cfg.max_seq_len} ({args.init or args.preset})")
     if args.data != "austen":
         _check_text_file(args.data, args.seq_len)
+        _check_tokens(args)
+
+
+EXACT_TOKENS_MAX_BYTES = 16 * 2**20  # tokenised in the check (cached on disk for the run)
+
+
+def _check_tokens(args: Any) -> None:
+    """Each split holds seq_len + 2 *tokens* (characters are only an upper bound): counted
+    with the run's tokenizer when it is a tokenizer.json (from scratch, or an init folder
+    that has one) and the file is small enough to tokenise now."""
+    from pathlib import Path
+
+    from qvka_core.data import TOKENIZER_PATH, check_enough, load_tokenizer, token_data
+
+    if Path(args.data).stat().st_size > EXACT_TOKENS_MAX_BYTES:
+        return
+    if args.init is None:
+        path = Path(args.tokenizer or TOKENIZER_PATH)
+        key = f"file:{path.resolve()}"  # the trainer's key: its cache entry is this one
+    else:
+        from qvka_core.checkpoints.resolve import find
+
+        directory = find(args.init)[2]
+        path = directory / "tokenizer.json" if directory is not None else None
+        if path is None or not path.is_file():
+            return
+        key = ""  # EOS may differ from the trainer's: a count that passes here passes there
+    check_enough(token_data(args.data, load_tokenizer(path), tokenizer_key=key),
+                 args.seq_len)
 
 
 def check_memory(train_args: Any, kind: str = "cpu") -> None:

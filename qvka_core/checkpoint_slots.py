@@ -28,7 +28,7 @@ _SLOT_RE = re.compile(r"^step-(\d+)(?:\.(\d+))?$")
 # Temporary and displaced directories of the pre-slot writer (store.save_checkpoint).
 _LEGACY_TMP = re.compile(r"^\.checkpoint\.(old|[A-Za-z0-9_]{8})$")
 # Temp files of a killed atomic write (rundir.atomic_write_text, the state writer).
-_TMP_FILE = re.compile(r"^\.[\w.-]+\.tmp\d*$")
+_TMP_FILE = re.compile(r"^\.[\w.-]+\.tmp(\d*)$")
 
 
 def fsync_path(path: Path) -> None:
@@ -120,7 +120,8 @@ def clean_orphans(run_dir: str | Path) -> None:
     slots = run_dir / SLOTS
     target = _target(run_dir)
     for p in [*_entries(run_dir), *_entries(run_dir / "state")]:
-        if _TMP_FILE.match(p.name) and p.is_file() and not p.is_symlink():
+        tmp = _TMP_FILE.match(p.name)
+        if tmp and p.is_file() and not p.is_symlink() and not _writer_alive(tmp.group(1)):
             p.unlink(missing_ok=True)
         elif p.name.startswith(f".{POINTER}.tmp-") and p.is_symlink():
             p.unlink(missing_ok=True)
@@ -178,6 +179,20 @@ def _point(run_dir: Path, slot: Path) -> None:
     os.symlink(f"{SLOTS}/{slot.name}", link)
     os.replace(link, pointer)  # the switch
     fsync_path(run_dir)
+
+
+def _writer_alive(pid_text: str) -> bool:
+    """Whether another live process may still rename this temp file into place (the job
+    worker writes job.json the same way): only a dead writer's temp file is an orphan."""
+    if not pid_text or int(pid_text) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):
+        return True  # exists but not ours to signal, or unreadable: leave it
+    return True
 
 
 def _entries(directory: Path) -> list[Path]:

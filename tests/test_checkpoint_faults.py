@@ -15,33 +15,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from qvka_core import checkpoint_slots as slots
-from qvka_core import data
 from qvka_core.checkpoints.store import load_checkpoint_dir
 from qvka_core.jobs.status import checkpoint_step
 from qvka_core.train import TrainArgs, read_metrics, run
+from tests import test_train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT = ROOT / "tests" / "fixtures" / "fault_trainer.py"
 STEPS, EVERY = 15, 5  # checkpoints at 5, 10, 15; the faults hit the save at step 10
 LOGGED = [0, *range(5, STEPS + 1, 5)]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("data") / "austen-small.txt"
-    path.write_text(data.train_text()[:20_000], encoding="utf-8")
-    return str(path)
+_one_thread, text_file = test_train._one_thread, test_train.text_file  # shared fixtures
 
 
 def _fields(text_file: str, out: Path) -> dict:

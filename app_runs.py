@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from qvka_core import jobs, paper, runview
-from qvka_core.errors import DataError, RunError
+from qvka_core.errors import DataError, LabError, RunError
 
 ROOT = Path(__file__).parent
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # uploaded training text (the CLI allows 50 MB files)
@@ -128,6 +128,15 @@ def save_converted(ref: str, result: Any, name: str) -> Path:
 
 
 # --- uploads ------------------------------------------------------------------------------------
+def safe_stem(filename: str) -> str:
+    """A file name for an upload whatever its own name ('日本語.txt', 'a..b.txt'): its
+    slug when it has one, else "upload"; the content hash beside it keeps files apart."""
+    try:
+        return jobs.slugify(Path(str(filename)).stem or "upload")[:40]
+    except LabError:
+        return "upload"
+
+
 def stage_upload(filename: str, data: bytes) -> Path:
     """Validate an uploaded text file and store it under runs/uploads/ (atomic); DataError if it
     is too large, empty, binary or not UTF-8. Same bytes -> same file."""
@@ -136,7 +145,7 @@ def stage_upload(filename: str, data: bytes) -> Path:
     if len(data) > MAX_UPLOAD_BYTES:
         raise DataError(f"{filename!r} is too large: {len(data):,} bytes > the page's limit "
                         f"of {MAX_UPLOAD_BYTES:,} (train larger files from the command line)")
-    stem = jobs.slugify(Path(filename).stem or "upload")[:40]
+    stem = safe_stem(filename)
     target = runs_root() / "uploads" / f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}.txt"
     if target.exists():
         return target
@@ -232,6 +241,25 @@ def estimate_lines(plans: list[dict[str, Any]], device: str,
                f"{est['tokens']:,} tokens. {est['label']}. Runs: "
                + ", ".join(p["name"] for p in plans))
     return caption, (f"Estimate: {est['warning']}." if est["warning"] else None)
+
+
+LAUNCH_DEBOUNCE_S = 10.0
+
+
+def launch_once(plans: list[dict[str, Any]], device: str, n_gpus: int
+                ) -> list[dict[str, Any]] | None:
+    """`launch`, unless this session queued exactly these plans in the last 10 s (a double
+    click on Launch reruns the page twice with the button pressed). None when skipped."""
+    import json
+    import time
+
+    key = hashlib.sha256(json.dumps([plans, device, n_gpus], sort_keys=True,
+                                    default=str).encode()).hexdigest()
+    last = st.session_state.get("_last_launch")
+    if last and last[0] == key and time.time() - last[1] < LAUNCH_DEBOUNCE_S:
+        return None
+    st.session_state["_last_launch"] = (key, time.time())
+    return launch(plans, device, n_gpus)
 
 
 def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[str, Any]]:

@@ -220,6 +220,14 @@ def init_from_url(defaults: dict[str, Any], parsers: dict[str, Callable[[str], A
         st.session_state.setdefault(key, value)
 
 
+def clamp_int(value: Any, low: int, high: int) -> int:
+    """A URL or widget value as an int in [low, high] (garbage -> low): ?layer=-5 is layer 0."""
+    try:
+        return max(low, min(high, int(value)))
+    except (TypeError, ValueError, OverflowError):
+        return low
+
+
 def sync_to_url(**values: Any) -> None:
     """Write the page state into the URL so that a link reproduces the view."""
     for key, value in values.items():

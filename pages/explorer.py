@@ -35,7 +35,7 @@ if not variants:
 
 with ui.guarded():
     n_layers, n_heads, limit = ui.model_shape(family, variants[0])
-st.session_state["layer"] = min(int(st.session_state.get("layer", 0)), n_layers - 1)
+st.session_state["layer"] = ui.clamp_int(st.session_state.get("layer"), 0, n_layers - 1)
 head_options = ["mean", *map(str, range(n_heads))]
 if str(st.session_state.get("head")) not in head_options:
     st.session_state["head"] = "mean"

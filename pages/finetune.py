@@ -68,9 +68,12 @@ with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
             st.warning(warning)
     if st.button("Launch", key="ft_launch", type="primary", disabled=not plans or not data):
         with ui.guarded(False):
-            launched = ar.launch(plans, device, n_gpus)
-            st.session_state["ft_curves"] = [s["id"] for s in launched]
-            st.success("Queued " + ", ".join(s["id"] for s in launched))
+            launched = ar.launch_once(plans, device, n_gpus)
+            if launched is None:
+                st.info("Already queued (the button was pressed twice).")
+            else:
+                st.session_state["ft_curves"] = [s["id"] for s in launched]
+                st.success("Queued " + ", ".join(s["id"] for s in launched))
             statuses = jobs.list_jobs(ar.runs_root())
 
 if not statuses:

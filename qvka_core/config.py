@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from qvka_core import limits
 from qvka_core.errors import ConfigError
 
 Position = Literal["rope", "sinusoidal", "learned", "agf", "alibi", "none"]
@@ -28,10 +29,8 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _positive(name: str, value: Any) -> None:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"{name} must be a positive integer, got {value!r}",
-    )
+    """A positive integer within its sanity cap (qvka_core.limits.MAX)."""
+    limits.check_int(name, value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,10 +83,16 @@ class AttentionConfig:
         _require(
             0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}"
         )
-        _require(self.rope_theta > 0, f"rope_theta must be positive, got {self.rope_theta!r}")
+        limits.check_finite("dropout", self.dropout)
+        limits.check_finite("rope_theta", self.rope_theta, positive=True)
+        limits.check_finite("attention norm_eps", self.norm_eps, positive=True)
         for name, value in spec.normalize(self).items():
             self._set(name, value)
         _positive("n_kv_heads", self.n_kv_heads)
+        for name in ("d_ctx", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
+                     "qk_nope_head_dim", "v_head_dim"):  # caps only; spec.validate has rules
+            if getattr(self, name, None) is not None:
+                limits.check_int(name, getattr(self, name), minimum=0)
         _require(
             self.n_heads % self.n_kv_heads == 0,
             f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})",
@@ -151,7 +156,9 @@ class ModelConfig:
         )
         for name in ("n_layers", "vocab_size", "ffn_dim", "max_seq_len"):
             _positive(name, getattr(self, name))
-        _require(self.type_vocab_size >= 0, "type_vocab_size must be >= 0")
+        limits.check_int("type_vocab_size", self.type_vocab_size, minimum=0)
+        limits.check_finite("norm_eps", self.norm_eps, positive=True)
+        limits.check_finite("dropout", self.dropout)
         _require(
             not (self.tie_embeddings and not self.lm_head),
             "tie_embeddings needs lm_head=True",

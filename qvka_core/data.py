@@ -126,22 +126,54 @@ def load_tokenizer(path: str | Path = TOKENIZER_PATH) -> TextTokenizer:
     return TextTokenizer.from_file(path, add_special_tokens=False, eos_token=EOS_TOKEN)
 
 
+CHUNK_CHARS = 1 << 16  # ~64 K characters per tokenizer call
+
+
+def text_chunks(text: str, size: int = CHUNK_CHARS) -> list[str]:
+    """`text` in pieces of about `size` characters, each cut just before a newline that
+    follows a non-space character: a pre-tokenizer boundary (a word or punctuation run ends
+    there and the whitespace run starts there, whole), so encoding the pieces one by one
+    gives the ids of the whole text (a cut after the newlines would not: GPT-2's regex
+    groups a run of trailing whitespace differently at the end of a string)."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        while cut > 0 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut <= start:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    if start < len(text) or not pieces:
+        pieces.append(text[start:])
+    return pieces
+
+
 def encode_documents(tokenizer: TextTokenizer, documents: list[str]) -> Tensor:
     """One stream (N,) int64: documents separated by the EOS id when the tokenizer has one
-    (its `eos_id`, else `<|endoftext|>` if the vocabulary holds it)."""
+    (its `eos_id`, else `<|endoftext|>` if the vocabulary holds it).
+
+    Each document is encoded in ~64 K-character pieces cut at pre-tokenizer boundaries
+    (`text_chunks`) into a compact int32 buffer: a tokenizer's Encoding of a whole 20 MB
+    text (offsets, strings) and a Python list of its ids peaked at ~140x the text."""
+    from array import array
+
     eos = tokenizer.eos_id
     if eos is None and getattr(tokenizer, "_is_hf", True) is False:
         eos = tokenizer.backend.token_to_id(EOS_TOKEN)  # a tokenizer.json loaded without eos
-    ids: list[int] = []
+    ids = array("i")  # int32: every vocabulary here is far below 2**31
     fast = getattr(tokenizer, "_is_hf", True) is False  # raw `tokenizers` backend: skip labels
     for doc in documents:
-        if fast:
-            ids.extend(tokenizer.backend.encode(doc, add_special_tokens=False).ids)
-        else:
-            ids.extend(tokenizer.encode(doc, add_special_tokens=False).ids)
+        for piece in text_chunks(doc):
+            if fast:
+                ids.extend(tokenizer.backend.encode(piece, add_special_tokens=False).ids)
+            else:
+                ids.extend(tokenizer.encode(piece, add_special_tokens=False).ids)
         if eos is not None:
             ids.append(eos)
-    return torch.tensor(ids, dtype=torch.long)
+    if not ids:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.frombuffer(ids, dtype=torch.int32).long()  # (N,) one int64 copy
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from qvka_core import limits
 from qvka_core.accounting import DTYPE_BYTES, costs, dtype_bytes
 from qvka_core.config import ModelConfig
 from qvka_core.errors import ConfigError
@@ -58,6 +59,9 @@ def measure(
             f"seq_len must be at most {min(MAX_SEQ_LEN, cfg.max_seq_len)} for measure "
             f"(max_seq_len {cfg.max_seq_len}, CPU limit {MAX_SEQ_LEN}), got {seq_len}"
         )
+    limits.fits(limits.forward_bytes(cfg, batch, seq_len, backward=backward),
+                what="measuring on CPU", given=f"batch {batch}, seq_len {seq_len}",
+                limit=min(limits.MEASURE_MAX_BYTES, limits.memory_capacity() or 2**62))
     model = Transformer(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     ids = torch.randint(0, cfg.vocab_size, (batch, seq_len))  # (B, S)

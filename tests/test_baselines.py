@@ -44,6 +44,12 @@ def test_baselines_equal_a_brute_force_count() -> None:
     assert lam in LAMBDAS
 
 
+def test_unigram_of_uniform_counts_is_log_v_and_unseen_tokens_stay_finite() -> None:
+    train = torch.arange(8).repeat(100)
+    assert unigram_loss(train, torch.tensor([0, 3, 7]), 8) == pytest_approx(math.log(8))
+    assert unigram_loss(torch.zeros(10, dtype=torch.long), torch.tensor([5]), 8) < 50
+
+
 def test_bigram_learns_a_deterministic_successor() -> None:
     train = torch.arange(300) % 5  # 0 1 2 3 4 0 1 ...: each token has one successor
     x = torch.tensor([[0, 1, 2, 3]])

@@ -93,15 +93,6 @@ def test_windows_are_seeded_and_shifted() -> None:
     assert fx[0, 0] == 0 and fy[-1, -1] == 999 and torch.equal(fy, fx + 1)
 
 
-def test_unigram_baseline() -> None:
-    # Uniform train counts -> cross-entropy is log V on any validation tokens.
-    train = torch.arange(8).repeat(100)
-    assert data.unigram_baseline(train, torch.tensor([0, 3, 7]), 8) == pytest.approx(
-        torch.log(torch.tensor(8.0)).item(), rel=1e-6)
-    # Add-one smoothing keeps unseen tokens finite.
-    assert data.unigram_baseline(torch.zeros(10, dtype=torch.long), torch.tensor([5]), 8) < 50
-
-
 def test_token_ids_are_cached_on_disk_keyed_by_text_and_tokenizer(tmp_path, monkeypatch):
     """Re-tokenising the corpus was ~2 s of every job's start-up; the cache must return the
     very same ids, and a different text must not hit it."""
@@ -140,3 +131,19 @@ def test_a_file_of_one_long_line_gets_a_validation_part(tmp_path: Path) -> None:
     path.write_text(text, encoding="utf-8")
     tokens = data.token_data(str(path), data.load_tokenizer())
     assert tokens.validation.numel() >= 34 and tokens.train.numel() > 600
+
+
+@pytest.mark.parametrize("size", [50, 333, 4096])
+def test_chunked_encoding_gives_the_ids_of_the_whole_text(size: int,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large texts are tokenised in pieces (bounded memory); the pieces must not change a
+    single id, whatever the whitespace runs at the cuts (blank lines, indents, CRLF)."""
+    tok = data.load_tokenizer()
+    text = data.train_text()[:20_000] + "end.\n\n\n\n  Indented\r\n\r\nCRLF\n \n\tTab\n" * 30
+    whole = tok.backend.encode(text, add_special_tokens=False).ids
+    pieces = data.text_chunks(text, size)
+    assert "".join(pieces) == text and len(pieces) > 3
+    monkeypatch.setattr(data, "CHUNK_CHARS", size)
+    monkeypatch.setattr(data.text_chunks, "__defaults__", (size,))
+    ids = data.encode_documents(tok, [text])
+    assert ids.tolist() == whole + ([tok.eos_id] if tok.eos_id is not None else [])

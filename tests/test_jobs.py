@@ -429,3 +429,22 @@ def test_page_polls_fast_only_while_a_run_awaits_its_first_point(root: Path) -> 
     for st in (first, second):
         jobs.wait_for(st["run_dir"], timeout_s=30)
     assert runview.poll_seconds(jobs.list_jobs()) is None  # all done: no polling
+
+
+def test_submit_refuses_a_job_past_the_device_memory_unless_forced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Llama-3-8B on the CPU estimates far past this machine's RAM: refused with the estimate
+    and the memory; --force-memory queues it and tells the trainer to skip its own check."""
+    from qvka_core.jobs import api, worker
+
+    monkeypatch.setenv("QVKA_FAKE_GPUS", "0")
+    monkeypatch.setattr(api, "_spawn_worker", lambda run_dir: 0)  # nothing is started
+    argv = ["--preset", "llama3-8b", "--steps", "1"]
+    with pytest.raises(LabError, match=r"peak memory is an estimated .*GiB.*this machine has"):
+        jobs.submit(argv, name="big", device="cpu", root=tmp_path)
+    assert not (tmp_path / "big").exists()
+    st = jobs.submit(argv, name="big", device="cpu", root=tmp_path, force_memory=True)
+    job = read_job(tmp_path / st["id"])
+    assert job["force_memory"] is True
+    _, env = worker.trainer_command(job, tmp_path / st["id"], ["cpu"])
+    assert env[worker.FORCE_MEMORY_ENV] == "1"

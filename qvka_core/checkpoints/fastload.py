@@ -81,6 +81,10 @@ def check_state(cfg: ModelConfig, state: dict[str, Tensor], *, source: str,
         problems.append("unexpected tensors: " + _few(unexpected))
     if mismatched:
         problems.append("shape mismatch: " + "; ".join(mismatched[:8]))
+    not_float = [f"{names.get(k, k)} ({given[k].dtype})" for k in sorted(given)
+                 if not given[k].is_floating_point()]
+    if not_float:
+        problems.append("weights must be floating point: " + _few(not_float))
     if problems:
         raise CheckpointError(f"{source} does not match its config: " + " | ".join(problems))
 

@@ -273,11 +273,7 @@ def read_safetensors(directory: Path) -> dict[str, Tensor]:
     if single.exists():
         files = [single]
     elif index.exists():
-        try:
-            shards = sorted(set(json.loads(index.read_text("utf-8"))["weight_map"].values()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
-        files = [directory / s for s in shards]
+        files = _shards(directory, index)
     else:
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -289,11 +285,35 @@ def read_safetensors(directory: Path) -> dict[str, Tensor]:
         raise CheckpointError(f"{directory} has no model.safetensors")
     state: dict[str, Tensor] = {}
     for f in files:
+        if not f.is_file():  # a FIFO would block the reader; a directory is not weights
+            raise CheckpointError(f"{f} is not a regular file")
         try:
             state.update(load_file(str(f)))
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{f} is not a readable safetensors file: {exc}") from exc
     return state
+
+
+def _shards(directory: Path, index: Path) -> list[Path]:
+    """The shard files an index names, each confined to `directory` (no absolute path, no
+    '..', no symlink leading out): an index is data and never chooses what is opened."""
+    from qvka_core.checkpoints.store import read_json
+
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index} is not a valid safetensors index: weight_map must "
+                              "map tensor names to shard file names")
+    root = directory.resolve()
+    files = []
+    for name in sorted(set(weight_map.values())):
+        path = (directory / name).resolve()
+        if Path(name).is_absolute() or path.parent != root:
+            raise CheckpointError(f"{index}: shard {name!r} is outside the checkpoint "
+                                  f"directory {directory}")
+        files.append(path)
+    return files
 
 
 def load_tokenizer(directory: Path) -> TextTokenizer | None:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qvka_core import paths
+from qvka_core import limits, paths
 from qvka_core.checkpoints import embedded
 from qvka_core.checkpoints.store import FORMAT, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
@@ -49,6 +49,8 @@ def _runs() -> dict[str, Path]:
 
 
 def _is_checkpoint(directory: Path) -> bool:
+    if not (directory / "config.json").is_file():  # a FIFO is never opened: it would block
+        return False
     try:
         data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -86,7 +88,7 @@ def find(name_or_dir: str, variant: str | None = None) -> tuple[str, str, Path |
     path = Path(key).expanduser()
     if path.is_dir():
         if (path / "checkpoint" / "config.json").exists():  # a run folder given by path
-            path = path / "checkpoint"
+            return path.resolve().name, "path", path / "checkpoint"
         return path.resolve().name, "path", path
     available = [*embedded.EMBEDDED, *bundled, *runs]
     raise CheckpointError(
@@ -137,6 +139,7 @@ def load_ours(directory: Path, *, name: str) -> LoadedModel:
     from qvka_core.tokenizer import TextTokenizer
 
     cfg = read_config(directory)
+    limits.check_model(cfg, source=f"{directory / 'config.json'}")  # before any allocation
     model = build_model(cfg, read_safetensors(directory),
                         source=str(directory / "model.safetensors"))
     tokenizer = None
@@ -181,7 +184,7 @@ def _describe(name: str, source: str, directory: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"name": name, "source": source, "path": str(directory),
                            "variant": None, "params_total": None, "description": ""}
     try:
-        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        data = read_config_json(directory)  # a directory or FIFO: an error, never a read
         if data.get("format") != FORMAT:
             raise CheckpointError(f"not a {FORMAT} config")
         cfg = ModelConfig.from_dict(data["model"])

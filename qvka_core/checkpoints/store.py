@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from qvka_core import limits
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError, ConfigError
 from qvka_core.model import Transformer
@@ -53,16 +54,7 @@ def save_checkpoint(directory: str | Path, model: Transformer, *,
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        if model.cfg.tie_embeddings:
-            state.pop("lm_head.weight", None)  # same storage as tok_emb.weight
-        save_file(state, str(tmp / "model.safetensors"))
-        _write_json(tmp / "config.json", {"format": FORMAT, "model": model.cfg.to_dict()})
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-        if meta is not None:
-            _write_json(tmp / "meta.json", meta)
-        _make_readable(tmp)  # mkdtemp creates 0700; a checkpoint is ordinary shared data
+        write_checkpoint_files(tmp, model, tokenizer=tokenizer, meta=meta)
         if directory.exists():  # overwrite: swap in, then drop the old copy
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -77,12 +69,30 @@ def save_checkpoint(directory: str | Path, model: Transformer, *,
     return directory
 
 
+def write_checkpoint_files(directory: Path, model: Transformer, *,
+                           tokenizer: TextTokenizer | None = None,
+                           meta: dict[str, Any] | None = None) -> None:
+    """The files of a checkpoint, into an existing (empty) directory; not atomic by itself."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)  # same storage as tok_emb.weight
+    save_file(state, str(directory / "model.safetensors"))
+    _write_json(directory / "config.json", {"format": FORMAT, "model": model.cfg.to_dict()})
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    if meta is not None:
+        _write_json(directory / "meta.json", meta)
+    _make_readable(directory)  # mkdtemp creates 0700; a checkpoint is ordinary shared data
+
+
 def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> LoadedModel:
     """Load a checkpoint written by `save_checkpoint`; every failure is a CheckpointError."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     weights = directory / "model.safetensors"
+    if weights.exists() and not weights.is_file():  # a FIFO would block the reader
+        raise CheckpointError(f"{weights} is not a regular file")
     if not weights.exists():
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -92,6 +102,7 @@ def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> Lo
             )
         raise CheckpointError(f"{directory} has no model.safetensors")
     cfg = read_config(directory)
+    limits.check_model(cfg, source=f"{directory / 'config.json'}")  # before any allocation
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -135,6 +146,10 @@ def load_state(model: Transformer, state: dict[str, torch.Tensor], *, source: st
         if state[k].shape != expected[k].shape
     ]
     problems = []
+    not_float = [f"{k} ({v.dtype})" for k, v in sorted(state.items())
+                 if not v.is_floating_point()]
+    if not_float:
+        problems.append(f"weights must be floating point: {_first(not_float)}")
     if missing:
         problems.append(f"missing tensors: {_first(missing)}")
     if unexpected:
@@ -162,10 +177,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def read_json(path: Path) -> Any:
     """A JSON file; malformed text is a CheckpointError naming the file."""
+    if path.exists() and not path.is_file():  # a directory, a FIFO (never opened: it blocks)
+        raise CheckpointError(f"{path} is not a regular file")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def read_config_json(directory: str | Path) -> dict[str, Any]:

@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
+    except BrokenPipeError:  # `... | head`: __main__ ends quietly
+        raise
+    except OSError as exc:  # the environment, not a bug: permissions, a file for a folder
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 from typing import Any
 
+from qvka_core.cli.output import check_output_file, json_text
 from qvka_core.errors import CheckpointError, DataError
 
 HELP = "Tokens and per-layer attention probabilities of a checkpoint on a text."
@@ -38,6 +38,10 @@ def attention_maps(checkpoint: str, text: str, variant: str | None = None) -> di
     from qvka_core.attention.registry import get_variant
     from qvka_core.checkpoints import load_checkpoint
 
+    try:  # argv that is not UTF-8 arrives with surrogate escapes
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"--text is not valid UTF-8 (position {exc.start})") from exc
     if not text.strip():
         raise DataError("--text is empty; give some text to attend over")
     if variant is not None:
@@ -71,12 +75,14 @@ def _entropy(layer: list[list[list[float]]]) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out:
+        check_output_file(args.out, "--out")  # before the model loads
     result = attention_maps(args.checkpoint, args.text, args.variant)
     if args.json:
-        print(json.dumps(result))
+        print(json_text(result, indent=None))
         return 0
     if args.out:
-        path = Path(args.out)
+        path = check_output_file(args.out, "--out")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(result) + "\n", encoding="utf-8")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from qvka_core.cli.output import json_text
 
 HELP = "List the embedded, bundled and run checkpoints loadable by name."
 
@@ -17,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     rows = list_checkpoints()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:

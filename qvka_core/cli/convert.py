@@ -16,6 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from qvka_core import limits
 from qvka_core.attention.registry import available_variants
 from qvka_core.errors import CheckpointError, ConfigError, DataError
 
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists():
         raise CheckpointError(f"--out: {out} already exists; choose a new directory")
+    limits.check_writable_dir(out.parent, "--out")  # a read-only folder: refused up front
     check_cheap(args)  # before loading weights: a typo costs a second, not a model load
     calib = read_text(args.calib_text, "--calib-text") if args.calib_text else None
     held_out = read_text(args.eval_text, "--eval-text") if args.eval_text else None

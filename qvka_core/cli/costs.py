@@ -12,11 +12,11 @@ the model's own KV grouping unless --n-kv-heads says otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from qvka_core.accounting import CostReport, costs
 from qvka_core.attention.registry import available_variants
+from qvka_core.cli.output import json_text
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
 from qvka_core.presets import get_preset, preset_names, recost
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                      causal_halving=halving) for c in configs]
     if args.json:
         out: list[dict[str, Any]] = [r.to_dict(include_macs=args.macs) for r in reports]
-        print(json.dumps(out, indent=2))
+        print(json_text(out, indent=2))
         return 0
     r0 = reports[0]
     print(f"{configs[0].name} · seq_len {r0.seq_len} · batch {r0.batch} · {r0.dtype} · "

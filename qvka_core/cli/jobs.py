@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from qvka_core.cli.output import json_text
+
 HELP = "queue detached training runs; list, show, cancel, resume, rename, delete them"
 
 
@@ -29,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="run name (slugified; must be unused)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or auto")
     p.add_argument("--gpus", type=int, default=1, help="GPUs for this job (torchrun if > 1)")
+    p.add_argument("--force-memory", action="store_true",
+                   help="queue it even if its memory estimate exceeds the device's memory")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the train options")
     for action, text in (("cancel", "cancel a queued or running job"),
                          ("show", "status, last metrics and log tail")):
@@ -67,7 +71,7 @@ def _line(row: dict[str, Any]) -> str:
 
 def _print(obj: Any, as_json: bool, text: str) -> None:
     if as_json:
-        print(json.dumps(obj, indent=2, default=str))
+        print(json_text(obj))
     else:
         print(text)
 
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         _print(rows, args.json, "\n".join(_line(r) for r in rows) or "no runs")
     elif args.action == "submit":
         st = jobs.submit(_strip_dashes(args.train_args), name=args.name, device=args.device,
-                         n_gpus=args.gpus, root=root)
+                         n_gpus=args.gpus, root=root, force_memory=args.force_memory)
         _print(st, args.json, f"queued {st['id']} (#{st['seq']}) on {st['device']}; "
                f"now {st['state']}\n  dir {st['run_dir']}")
     elif args.action == "show":
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
                             root=runs)
         text = (f"ESTIMATE ({est['throughput_basis']}): ~{est['seconds']:.0f} s, "
                 f"~{est['memory_total_bytes'] / 2**20:.0f} MiB peak, {est['params']:,} params")
+        if est["warning"]:
+            text += f"\nWARNING: {est['warning']}"
         if est["measured_seconds"]:
             text += (f"\nat the effective rate of recent runs in {runs} "
                      f"({est['measured_flops'] / 1e9:.1f} GFLOP/s): ~"

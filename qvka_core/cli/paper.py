@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 
+from qvka_core import limits
+from qvka_core.cli.output import check_output_file, json_text
 from qvka_core.train.args import default_runs_root
 
 HELP = "the paper-mini grid (list or queue its runs) and the summary of finished runs"
@@ -42,21 +43,32 @@ def run(args: argparse.Namespace) -> int:
     from qvka_core import paper
 
     if args.action == "grid":
+        for seed in args.seeds:
+            limits.check_int("seed", seed, minimum=0, label="--seeds")
+        _check_steps_mult(args.steps_mult)
         kw = {"seeds": args.seeds, "cells": args.cells, "positions": args.positions,
               "steps_mult": args.steps_mult, "qvka_both": args.qvka_both}
         if args.submit:
             rows = paper.submit_grid(root=args.runs, device=args.device, **kw)
             text = "\n".join(f"queued {r['id']} (#{r['seq']})" for r in rows)
-            print(json.dumps(rows, indent=2, default=str) if args.json else text)
+            print(json_text(rows, indent=2) if args.json else text)
             return 0
         argvs = paper.grid_argvs(out=args.runs, **kw)
         text = "\n".join("python -m qvka_core train " + shlex.join(a) for a in argvs)
-        print(json.dumps(argvs, indent=2) if args.json else text)
+        print(json_text(argvs, indent=2) if args.json else text)
         return 0
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     command = "python -m qvka_core " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None
     data = paper.summary(args.runs, command=command, out=args.out)
     if args.json:
-        print(json.dumps(data, indent=2, default=str))
+        print(json_text(data, indent=2))
         return 0
     print(paper.summary_text(data))
     return 0
+
+
+def _check_steps_mult(value: float) -> None:
+    limits.check_finite("--steps-mult", value, positive=True)
+    if value > 1000:
+        raise limits.ConfigError(f"--steps-mult {value:g} exceeds the limit of 1000")

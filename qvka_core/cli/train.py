@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from qvka_core.cli.output import json_text
 from qvka_core.train.args import TrainArgs, default_runs_root
 
 HELP = "train a model (from a preset or a checkpoint) on Austen or a text file"
@@ -89,6 +89,24 @@ def _on_off(text: str) -> bool:
     return text == "on"
 
 
+class _RaisingParser(argparse.ArgumentParser):
+    """The train parser for options given as data (jobs submit/estimate, pages): a bad
+    option is a RunError, printed once by the caller, not a line on stderr + SystemExit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from qvka_core.errors import RunError
+
+        raise RunError(f"invalid train option: {message} (see `python -m qvka_core train "
+                       "--help`)")
+
+
+def parse_train_argv(argv: list[str]) -> TrainArgs:
+    """TrainArgs from train options (["--variant", "qv", "--steps", "50", ...])."""
+    parser = _RaisingParser(prog="train", add_help=False)
+    add_arguments(parser)
+    return build_args(parser.parse_args(argv))
+
+
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if k in _FIELDS and v is not None}
 
@@ -118,7 +136,9 @@ def _progress(record: dict[str, Any]) -> None:
 
 def _run_grid(args: argparse.Namespace) -> int:
     from qvka_core import paper
+    from qvka_core.cli.paper import _check_steps_mult
 
+    _check_steps_mult(args.steps_mult)
     out = args.out or default_runs_root()
     done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
                                 qvka_both=args.qvka_both, shard=args.shard,
@@ -149,5 +169,5 @@ def run(args: argparse.Namespace) -> int:
         summary = {"state": result.state, "step": result.step, "run_dir": str(result.run_dir),
                    "val_loss": result.val_loss, "val_acc": result.val_acc,
                    "unigram_loss": result.unigram_loss, "message": result.message}
-        print(json.dumps(summary))
+        print(json_text(summary, indent=None))
     return 0 if result.state in ("completed", "cancelled") else 1

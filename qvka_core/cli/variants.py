@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from qvka_core.attention.registry import available_variants, get_variant
+from qvka_core.cli.output import json_text
 
 HELP = "List the registered attention variants (spectrum order: MHA first, QV last)."
 
@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
         for n in available_variants()
     ]
     if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        print(json_text(rows, ensure_ascii=False))
         return 0
     width = max(len(r["name"]) for r in rows)
     fam = max(len(r["family"]) for r in rows)

@@ -17,7 +17,7 @@ from typing import Any
 
 from qvka_core.errors import RunError
 from qvka_core.jobs.devices import resolve_device
-from qvka_core.jobs.estimate import preflight
+from qvka_core.jobs.estimate import check_memory, preflight
 from qvka_core.jobs.status import ACTIVE, job_status, list_jobs, log_tail, read_metrics
 from qvka_core.jobs.store import (
     CANCEL_FILE,
@@ -95,18 +95,10 @@ def _validate_argv(argv: list[str]) -> None:
             raise RunError(f"{flag} is set by the job queue; remove it from the train options "
                            "(use resume() to continue a run)")
     try:
-        from qvka_core.cli import _Parser
-        from qvka_core.cli import train as train_cli
+        from qvka_core.cli.train import parse_train_argv
     except ImportError:
         return
-    parser = _Parser(prog="train")
-    train_cli.add_arguments(parser)
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as exc:
-        raise RunError(f"invalid train options {' '.join(argv)!r} (see `python -m qvka_core "
-                       "train --help`)") from exc
-    train_cli.build_args(ns)  # ConfigError naming the field, before anything is queued
+    parse_train_argv(argv)  # ConfigError naming the field, before anything is queued
 
 
 def _spawn_worker(run_dir: Path) -> int:
@@ -128,7 +120,7 @@ def _spawn_worker(run_dir: Path) -> int:
 def submit(argv: list[str], *, name: str | None = None, device: str | None = None,
            n_gpus: int = 1, root: str | Path | None = None,
            trainer: list[str] | None = None, tags: dict[str, Any] | None = None,
-           validate: bool = True) -> dict[str, Any]:
+           validate: bool = True, force_memory: bool = False) -> dict[str, Any]:
     """Queue one training run (the options of `python -m qvka_core train`) and return its status.
 
     Args:
@@ -141,6 +133,8 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
         n_gpus: GPUs for one job (> 1 runs the trainer under torchrun).
         trainer: command prefix replacing `python -m qvka_core train` (tests use a fake).
         tags: free JSON metadata stored in job.json (e.g. the paper grid cell).
+        force_memory: queue it even when its estimated peak memory exceeds the device's
+            (refused otherwise, with the estimate and the memory in the error).
     """
     _reap()
     argv = [str(a) for a in argv]
@@ -152,6 +146,8 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
     elif any(flag in argv for flag in RESERVED_OPTIONS):
         raise RunError(f"{', '.join(RESERVED_OPTIONS)} are set by the job queue")
     slots, n_gpus = resolve_device(device, n_gpus)
+    if validate and trainer is None and not force_memory:
+        check_memory(argv, "cuda" if slots[0].startswith("cuda") else "cpu")
     base = runs_root(root)
     if trainer is None:
         trainer = trainer_prefix(n_gpus)
@@ -172,13 +168,15 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
         run_dir.mkdir()
     except FileExistsError as exc:
         raise RunError(f"a run named {job_id!r} already exists under {base}") from exc
+    except OSError as exc:  # a read-only runs folder, say
+        raise RunError(f"cannot create {run_dir}: {exc.strerror}") from exc
     job = {
         "id": job_id, "name": job_id, "argv": argv, "device": device, "slots": slots,
         "n_gpus": n_gpus, "trainer": list(trainer), "seq": next_seq(base),
         "submitted_at": now_iso(), "submitted_ts": time.time(), "started_at": None,
         "finished_at": None, "exit_code": None, "worker_pid": None, "train_pid": None,
         "assigned": None, "cancelled": False, "resume": False, "attempts": [],
-        "tags": tags or {},
+        "tags": tags or {}, "force_memory": bool(force_memory),
     }
     atomic_write_json(run_dir / JOB_FILE, job)
     _spawn_worker(run_dir)
@@ -283,6 +281,9 @@ def delete(job_id: str, *, root: str | Path | None = None) -> None:
     if status["state"] in ACTIVE or status.get("exiting"):
         raise RunError(f"run {job_id!r} is {status['state']}; cancel it and wait for it to "
                        "stop before deleting")
+    if run_dir.is_symlink():  # a link placed in the runs folder: remove it, not its target
+        run_dir.unlink()
+        return
     shutil.rmtree(run_dir)
 
 

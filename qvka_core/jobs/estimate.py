@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qvka_core import limits
 from qvka_core.errors import ConfigError, DataError, LabError, RunError
 from qvka_core.jobs.devices import memory_bytes
 
@@ -25,17 +26,10 @@ DEFAULT_GPU = "H100 SXM"
 
 def args_from_argv(argv: list[str]) -> Any:
     """A `TrainArgs` from train options (["--variant", "qv", "--steps", "50", ...]), parsed
-    by the train command's own parser."""
-    from qvka_core.cli import _Parser
-    from qvka_core.cli import train as train_cli
+    by the train command's own parser; a bad option is one RunError."""
+    from qvka_core.cli.train import parse_train_argv
 
-    parser = _Parser(prog="train")
-    train_cli.add_arguments(parser)
-    try:
-        ns = parser.parse_args(argv)
-    except SystemExit as exc:
-        raise RunError(f"invalid train options {' '.join(argv)!r}") from exc
-    return train_cli.build_args(ns)
+    return parse_train_argv(argv)
 
 
 def _model_config(args: Any) -> Any:
@@ -120,6 +114,48 @@ def preflight(train_args: Any) -> None:
                           f"{cfg.max_seq_len} ({args.init or args.preset})")
     if args.data != "austen":
         _check_text_file(args.data, args.seq_len)
+        _check_tokens(args)
+
+
+EXACT_TOKENS_MAX_BYTES = 16 * 2**20  # tokenised in the check (cached on disk for the run)
+
+
+def _check_tokens(args: Any) -> None:
+    """Each split holds seq_len + 2 *tokens* (characters are only an upper bound): counted
+    with the run's tokenizer when it is a tokenizer.json (from scratch, or an init folder
+    that has one) and the file is small enough to tokenise now."""
+    from pathlib import Path
+
+    from qvka_core.data import TOKENIZER_PATH, check_enough, load_tokenizer, token_data
+
+    if Path(args.data).stat().st_size > EXACT_TOKENS_MAX_BYTES:
+        return
+    if args.init is None:
+        path = Path(args.tokenizer or TOKENIZER_PATH)
+        key = f"file:{path.resolve()}"  # the trainer's key: its cache entry is this one
+    else:
+        from qvka_core.checkpoints.resolve import find
+
+        directory = find(args.init)[2]
+        path = directory / "tokenizer.json" if directory is not None else None
+        if path is None or not path.is_file():
+            return
+        key = ""  # EOS may differ from the trainer's: a count that passes here passes there
+    check_enough(token_data(args.data, load_tokenizer(path), tokenizer_key=key),
+                 args.seq_len)
+
+
+def check_memory(train_args: Any, kind: str = "cpu") -> None:
+    """Refuse (ConfigError) a run whose estimated peak memory exceeds the memory of the
+    device `kind` ("cpu" or "cuda..."), naming the sizes given; reads configs, no weights."""
+    args = _as_args(train_args)
+    cfg = _model_config(args)
+    total = sum(limits.training_parts(cfg, batch=args.batch, seq_len=args.seq_len,
+                                      eval_batches=args.eval_batches,
+                                      teacher=args.distill != "none").values())
+    given = (f"n_layers {cfg.n_layers}, d_model {cfg.d_model}, batch {args.batch}, seq_len "
+             f"{args.seq_len}, eval_batches {args.eval_batches}")
+    limits.fits(total, what="the run's peak memory", given=given, kind=kind)
 
 
 def _check_text_file(path: str, seq_len: int) -> None:
@@ -164,18 +200,10 @@ def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
     else:
         throughput = CPU_FLOPS
         basis = "CPU ~90 GFLOP/s (measured on 2 cores)"
-    d, layers = cfg.d_model, cfg.n_layers
     tokens = args.batch * args.seq_len
-    memory = {
-        "weights": params * 4,
-        "gradients": params * 4,
-        "adam_moments": params * 8,
-        "activations": tokens * d * layers * 34
-        + args.batch * cfg.attention.n_heads * args.seq_len**2 * layers * 4,
-        "logits": tokens * cfg.vocab_size * 8,
-    }
-    if args.distill != "none":  # a frozen fp32 copy of the teacher, plus its logits
-        memory["teacher"] = params * 4 + tokens * cfg.vocab_size * 4
+    memory = limits.training_parts(cfg, batch=args.batch, seq_len=args.seq_len,
+                                   eval_batches=args.eval_batches,
+                                   teacher=args.distill != "none")
     total = sum(memory.values())
     kind = "cuda" if on_gpu else "cpu"
     capacity = memory_bytes(kind)

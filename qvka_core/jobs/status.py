@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qvka_core import checkpoint_slots as slots
 from qvka_core.jobs.store import (
     CANCEL_FILE,
     iter_run_dirs,
@@ -80,10 +81,9 @@ def log_tail(run_dir: str | Path, lines: int = 40, max_bytes: int = 65536,
 
 
 def checkpoint_step(run_dir: Path) -> int | None:
-    """Step of the run's last complete checkpoint (checkpoint/meta.json), if any."""
-    meta = read_json(run_dir / "checkpoint" / "meta.json")
-    step = meta.get("step") if meta else None
-    return step if isinstance(step, int) else None
+    """Step of the run's newest complete checkpoint (qvka_core.checkpoint_slots), if any."""
+    found = slots.current(run_dir)
+    return found[0] if found else None
 
 
 def _last_val(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -41,8 +41,13 @@ def runs_root(root: str | Path | None = None, *, create: bool = True) -> Path:
     """The runs root: `root`, else $QVKA_RUNS, else <project>/runs (created if missing and
     `create`)."""
     path = Path(root) if root is not None else paths.runs_root()
+    if path.exists() and not path.is_dir():
+        raise RunError(f"runs folder {path} is a file, not a directory")
     if create:
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"cannot create the runs folder {path}: {exc.strerror}") from exc
     return path.resolve()
 
 
@@ -90,9 +95,14 @@ def slugify(name: str) -> str:
 def run_dir_of(job_id: str, root: str | Path | None = None) -> Path:
     """The directory of job `job_id` under the runs root (never outside it); a display name
     given by `rename` is accepted too when one run has it."""
+    base = runs_root(root, create=False)
+    plain = (isinstance(job_id, str) and bool(job_id) and "/" not in job_id
+             and "\x00" not in job_id and not job_id.startswith("."))
+    if plain and (base / job_id).is_dir():  # e.g. `train --name "my run"`: its exact name
+        return base / job_id
     if slugify(job_id) != job_id:
         raise RunError(f"{job_id!r} is not a run id (ids are lowercase [a-z0-9._-])")
-    path = runs_root(root, create=False) / job_id
+    path = base / job_id
     if path.is_dir():
         return path
     named = [p for p in sorted(path.parent.glob(f"*/{JOB_FILE}"))

@@ -35,8 +35,10 @@ if __name__ == "__main__" and "qvka_core" not in sys.modules:  # pragma: no cove
     sys.modules["qvka_core"] = _stub
     sys.path.insert(0, str(_pkg_dir.parent))
 
+from qvka_core.errors import RunError  # noqa: E402
 from qvka_core.jobs.store import (  # noqa: E402
     CANCEL_FILE,
+    JOB_FILE,
     now_iso,
     pid_alive,
     read_job,
@@ -47,6 +49,7 @@ from qvka_core.jobs.store import (  # noqa: E402
 
 POLL_S = 0.5
 PENDING_GRACE_S = 60.0  # a job whose worker pid is not yet recorded counts as alive this long
+FORCE_MEMORY_ENV = "QVKA_FORCE_MEMORY"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -113,6 +116,8 @@ def trainer_command(job: dict[str, Any], run_dir: Path,
     env["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
+    if job.get("force_memory"):  # submitted with --force-memory: the trainer skips its check
+        env[FORCE_MEMORY_ENV] = "1"
     if gpu:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu)
     return list(job["trainer"]) + argv, env
@@ -122,6 +127,9 @@ def main(run_dir_arg: str) -> int:
     """Wait for the job's turn, run its trainer, record the outcome. Returns an exit code."""
     run_dir = Path(run_dir_arg).resolve()
     root = run_dir.parent
+    if not (run_dir / JOB_FILE).is_file():  # only job folders: nothing written elsewhere
+        raise RunError(f"{run_dir} is not a job folder (no {JOB_FILE}); the worker runs "
+                       "only jobs queued by `jobs submit`")
     job = update_job(run_dir, worker_pid=os.getpid())
     _log(f"queued {job['id']} (#{job['seq']}) for {', '.join(job['slots'])}")
     held: tuple[list[str], list[int]] | None = None

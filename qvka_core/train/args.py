@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qvka_core import limits
 from qvka_core.config import POSITIONS
 from qvka_core.errors import ConfigError
 
@@ -144,18 +146,22 @@ class TrainArgs:
             from qvka_core.attention.registry import get_variant
 
             get_variant(self.variant)  # ConfigError listing the valid names
-        if not self.data:
+        if not isinstance(self.data, str) or not self.data:
             raise ConfigError("data must be 'austen' or a text file path")
         if self.embed_scale not in (None, True, False):
             raise ConfigError(f"embed_scale must be true, false or unset, got "
                               f"{self.embed_scale!r}")
-        if not (self.lr > 0 and self.lr == self.lr):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        for name in ("data", "tokenizer"):  # absolute, so a resume from elsewhere finds it
+            value = getattr(self, name)
+            if isinstance(value, str) and value and value != "austen":
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
+        limits.check_finite("lr", self.lr, positive=True)
         if self.warmup < 0 or self.warmup > self.steps:
             raise ConfigError(f"warmup must be in 0..steps ({self.steps}), got {self.warmup}")
         for name in ("weight_decay", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+            limits.check_finite(name, getattr(self, name), minimum=0)
+        limits.check_finite("temperature", self.temperature, positive=True)
+        limits.check_finite("distill_weight", self.distill_weight)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("distill", self.distill, DISTILL)
@@ -165,9 +171,8 @@ class TrainArgs:
             raise ConfigError(f"temperature must be > 0, got {self.temperature!r}")
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ConfigError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
-        bad_name = not self.name or "/" in self.name or self.name in {".", ".."}
-        if self.name is not None and bad_name:
-            raise ConfigError(f"name must be a plain directory name, got {self.name!r}")
+        if self.name is not None:
+            check_run_name(self.name)
 
     @property
     def run_name(self) -> str:
@@ -215,23 +220,29 @@ _NON_NEGATIVE = ("warmup", "checkpoint_every", "seed")
 _OPTIONAL_POSITIVE = ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers", "n_heads", "threads")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+MAX_NAME = 100  # characters; a run name is a directory name (255 bytes at most)
+_NAME_BAD = set('/\\\0\n\r\t')
+
+
+def check_run_name(name: Any) -> None:
+    """A run name is one plain directory name: no separators, no leading dot, <= 100 chars."""
+    if (not isinstance(name, str) or not name.strip() or name.startswith(".")
+            or any(c in _NAME_BAD for c in name)):
+        raise ConfigError(f"name must be a plain directory name (no '/', '\\', leading '.' "
+                          f"or control characters), got {name!r}")
+    if len(name) > MAX_NAME or len(name.encode("utf-8", "surrogateescape")) > 255:
+        raise ConfigError(f"name is {len(name)} characters long; the limit is {MAX_NAME}")
 
 
 def _check_int_fields(a: TrainArgs) -> None:
+    """Integers within their caps (qvka_core.limits.MAX; threads: the CPU count)."""
     for name in _POSITIVE:
-        v = getattr(a, name)
-        if not _is_int(v) or v <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        limits.check_int(name, getattr(a, name))
     for name in _NON_NEGATIVE:
-        v = getattr(a, name)
-        if not _is_int(v) or v < 0:
-            raise ConfigError(f"{name} must be an integer >= 0, got {v!r}")
+        limits.check_int(name, getattr(a, name), minimum=0)
     for name in _OPTIONAL_POSITIVE:
-        v = getattr(a, name)
-        if v is not None and (not _is_int(v) or v <= 0):
-            raise ConfigError(f"{name} must be a positive integer or unset, got {v!r}")
+        if getattr(a, name) is not None:
+            limits.check_int(name, getattr(a, name))
 
 
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from qvka_core import limits
 from qvka_core.baselines import bigram_loss, unigram_loss
-from qvka_core.checkpoints.store import load_checkpoint_dir, save_checkpoint
+from qvka_core.checkpoints.store import load_checkpoint_dir
 from qvka_core.config import ModelConfig
 from qvka_core.data import (
     batch_generator,
@@ -32,6 +33,7 @@ from qvka_core.data import (
     token_data,
 )
 from qvka_core.errors import RunError
+from qvka_core.jobs.estimate import check_memory
 from qvka_core.model import Transformer
 from qvka_core.train.args import RESUME_MUTABLE, TrainArgs
 from qvka_core.train.rundir import RUN_FORMAT, RunDir, read_json, write_json
@@ -77,6 +79,7 @@ def _pid_alive(pid: int) -> bool:
 def _prepare_dir(args: TrainArgs, rd: RunDir) -> ModelConfig | None:
     """Check the directory for a new or resumed run; returns the stored config on resume."""
     path = rd.path
+    limits.check_writable_dir(path, "out/name")
     if not args.resume:
         if path.exists():
             entries = {p.name for p in path.iterdir()
@@ -185,6 +188,8 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
     stored_cfg = _prepare_dir(args, rd)
     if dist.enabled:
         torch.distributed.barrier()  # rank 0's directory checks happen before anyone writes
+    if os.environ.get("QVKA_FORCE_MEMORY") != "1":  # jobs submit --force-memory sets it
+        check_memory(args, device.type)  # before anything is allocated (qvka_core.limits)
     model, tokenizer, tok_key = build_model(args, stored_cfg)
     data = token_data(args.data, tokenizer, tokenizer_key=tok_key)
     check_enough(data, args.seq_len)
@@ -200,6 +205,10 @@ def _run(args: TrainArgs, on_metrics: MetricsCallback | None, device: torch.devi
     model.to(device).train()
     opt, param_names = make_optimizer(model, args, device)
     start_step, elapsed_prev = 0, 0.0
+    if args.resume and dist.is_main:
+        rd.resume_checkpoint()
+    if dist.enabled:
+        torch.distributed.barrier()  # rank 0 repairs an interrupted switch before others read
     ckpt_step = rd.checkpoint_step() if args.resume else None
     if ckpt_step is not None:
         state = load_checkpoint_dir(rd.checkpoint_path).model.state_dict()
@@ -383,7 +392,6 @@ class _Loop:
         meta = {"step": step, "run": self.rd.path.name, "val_loss": self.last_val[0],
                 "val_acc": self.last_val[1], **self.baselines,
                 "tokens": step * self.args.batch * self.args.seq_len, "seed": self.args.seed}
-        save_checkpoint(self.rd.checkpoint_path, self.model, tokenizer=self.tokenizer,
-                        meta=meta, overwrite=True)
+        self.rd.save_checkpoint(step, self.model, self.tokenizer, meta)
         self.rd.prune_states(step)
         self.rd.log(f"checkpoint at step {step}")

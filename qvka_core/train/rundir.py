@@ -4,12 +4,13 @@
     status.json      state, step, updated_at, pid, message (atomic replace)
     metrics.jsonl    one JSON object per logged step, appended + flushed + fsynced
     log.txt          human-readable progress lines
-    checkpoint/      save_checkpoint(overwrite=True); meta.json holds {"step": N, ...}
+    checkpoint -> checkpoints/step-N/   the current checkpoint (qvka_core.checkpoint_slots); its
+                     meta.json holds {"step": N, ...}; older runs have a real checkpoint/ dir
     state/step-N.safetensors + state/step-N.json   optimizer tensors / scalars + RNG state
 
-The trainer state for step N is written *before* the checkpoint for step N is renamed into
-place, and older states are deleted only afterwards, so the checkpoint's step always has a
-matching state file. No pickle anywhere.
+The trainer state for step N is written and fsynced *before* the checkpoint for step N is
+switched in, and older states are deleted only afterwards, so the checkpoint's step always
+has a matching state file. No pickle anywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from qvka_core import checkpoint_slots as slots
+from qvka_core.checkpoints.store import write_checkpoint_files
 from qvka_core.errors import RunError
 
 STATES = ("queued", "running", "completed", "failed", "cancelled", "diverged")
@@ -86,10 +89,19 @@ class RunDir:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def checkpoint_step(self) -> int | None:
-        meta = self.checkpoint_path / "meta.json"
-        if not meta.exists():
-            return None
-        return int(read_json(meta)["step"])
+        """Step of the newest complete checkpoint that has its trainer state, if any."""
+        found = slots.current(self.path, need_state=True)
+        return found[0] if found else None
+
+    def resume_checkpoint(self) -> tuple[int, Path] | None:
+        """(step, directory) to resume from, after repairing an interrupted switch."""
+        return slots.repair(self.path) if self.path.is_dir() else None
+
+    def save_checkpoint(self, step: int, model: Any, tokenizer: Any,
+                        meta: dict[str, Any]) -> None:
+        """Write checkpoint `step` beside the current one and switch to it atomically."""
+        slots.switch(self.path, step, lambda tmp: write_checkpoint_files(
+            tmp, model, tokenizer=tokenizer, meta=meta))
 
     # --- trainer state -------------------------------------------------------------------
     def save_state(self, step: int, optimizer: torch.optim.Optimizer,
@@ -111,6 +123,7 @@ class RunDir:
         base = self.state_dir / f"step-{step}"
         tmp = self.state_dir / f".step-{step}.safetensors.tmp"
         save_file(tensors, str(tmp))
+        slots.fsync_path(tmp)
         os.replace(tmp, base.with_suffix(".safetensors"))
         write_json(base.with_suffix(".json"), {
             "format": RUN_FORMAT, "step": step, "param_names": param_names,

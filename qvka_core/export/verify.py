@@ -37,10 +37,15 @@ def probe_ids(vocab_size: int, length: int) -> torch.Tensor:
 def stock_model(directory: Path, task: str):
     """The stock class from `directory`, fp32, eager attention, eval mode."""
     import transformers
+    from transformers.utils import logging
 
     cls = getattr(transformers, task)
-    return cls.from_pretrained(str(directory), attn_implementation="eager",
-                               dtype=torch.float32).eval()
+    logging.disable_progress_bar()  # one line of output per export, not a progress bar
+    try:
+        return cls.from_pretrained(str(directory), attn_implementation="eager",
+                                   dtype=torch.float32).eval()
+    finally:
+        logging.enable_progress_bar()
 
 
 @torch.no_grad()

@@ -298,3 +298,29 @@ def test_bundled_austen_models_export_or_refuse(name: str, tmp_path: Path) -> No
     assert result.stock_class == "GPTNeoXForCausalLM"
     assert result.fidelity.max_abs_logit_diff <= TOL
     assert result.fidelity.max_abs_attention_diff <= TOL
+
+
+@pytest.mark.slow
+def test_convert_heal_export_then_stock_llama_scores_the_labs_validation_loss(
+        tmp_path: Path, monkeypatch) -> None:
+    """The README's SmolLM2 -> QV-Ka -> export figure, on a tiny Llama-layout model: the same
+    script (convert, a distilled healing run, export) and the same validation windows."""
+    import importlib.util
+
+    from qvka_core.data import load_tokenizer
+
+    monkeypatch.setenv("QVKA_RUNS", str(tmp_path / "runs"))
+    cfg = _llama("gqa", n_kv=2).replace(vocab_size=4096, max_seq_len=64)
+    src = save_checkpoint(tmp_path / "tiny-llama", _lab(cfg).model, tokenizer=load_tokenizer())
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_heal_loss.py"
+    spec = importlib.util.spec_from_file_location("export_heal_loss", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    r = module.heal_and_export(str(src), tmp_path / "work", steps=2, d_ctx=8, seq_len=32,
+                               batch=2, eval_batches=2)
+    assert r["stock_class"] == "LlamaForCausalLM"
+    assert abs(r["lab_val_loss"] - r["run_val_loss"]) < 1e-4  # the run's own windows
+    assert abs(r["stock_val_loss"] - r["lab_val_loss"]) < 1e-5
+    card = (tmp_path / "work" / "exports" / "heal" / "README.md").read_text()
+    assert "trained by run `heal`" in card and "distilled (logits)" in card
+    assert "converted from" in card

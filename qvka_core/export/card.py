@@ -22,7 +22,9 @@ def lineage(meta: dict[str, Any], directory: Path | None, depth: int = 0) -> lis
     lines: list[str] = []
     report = _report(meta, directory)
     if meta.get("run"):
-        lines += _run_lines(str(meta["run"]), meta, depth)
+        run_dir = directory.parent if directory is not None and directory.name == "checkpoint" \
+            else None
+        lines += _run_lines(str(meta["run"]), meta, run_dir, depth)
     elif meta.get("converted_from") or report:
         src = meta.get("converted_from") or (report or {}).get("source", "?")
         method = meta.get("method") or (report or {}).get("method", "?")
@@ -56,7 +58,7 @@ def _fidelity(r: dict[str, Any]) -> str:
     return ", ".join(parts) or "no fidelity figures recorded"
 
 
-def _run_lines(run: str, meta: dict[str, Any], depth: int) -> list[str]:
+def _run_lines(run: str, meta: dict[str, Any], run_dir: Path | None, depth: int) -> list[str]:
     from qvka_core.checkpoints.resolve import find, runs_dir
     from qvka_core.checkpoints.store import read_json
 
@@ -65,7 +67,7 @@ def _run_lines(run: str, meta: dict[str, Any], depth: int) -> list[str]:
         line += f", validation loss {meta['val_loss']:.4f} nats/token"
     train: dict[str, Any] = {}
     try:
-        train = read_json(runs_dir() / run / "config.json").get("train") or {}
+        train = read_json((run_dir or runs_dir() / run) / "config.json").get("train") or {}
     except Exception:  # a missing or foreign run record only shortens the lineage
         pass
     if train.get("distill") not in (None, "none"):

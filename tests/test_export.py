@@ -133,7 +133,7 @@ def test_stock_transformers_reproduces_logits_and_attention(case: str, tmp_path:
     else:
         torch.testing.assert_close(theirs.logits, mine.logits, atol=TOL, rtol=0)
     assert len(theirs.attentions) == cfg.n_layers
-    for a, b in zip(theirs.attentions, mine.attentions):
+    for a, b in zip(theirs.attentions, mine.attentions, strict=True):
         torch.testing.assert_close(a, b, atol=TOL, rtol=0)
 
 

@@ -3,9 +3,10 @@ GPT-NeoX with a sequential residual).
 
 Field names and defaults follow the HF configuration classes of transformers 5.x
 (`configuration_gpt2.py`, `configuration_bert.py`, `configuration_llama.py`,
-`configuration_qwen2.py`, `configuration_deepseek_v2.py`, `configuration_gpt_neox.py`). Architectures our model cannot
-reproduce exactly (scaled RoPE, sliding windows, MoE FFNs, other activations) are refused
-with a CheckpointError rather than loaded approximately.
+`configuration_qwen2.py`, `configuration_deepseek_v2.py`, `configuration_gpt_neox.py`).
+Architectures our model cannot reproduce exactly (scaled RoPE, sliding windows, MoE FFNs,
+other activations, NeoX's parallel residual) are refused with a CheckpointError rather than
+loaded approximately.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def _gpt2(c: dict[str, Any]) -> ModelConfig:
                        ffn_dim=c.get("n_inner") or 4 * d, max_seq_len=c["n_positions"],
                        norm="layernorm", norm_eps=c.get("layer_norm_epsilon", 1e-5),
                        mlp="gelu", activation=act, mlp_bias=True,
-                       tie_embeddings=bool(c.get("tie_word_embeddings", True)), name="gpt2", notes="loaded from a Hugging Face GPT-2 checkpoint")
+                       tie_embeddings=bool(c.get("tie_word_embeddings", True)), name="gpt2",
+                       notes="loaded from a Hugging Face GPT-2 checkpoint")
 
 
 def _bert(c: dict[str, Any]) -> ModelConfig:

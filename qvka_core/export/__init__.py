@@ -82,9 +82,12 @@ def export_model(loaded: LoadedModel, out: str | Path, *, source_dir: Path | Non
             fidelity = compare(loaded.model, tmp, task)
         card = model_card(name=out.name, lab=lab_cfg, twin=twin.config,
                           stock_class=ARCHITECTURES[twin.family], task=task,
-                          rewrites=twin.rewrites, lines=lineage(loaded.meta, source_dir),
+                          rewrites=twin.rewrites,
+                          lines=[_source_line(loaded), *lineage(loaded.meta, source_dir)],
                           fidelity=fidelity.line() if fidelity else None, command=command)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        for path in tmp.iterdir():  # safetensors and mkdtemp write owner-only files
+            os.chmod(path, 0o644)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -92,6 +95,11 @@ def export_model(loaded: LoadedModel, out: str | Path, *, source_dir: Path | Non
     return ExportResult(directory=out, family=twin.family,
                         stock_class=ARCHITECTURES[twin.family], task=task,
                         rewrites=twin.rewrites, fidelity=fidelity)
+
+
+def _source_line(loaded: LoadedModel) -> str:
+    notes = loaded.config.notes
+    return f"source model `{loaded.name}`" + (f": {notes}" if notes else "")
 
 
 def _write(tmp: Path, cfg_json: dict, tensors: dict, loaded: LoadedModel, extras: dict,

@@ -62,9 +62,9 @@ def pick_family(cfg: ModelConfig) -> str:
         raise _refuse(cfg, "no stock class of these layouts has an LM-head bias")
     if not cfg.causal:
         width = cfg.attention.n_heads * cfg.attention.head_dim
-        _need(cfg, pos == "learned" and width == cfg.d_model and cfg.norm == "layernorm" and not cfg.prenorm
-              and cfg.embed_norm and not cfg.final_norm and not cfg.lm_head
-              and cfg.mlp == "gelu" and cfg.variant != "mla",
+        _need(cfg, pos == "learned" and width == cfg.d_model and cfg.norm == "layernorm"
+              and not cfg.prenorm and cfg.embed_norm and not cfg.final_norm
+              and not cfg.lm_head and cfg.mlp == "gelu" and cfg.variant != "mla",
               "an encoder exports only in BERT's layout (post-norm LayerNorm, learned "
               "positions, GELU MLP, embedding norm, no LM head)")
         return "bert"

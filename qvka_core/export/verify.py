@@ -59,7 +59,8 @@ def compare(lab: Transformer, directory: Path, task: str, length: int = 24) -> F
     else:
         ours_out, their_out = mine.hidden_states, theirs.last_hidden_state
     d_out = (ours_out - their_out).abs().max().item()  # (1, T, V) or (1, T, d)
-    d_att = max((a - b).abs().max().item() for a, b in zip(mine.attentions, theirs.attentions))
+    d_att = max((a - b).abs().max().item()
+                for a, b in zip(mine.attentions, theirs.attentions, strict=True))
     same = bool((ours_out.argmax(-1) == their_out.argmax(-1)).all()) if lab.cfg.lm_head else True
     return Fidelity(stock_class=type(stock).__name__, tokens=ids.shape[1],
                     max_abs_logit_diff=d_out, max_abs_attention_diff=d_att, same_greedy=same)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from qvka_core.checkpoints.fastload import build_model, check_state, expected_shapes
 from qvka_core.checkpoints.hf_config import FAMILIES, config_from_hf, detect_family
-from qvka_core.checkpoints.hf_keys import IGNORED, KEY_TABLES, PREFIXES, template_of
+from qvka_core.checkpoints.hf_keys import IGNORED, KEY_TABLES, PREFIXES, hf_entry
 from qvka_core.checkpoints.store import PICKLE_SUFFIXES, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError
@@ -42,12 +42,11 @@ def convert_hf_state(cfg: ModelConfig, hf_state: dict[str, Tensor], family: str,
     tied_head = table.get("lm_head.weight") if cfg.tie_embeddings else None
     ours, names, used, missing, bad = {}, {}, set(), [], []
     for our_key in _our_keys(cfg):
-        template, layer = template_of(our_key)
-        entry = table.get(template)
-        if entry is None:
-            raise CheckpointError(f"{source}: no HF {family} tensor maps to our {our_key}")
-        hf_key, tf = (entry, None) if isinstance(entry, str) else entry
-        hf_key = hf_key.format(layer)
+        try:
+            hf_key, tf = hf_entry(family, our_key)
+        except KeyError:
+            raise CheckpointError(
+                f"{source}: no HF {family} tensor maps to our {our_key}") from None
         names[our_key] = hf_key
         if hf_key not in hf:
             missing.append(hf_key)

@@ -244,3 +244,12 @@ def template_of(our_key: str) -> tuple[str, str]:
     if len(parts) > 2 and parts[0] == "layers" and parts[1].isdigit():
         return ".".join(["layers", "{}", *parts[2:]]), parts[1]
     return our_key, ""
+
+
+def hf_entry(family: str, our_key: str) -> tuple[str, Transform | None]:
+    """(HF key without the model prefix, transform or None) of one of our keys; KeyError if
+    the family's table has no entry for it."""
+    template, layer = template_of(our_key)
+    entry = KEY_TABLES[family][template]
+    hf_key, tf = (entry, None) if isinstance(entry, str) else entry
+    return hf_key.format(layer), tf

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from qvka_core.checkpoints.store import FORMAT, LoadedModel
+from qvka_core.checkpoints.store import FORMAT, LoadedModel, swap_into_place
 from qvka_core.errors import CheckpointError
 from qvka_core.export.card import lineage, model_card
 from qvka_core.export.hf_out import check_round_trip, hf_config, hf_state
@@ -88,7 +88,7 @@ def export_model(loaded: LoadedModel, out: str | Path, *, source_dir: Path | Non
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for path in tmp.iterdir():  # safetensors and mkdtemp write owner-only files
             os.chmod(path, 0o644)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -131,17 +131,6 @@ def _write_tokenizer(tmp: Path, loaded: LoadedModel, twin: Twin) -> None:
         config["eos_token"] = tok.eos_token
     (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n",
                                                encoding="utf-8")
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def _jsonable(x):

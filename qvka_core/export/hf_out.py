@@ -14,13 +14,7 @@ import torch
 from torch import Tensor
 
 from qvka_core.checkpoints.fastload import expected_shapes
-from qvka_core.checkpoints.hf_keys import (
-    EXPORT_PREFIXES,
-    HEAD_KEYS,
-    KEY_TABLES,
-    Fused,
-    template_of,
-)
+from qvka_core.checkpoints.hf_keys import EXPORT_PREFIXES, HEAD_KEYS, Fused, hf_entry
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError
 from qvka_core.export.twin import ARCHITECTURES
@@ -30,16 +24,14 @@ _ACT_NAMES = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "
 
 def hf_state(cfg: ModelConfig, state: dict[str, Tensor], family: str) -> dict[str, Tensor]:
     """HF state dict (with the task model's prefix) from our state, via the family's table."""
-    table, prefix = KEY_TABLES[family], EXPORT_PREFIXES[family]
+    prefix = EXPORT_PREFIXES[family]
     out: dict[str, Tensor] = {}
     fused: dict[str, tuple[Fused, dict[int, Tensor]]] = {}
     for our_key in expected_shapes(cfg):
-        template, layer = template_of(our_key)
-        entry = table.get(template)
-        if entry is None:
-            raise CheckpointError(f"no {family} tensor holds our {our_key}")
-        hf_key, tf = (entry, None) if isinstance(entry, str) else entry
-        hf_key = hf_key.format(layer)
+        try:
+            hf_key, tf = hf_entry(family, our_key)
+        except KeyError:
+            raise CheckpointError(f"no {family} tensor holds our {our_key}") from None
         hf_key = hf_key if hf_key in HEAD_KEYS else prefix + hf_key
         t = state[our_key]
         if isinstance(tf, Fused):

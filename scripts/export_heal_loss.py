@@ -9,7 +9,8 @@
 4. score the run's own validation windows (the bundled corpus, evenly spaced) with the lab
    model and with stock `transformers.AutoModelForCausalLM` on the export; print both.
 
-Everything goes under --work (default: a fresh temporary folder). CPU by default.
+Everything goes under --work (default: a fresh temporary folder); on a rerun with the same
+--work, finished stages (conversion, healing run) are reused. CPU.
 """
 
 from __future__ import annotations
@@ -54,15 +55,16 @@ def heal_and_export(source: str, work: Path, *, steps: int, d_ctx: int, seq_len:
     from qvka_core.data import fixed_windows, token_data
 
     runs, converted = work / "runs", work / "runs" / "qvka-converted"
-    _cli("convert", "--from", source, "--to", "qvka", "--d-ctx", str(d_ctx),
-         "--out", str(converted))
-    _cli("train", "--init", str(converted), "--steps", str(steps), "--seq-len", str(seq_len),
-         "--batch", str(batch), "--eval-batches", str(eval_batches), "--eval-every",
-         str(steps), "--distill", "logits", "--teacher", teacher or source, "--device", "cpu",
-         "--out", str(runs), "--name", "heal", "--quiet")
-    run = runs / "heal"
-    export_dir = work / "exports" / "heal"
-    _cli("export", "--checkpoint", str(run), "--out", str(export_dir))
+    run, export_dir = runs / "heal", work / "exports" / "heal"
+    if not (converted / "model.safetensors").exists():  # a rerun on the same --work rescores
+        _cli("convert", "--from", source, "--to", "qvka", "--d-ctx", str(d_ctx),
+             "--out", str(converted))
+    if not (run / "checkpoint" / "model.safetensors").exists():
+        _cli("train", "--init", str(converted), "--steps", str(steps), "--seq-len",
+             str(seq_len), "--batch", str(batch), "--eval-batches", str(eval_batches),
+             "--eval-every", str(steps), "--distill", "logits", "--teacher", teacher or source,
+             "--device", "cpu", "--out", str(runs), "--name", "heal", "--quiet")
+    _cli("export", "--checkpoint", str(run), "--out", str(export_dir), "--overwrite")
 
     lab = load_checkpoint(str(run / "checkpoint"))
     data = token_data("austen", lab.tokenizer)

@@ -324,3 +324,21 @@ def test_convert_heal_export_then_stock_llama_scores_the_labs_validation_loss(
     card = (tmp_path / "work" / "exports" / "heal" / "README.md").read_text()
     assert "trained by run `heal`" in card and "distilled (logits)" in card
     assert "converted from" in card
+
+
+def test_a_converted_mla_exports_to_deepseek_v2_unless_its_latent_norm_is_folded(
+        tmp_path: Path) -> None:
+    """The Convert page's MLA (MHA2MLA) from a Llama layout: with the latent RMSNorm kept
+    (`rms`) stock DeepseekV2 computes it; folded away (eps 2^26) no stock class does."""
+    from qvka_core.convert import convert
+
+    source = _lab(_llama("gqa", n_kv=2))
+    kept = convert(source, "mla", kv_lora_rank=16, latent_norm="rms").to_loaded(source)
+    export_model(kept, tmp_path / "rms", verify=False)
+    stock = _stock(tmp_path / "rms", encoder=False)
+    ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(stock(ids).logits, kept.model(ids).logits, atol=TOL, rtol=0)
+    folded = convert(source, "mla", kv_lora_rank=16, latent_norm="fold").to_loaded(source)
+    with pytest.raises(CheckpointError, match="--latent-norm rms"):
+        export_model(folded, tmp_path / "fold", verify=False)

@@ -76,7 +76,8 @@ def pick_family(cfg: ModelConfig) -> str:
               "MLA exports only from a Llama layout (RMSNorm, SwiGLU, RoPE), as DeepseekV2")
         a = cfg.attention
         _need(cfg, a.norm_eps == 1e-6, f"DeepseekV2's latent RMSNorms use eps 1e-6, this "
-              f"model's use {a.norm_eps}")
+              f"model's use {a.norm_eps:g} (a conversion with --latent-norm fold; convert "
+              "with --latent-norm rms for an exportable MLA)")
         _need(cfg, not ((a.qkv_bias or a.o_bias) and a.q_lora_rank is None),
               "DeepseekV2 has one attention_bias flag and no q_proj bias without q_lora_rank")
         _need(cfg, cfg.activation == "silu", "DeepseekV2's MLP is SwiGLU with SiLU")

@@ -81,6 +81,7 @@ CASES = {
     "qwen2-gqa": _llama("gqa", n_kv=2, qkv_bias=True),
     "qwen2-qvka": _llama("qvka", n_kv=2, d_ctx=6, qkv_bias=True),
     "deepseek-mla": _llama("mla", kv_lora_rank=16, qk_rope_head_dim=4),
+    "deepseek-mla-eps": _llama("mla", kv_lora_rank=8, q_lora_rank=12, norm_eps=3.0),
     "deepseek-mla-qlora-bias": _llama("mla", kv_lora_rank=12, q_lora_rank=20,
                                       qk_rope_head_dim=6, v_head_dim=10, qkv_bias=True),
     "gpt2-mha": _gpt2("mha"),
@@ -242,7 +243,7 @@ def test_hf_to_lab_to_hf_gives_back_the_same_tensors(family: str, tmp_path: Path
     (_austen("qv", position="sinusoidal"), "sinusoidal"),
     (_austen("mha", position="alibi"), "ALiBi"),
     (_austen("mla"), "MLA exports only from a Llama layout"),
-    (_llama("mla").with_attention(norm_eps=1e-5), "eps"),
+    (_llama("mla", q_lora_rank=None, o_bias=True), "no q_proj bias"),
 ])
 def test_refusals_are_one_line_naming_what_no_stock_class_has(cfg, words, tmp_path) -> None:
     with pytest.raises(CheckpointError) as err:
@@ -326,19 +327,23 @@ def test_convert_heal_export_then_stock_llama_scores_the_labs_validation_loss(
     assert "converted from" in card
 
 
-def test_a_converted_mla_exports_to_deepseek_v2_unless_its_latent_norm_is_folded(
-        tmp_path: Path) -> None:
-    """The Convert page's MLA (MHA2MLA) from a Llama layout: with the latent RMSNorm kept
-    (`rms`) stock DeepseekV2 computes it; folded away (eps 2^26) no stock class does."""
+def test_a_converted_mla_exports_to_deepseek_v2_with_either_latent_norm(tmp_path: Path) -> None:
+    """The Convert page's MLA (MHA2MLA) from a Llama layout, latent RMSNorm kept (`rms`) or
+    folded away (eps 2^26, rescaled to DeepseekV2's 1e-6): stock DeepseekV2 computes both."""
     from qvka_core.convert import convert
 
     source = _lab(_llama("gqa", n_kv=2))
-    kept = convert(source, "mla", kv_lora_rank=16, latent_norm="rms").to_loaded(source)
-    export_model(kept, tmp_path / "rms", verify=False)
-    stock = _stock(tmp_path / "rms", encoder=False)
     ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]])
-    with torch.no_grad():
-        torch.testing.assert_close(stock(ids).logits, kept.model(ids).logits, atol=TOL, rtol=0)
-    folded = convert(source, "mla", kv_lora_rank=16, latent_norm="fold").to_loaded(source)
-    with pytest.raises(CheckpointError, match="--latent-norm rms"):
-        export_model(folded, tmp_path / "fold", verify=False)
+    for norm in ("rms", "fold"):
+        mla = convert(source, "mla", kv_lora_rank=16, latent_norm=norm).to_loaded(source)
+        assert (mla.config.attention.norm_eps == 1e-6) == (norm == "rms")
+        export_model(mla, tmp_path / norm, verify=False)
+        stock = _stock(tmp_path / norm, encoder=False)
+        with torch.no_grad():
+            mine = mla.model(ids, impl="eager", return_attentions=True)
+            theirs = stock(ids, output_attentions=True)
+        torch.testing.assert_close(theirs.logits, mine.logits, atol=TOL, rtol=0)
+        for a, b in zip(theirs.attentions, mine.attentions, strict=True):
+            torch.testing.assert_close(a, b, atol=TOL, rtol=0)
+        back = load_checkpoint(str(tmp_path / norm))
+        assert back.config == mla.config

@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from qvka_core.checkpoints.store import FORMAT, LoadedModel, swap_into_place
 from qvka_core.errors import CheckpointError
 from qvka_core.export.card import lineage, model_card
@@ -68,8 +70,10 @@ def export_model(loaded: LoadedModel, out: str | Path, *, source_dir: Path | Non
     cfg_json = hf_config(twin.config, twin.family, eos_id=eos)
     tensors = hf_state(twin.config, twin.state, twin.family)
     check_round_trip(twin.config, twin.state, twin.family, cfg_json, tensors)
+    # What the twin does not hold bit for bit (QV-Ka's W_ctx and W_K,i, rescaled or repeated
+    # projections) goes to the sidecar, so the lab variant can be rebuilt exactly.
     extras = {k: v.detach().contiguous().cpu() for k, v in lab_state.items()
-              if k not in twin.state and k != "lm_head.weight"}
+              if k != "lm_head.weight" and not _same(twin.state.get(k), v)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -95,6 +99,10 @@ def export_model(loaded: LoadedModel, out: str | Path, *, source_dir: Path | Non
     return ExportResult(directory=out, family=twin.family,
                         stock_class=ARCHITECTURES[twin.family], task=task,
                         rewrites=twin.rewrites, fidelity=fidelity)
+
+
+def _same(a, b) -> bool:
+    return a is not None and a.shape == b.shape and torch.equal(a, b)
 
 
 def _source_line(loaded: LoadedModel) -> str:

@@ -145,8 +145,9 @@ def model_card(*, name: str, lab: ModelConfig, twin: ModelConfig, stock_class: s
         *(f"- {line}" for line in (lines or ["no conversion or training records found"])),
         f"- exported with `{command}`",
         "",
-        "The lab's own config (and, for QV-Ka, W_ctx and W_K,i) is kept in `qvka_lab.json` / "
-        "`qvka_lab.safetensors`; stock transformers ignores both.",
+        "The lab's own config and the lab tensors this twin does not hold as they are (QV-Ka's "
+        "W_ctx and W_K,i, say) are kept in `qvka_lab.json` / `qvka_lab.safetensors`; stock "
+        "transformers ignores both.",
         "",
     ]
     return "\n".join(out)

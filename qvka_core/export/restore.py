@@ -1,7 +1,8 @@
 """Load an export back into the lab as the variant it came from (load ∘ export = identity).
 
-An export directory carries `qvka_lab.json` (the lab config) and, for QV-Ka, the tensors the
-fold cannot recover (`qvka_lab.safetensors`: W_ctx and W_K,i). The lab variant is rebuilt
+An export directory carries `qvka_lab.json` (the lab config) and `qvka_lab.safetensors`, the
+lab tensors the twin does not hold as they are (QV-Ka's W_ctx and W_K,i, KV projections
+repeated for a class without grouping, MLA latent projections rescaled to DeepseekV2's eps). The lab variant is rebuilt
 and re-exported in memory; only if that reproduces the stock tensors in the directory
 exactly is it used. An export fine-tuned elsewhere since (k_proj no longer the fold) loads
 as its stock twin instead, which is what it now computes.
@@ -53,20 +54,13 @@ def restore(directory: Path, stock: LoadedModel) -> LoadedModel:
 
 def _lab_state(cfg: ModelConfig, stock: dict[str, Tensor],
                extras: dict[str, Tensor]) -> dict[str, Tensor] | None:
+    """The sidecar's tensors, the rest from the stock twin; None if any is missing."""
     from qvka_core.checkpoints.fastload import expected_shapes
 
-    a = cfg.attention
     state = {}
     for key, shape in expected_shapes(cfg).items():
         t = extras.get(key, stock.get(key))
-        if t is None:
-            return None
-        if tuple(t.shape) != shape and key.endswith(("v_proj.weight", "v_proj.bias",
-                                                     "k_proj.weight", "k_proj.bias")):
-            # KV heads were repeated for a class without grouping: keep one per group.
-            heads = t.view(a.n_heads, a.head_dim, *t.shape[1:])  # (H, D, ...)
-            t = heads[:: a.group_size].reshape(shape)  # (Hkv·D, ...)
-        if tuple(t.shape) != shape:
+        if t is None or tuple(t.shape) != shape:
             return None
         state[key] = t
     return state

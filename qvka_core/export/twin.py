@@ -9,6 +9,8 @@ Every rewrite here is exact (the twin computes the same logits and attention):
   RoPE then rotates it, as the lab rotates the derived key.
 - KV heads shared in groups, for a stock class without grouping (GPT-2, BERT, GPT-NeoX):
   each KV head is repeated for its query heads, which is what the kernel does anyway.
+- MLA's latent RMSNorm eps, whatever it is, becomes DeepseekV2's fixed 1e-6 by scaling the
+  latent projections (RMSNorm(c; ε) = RMSNorm(s·c; s²·ε)).
 - Biases a stock class always has are zero-filled.
 
 What the twin gives up is the cache: it stores K and V like its stock class.
@@ -16,6 +18,7 @@ What the twin gives up is the cache: it stores K and V like its stock class.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +30,7 @@ from qvka_core.errors import CheckpointError
 # Per family: does its attention group KV heads, and which bias flags it fixes.
 _GROUPED = {"llama": True, "qwen2": True, "deepseek_v2": False, "gpt2": False, "bert": False,
             "gpt_neox": False}
+HF_LATENT_EPS = 1e-6  # DeepseekV2RMSNorm's default, used for q_a_ and kv_a_layernorm
 TASK = {"bert": "AutoModel"}  # everything else loads with AutoModelForCausalLM
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "bert": "BertModel", "llama": "LlamaForCausalLM",
                  "qwen2": "Qwen2ForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM",
@@ -75,9 +79,6 @@ def pick_family(cfg: ModelConfig) -> str:
         _need(cfg, pos == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu",
               "MLA exports only from a Llama layout (RMSNorm, SwiGLU, RoPE), as DeepseekV2")
         a = cfg.attention
-        _need(cfg, a.norm_eps == 1e-6, f"DeepseekV2's latent RMSNorms use eps 1e-6, this "
-              f"model's use {a.norm_eps:g} (a conversion with --latent-norm fold; convert "
-              "with --latent-norm rms for an exportable MLA)")
         _need(cfg, not ((a.qkv_bias or a.o_bias) and a.q_lora_rank is None),
               "DeepseekV2 has one attention_bias flag and no q_proj bias without q_lora_rank")
         _need(cfg, cfg.activation == "silu", "DeepseekV2's MLP is SwiGLU with SiLU")
@@ -109,6 +110,8 @@ def stock_twin(cfg: ModelConfig, state: dict[str, Tensor]) -> Twin:
     if cfg.variant in ("qv", "qvka"):
         _fold_keys(twin)
     a = twin.config.attention
+    if a.kind == "mla" and a.norm_eps != HF_LATENT_EPS:
+        _rescale_latent_eps(twin)
     if a.kind != "mla" and a.n_kv_heads < a.n_heads and not _GROUPED[family]:
         _repeat_kv_heads(twin)
     _fill_biases(twin)
@@ -149,6 +152,29 @@ def _fold_keys(twin: Twin) -> None:
         "k_proj := W_ctx·A_i + W_V,i·B_i per KV head (QV-Ka's derived key is linear in x)")
     twin.config = cfg.with_variant(kind, n_kv_heads=a.n_kv_heads, d_ctx=None,
                                    qvka_cache="kv")
+
+
+def _rescale_latent_eps(twin: Twin) -> None:
+    """DeepseekV2's latent RMSNorms have eps 1e-6, fixed. RMSNorm(c; ε)·w equals
+    RMSNorm(s·c; s²·ε)·w for any s > 0, so scaling the latent projections by
+    s = sqrt(1e-6 / ε) moves any ε (e.g. the 2^26 of a conversion that folds the norm away)
+    to 1e-6 exactly; the norm weights stay."""
+    cfg, st = twin.config, twin.state
+    a = cfg.attention
+    scale = math.sqrt(HF_LATENT_EPS / a.norm_eps)
+    for i in _layers(cfg):
+        p = f"layers.{i}.attn."
+        for key in (p + "kv_a_proj_with_mqa.weight", p + "kv_a_proj_with_mqa.bias"):
+            if key in st:
+                t = st[key].clone()
+                t[: a.kv_lora_rank] *= scale  # the latent rows; the RoPE key rows stay
+                st[key] = t
+        for key in (p + "q_a_proj.weight", p + "q_a_proj.bias"):
+            if key in st:
+                st[key] = st[key] * scale
+    twin.rewrites.append(f"latent RMSNorm eps {a.norm_eps:g} -> DeepseekV2's {HF_LATENT_EPS:g} "
+                         f"exactly, the latent projections scaled by {scale:.3g}")
+    twin.config = cfg.with_attention(norm_eps=HF_LATENT_EPS)
 
 
 def _repeat_kv_heads(twin: Twin) -> None:

@@ -4,8 +4,8 @@ An export directory carries `qvka_lab.json` (the lab config) and `qvka_lab.safet
 lab tensors the twin does not hold as they are (QV-Ka's W_ctx and W_K,i, KV projections
 repeated for a class without grouping, MLA latent projections rescaled to DeepseekV2's eps).
 The lab variant is rebuilt and re-exported in memory; only if that reproduces the stock
-tensors in the directory exactly is it used. An export fine-tuned elsewhere since (k_proj no longer the fold) loads
-as its stock twin instead, which is what it now computes.
+tensors in the directory exactly is it used. An export fine-tuned elsewhere since (k_proj no
+longer the fold) loads as its stock twin instead, which is what it now computes.
 """
 
 from __future__ import annotations

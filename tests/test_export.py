@@ -88,6 +88,7 @@ CASES = {
     "gpt2-gqa": _gpt2("gqa", n_kv=2),
     "gpt2-qv": _gpt2("qv"),
     "gpt2-qvka": _gpt2("qvka", d_ctx=4),
+    "gpt2-untied": _gpt2("mha").replace(tie_embeddings=False),
     "bert-mha": _bert("mha"),
     "bert-qv": _bert("qv"),
     "bert-qvka": _bert("qvka", d_ctx=6),
@@ -95,6 +96,7 @@ CASES = {
     "neox-mqa": _austen("mqa"),
     "neox-qv": _austen("qv", n_kv=2),
     "neox-qvka": _austen("qvka", d_ctx=8),
+    "neox-untied-bias": _austen("gqa", n_kv=2, qkv_bias=True).replace(tie_embeddings=False),
 }
 STOCK = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
          "deepseek": "DeepseekV2ForCausalLM", "gpt2": "GPT2LMHeadModel", "bert": "BertModel",

@@ -52,7 +52,9 @@ def stock_model(directory: Path, task: str):
 def compare(lab: Transformer, directory: Path, task: str, length: int = 24) -> Fidelity:
     stock = stock_model(directory, task)
     ids = probe_ids(lab.cfg.vocab_size, min(length, lab.cfg.max_seq_len))
-    mine = lab.float().eval()(ids, impl="eager", return_attentions=True)
+    was_training = lab.training
+    mine = lab.eval()(ids, impl="eager", return_attentions=True)
+    lab.train(was_training)  # the caller's model is left as it was
     theirs = stock(input_ids=ids, output_attentions=True)
     if lab.cfg.lm_head:
         ours_out, their_out = mine.logits, theirs.logits

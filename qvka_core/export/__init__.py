@@ -50,6 +50,8 @@ def export_checkpoint(ref: str, out: str | Path, *, overwrite: bool = False,
 
     loaded = load_checkpoint(ref)
     _, _, directory = find(ref)
+    if directory is not None and directory.name == "checkpoint":  # a run given by path
+        loaded.name = directory.parent.name
     return export_model(loaded, out, source_dir=directory, overwrite=overwrite, verify=verify,
                         command=command or f"python -m qvka_core export --checkpoint {ref} "
                         f"--out {out}")

@@ -93,7 +93,7 @@ if r2 := rep["diagnostics"].get("key_from_value_r2_per_layer"):
 for note in rep.get("notes") or []:
     st.caption(f"Note: {note}")
 
-s1, s2, s3 = st.columns([2, 1, 1])
+s1, s2, s3, s4 = st.columns([2, 1, 1, 1])
 name = s1.text_input("Save as", f"{last[0].rsplit('/', 1)[-1]}-to-{last[1]}", key="cv_name")
 if s1.button("Save", key="cv_save"):
     with ui.guarded(False):
@@ -109,3 +109,4 @@ if s3.button("Heal on the Fine-tune page", key="cv_heal", disabled=not saved,
              help="save first; the saved model is then the Fine-tune page's base"):
     st.session_state["ft_preselect"] = saved
     st.switch_page("pages/finetune.py")
+ui.export_button(saved, "cv_export", s4)

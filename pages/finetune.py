@@ -146,5 +146,7 @@ with ui.guarded(False):
         jobs.rename(rid, new, root=ar.runs_root())
         st.rerun()
     target = ar.run_explorer_target(status)
-    if target and st.button("Open in Explorer", key="ft_explorer", help=ar.EXPLORER_NOTE):
+    e1, e2 = st.columns(2)
+    if target and e1.button("Open in Explorer", key="ft_explorer", help=ar.EXPLORER_NOTE):
         ar.open_in_explorer(*target)
+    ui.export_button(ui.run_checkpoint(rid), "ft_export", e2)

@@ -1,174 +1,29 @@
-"""Load Hugging Face checkpoints (GPT-2, BERT, Llama/SmolLM2, Qwen2, DeepSeek-V2 MLA).
+"""Load Hugging Face checkpoints (GPT-2, BERT, Llama/SmolLM2, Qwen2, DeepSeek-V2 MLA, GPT-NeoX).
 
-One explicit key table per family maps our key -> HF key ("{}" = layer index), optionally
-with a transform; layouts follow the HF modeling files (transformers 5.x):
-
-- GPT-2 (`modeling_gpt2.py`): Conv1D stores weights as (in, out), so they are transposed;
-  `c_attn` fuses q, k, v along `out` and is split in three.
-- BERT (`modeling_bert.py`, BertModel): post-norm, embedding LayerNorm, token types, pooler.
-- Llama / SmolLM2 / Qwen2 (`modeling_llama.py`, `modeling_qwen2.py`): near identity; Qwen2
-  has q/k/v biases. Both use half-split ("rotate_half") RoPE, as we do.
-- DeepSeek-V2 (`modeling_deepseek_v2.py`): HF applies RoPE to (even, odd) pairs as complex
-  numbers. Our RoPE pairs (i, i + d/2), so the rope rows of `q_proj`/`q_b_proj` and
-  `kv_a_proj_with_mqa` are permuted once (evens first, then odds): scores are unchanged
-  because q and k get the same permutation. Only dense-FFN configurations load; MoE layers
-  have no counterpart in our model.
+The key tables (one per family, shared with the exporter) and their layouts are in
+`hf_keys.py`; config parsing lives in `hf_config.py`.
 
 Only safetensors are read; pickle files are refused. Every problem is a CheckpointError
-naming the tensor or the file. Config parsing lives in `hf_config.py`.
+naming the tensor or the file.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from torch import Tensor
 
 from qvka_core.checkpoints.fastload import build_model, check_state, expected_shapes
 from qvka_core.checkpoints.hf_config import FAMILIES, config_from_hf, detect_family
+from qvka_core.checkpoints.hf_keys import IGNORED, KEY_TABLES, PREFIXES, hf_entry
 from qvka_core.checkpoints.store import PICKLE_SUFFIXES, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError
 from qvka_core.model import Transformer
 from qvka_core.tokenizer import TextTokenizer
 
-Transform = Callable[[Tensor, ModelConfig], Tensor]
-Entry = str | tuple[str, Transform]
-
-
-# --- transforms ---------------------------------------------------------------------------
-def _conv1d(t: Tensor, cfg: ModelConfig) -> Tensor:
-    """GPT-2 Conv1D weight (in, out) -> Linear weight (out, in)."""
-    return t.t() if t.dim() == 2 else t
-
-
-def _fused(i: int) -> Transform:
-    """Part i (q, k, v) of GPT-2's fused c_attn weight (in, 3·d) or bias (3·d,)."""
-
-    def split(t: Tensor, cfg: ModelConfig) -> Tensor:
-        t = _conv1d(t, cfg)  # (3·d, in) or (3·d,)
-        if t.shape[0] % 3:
-            raise ValueError(f"fused q/k/v dimension {t.shape[0]} is not divisible by 3")
-        return t.chunk(3, dim=0)[i]  # (d, in) or (d,)
-
-    return split
-
-
-def _rope_perm(n_rope: int) -> list[int]:
-    """Interleaved pairs (0,1), (2,3), ... -> half-split order: evens then odds."""
-    return list(range(0, n_rope, 2)) + list(range(1, n_rope, 2))
-
-
-def _mla_q_rows(t: Tensor, cfg: ModelConfig) -> Tensor:
-    """Permute the rope rows of each head of q_proj / q_b_proj, (H·(dn + dr), in)."""
-    a = cfg.attention
-    h, dn, dr = a.n_heads, a.qk_nope_head_dim, a.qk_rope_head_dim
-    if t.shape[0] != h * (dn + dr):
-        raise ValueError(f"expected {h * (dn + dr)} rows, got {t.shape[0]}")
-    perm = list(range(dn)) + [dn + j for j in _rope_perm(dr)]
-    w = t.reshape(h, dn + dr, *t.shape[1:])  # (H, dn + dr, in)
-    return w[:, perm].reshape(t.shape)  # (H·(dn + dr), in)
-
-
-def _mla_kv_rows(t: Tensor, cfg: ModelConfig) -> Tensor:
-    """Permute the rope rows (the last dr) of kv_a_proj_with_mqa, (dc + dr, in) or (dc + dr,)."""
-    a = cfg.attention
-    dc, dr = a.kv_lora_rank, a.qk_rope_head_dim
-    if t.shape[0] != dc + dr:
-        raise ValueError(f"expected {dc + dr} rows, got {t.shape[0]}")
-    return t[list(range(dc)) + [dc + j for j in _rope_perm(dr)]]
-
-
-# --- key tables: our key -> HF key (after the family prefix is stripped) -------------------
-def _wb(ours: str, hf: str, tf: Transform | None = None) -> dict[str, Entry]:
-    """Weight and bias entries of one Linear/LayerNorm."""
-    if tf is None:
-        return {f"{ours}.weight": f"{hf}.weight", f"{ours}.bias": f"{hf}.bias"}
-    return {f"{ours}.weight": (f"{hf}.weight", tf), f"{ours}.bias": f"{hf}.bias"}
-
-
-GPT2_KEYS: dict[str, Entry] = {
-    "tok_emb.weight": "wte.weight",
-    "pos_emb.weight": "wpe.weight",
-    **_wb("final_norm", "ln_f"),
-    **_wb("layers.{}.attn_norm", "h.{}.ln_1"),
-    **_wb("layers.{}.mlp_norm", "h.{}.ln_2"),
-    **{f"layers.{{}}.attn.{n}_proj.weight": ("h.{}.attn.c_attn.weight", _fused(i))
-       for i, n in enumerate("qkv")},
-    **{f"layers.{{}}.attn.{n}_proj.bias": ("h.{}.attn.c_attn.bias", _fused(i))
-       for i, n in enumerate("qkv")},
-    **_wb("layers.{}.attn.o_proj", "h.{}.attn.c_proj", _conv1d),
-    **_wb("layers.{}.mlp.up_proj", "h.{}.mlp.c_fc", _conv1d),
-    **_wb("layers.{}.mlp.down_proj", "h.{}.mlp.c_proj", _conv1d),
-}
-
-_BERT_LAYER = "encoder.layer.{}"
-BERT_KEYS: dict[str, Entry] = {
-    "tok_emb.weight": "embeddings.word_embeddings.weight",
-    "pos_emb.weight": "embeddings.position_embeddings.weight",
-    "type_emb.weight": "embeddings.token_type_embeddings.weight",
-    **_wb("embed_norm", "embeddings.LayerNorm"),
-    **_wb("layers.{}.attn.q_proj", f"{_BERT_LAYER}.attention.self.query"),
-    **_wb("layers.{}.attn.k_proj", f"{_BERT_LAYER}.attention.self.key"),
-    **_wb("layers.{}.attn.v_proj", f"{_BERT_LAYER}.attention.self.value"),
-    **_wb("layers.{}.attn.o_proj", f"{_BERT_LAYER}.attention.output.dense"),
-    **_wb("layers.{}.attn_norm", f"{_BERT_LAYER}.attention.output.LayerNorm"),
-    **_wb("layers.{}.mlp.up_proj", f"{_BERT_LAYER}.intermediate.dense"),
-    **_wb("layers.{}.mlp.down_proj", f"{_BERT_LAYER}.output.dense"),
-    **_wb("layers.{}.mlp_norm", f"{_BERT_LAYER}.output.LayerNorm"),
-    **_wb("pooler", "pooler.dense"),
-}
-
-_DECODER_COMMON: dict[str, Entry] = {
-    "tok_emb.weight": "embed_tokens.weight",
-    "final_norm.weight": "norm.weight",
-    "lm_head.weight": "lm_head.weight",
-    "layers.{}.attn_norm.weight": "layers.{}.input_layernorm.weight",
-    "layers.{}.mlp_norm.weight": "layers.{}.post_attention_layernorm.weight",
-    **{f"layers.{{}}.mlp.{n}.{p}": f"layers.{{}}.mlp.{n}.{p}"
-       for n in ("gate_proj", "up_proj", "down_proj") for p in ("weight", "bias")},
-}
-
-LLAMA_KEYS: dict[str, Entry] = {  # Qwen2 is the same table (its q/k/v biases included)
-    **_DECODER_COMMON,
-    **{f"layers.{{}}.attn.{n}.{p}": f"layers.{{}}.self_attn.{n}.{p}"
-       for n in ("q_proj", "k_proj", "v_proj", "o_proj") for p in ("weight", "bias")},
-}
-
-_DS_ATTN = "layers.{}.self_attn"
-DEEPSEEK_V2_KEYS: dict[str, Entry] = {
-    **_DECODER_COMMON,
-    "layers.{}.attn.q_proj.weight": (f"{_DS_ATTN}.q_proj.weight", _mla_q_rows),
-    **_wb("layers.{}.attn.q_a_proj", f"{_DS_ATTN}.q_a_proj"),
-    "layers.{}.attn.q_a_layernorm.weight": f"{_DS_ATTN}.q_a_layernorm.weight",
-    "layers.{}.attn.q_b_proj.weight": (f"{_DS_ATTN}.q_b_proj.weight", _mla_q_rows),
-    "layers.{}.attn.kv_a_proj_with_mqa.weight": (f"{_DS_ATTN}.kv_a_proj_with_mqa.weight",
-                                                 _mla_kv_rows),
-    "layers.{}.attn.kv_a_proj_with_mqa.bias": (f"{_DS_ATTN}.kv_a_proj_with_mqa.bias",
-                                               _mla_kv_rows),
-    "layers.{}.attn.kv_a_layernorm.weight": f"{_DS_ATTN}.kv_a_layernorm.weight",
-    "layers.{}.attn.kv_b_proj.weight": f"{_DS_ATTN}.kv_b_proj.weight",
-    **_wb("layers.{}.attn.o_proj", f"{_DS_ATTN}.o_proj"),
-}
-
-KEY_TABLES: dict[str, dict[str, Entry]] = {
-    "gpt2": GPT2_KEYS, "bert": BERT_KEYS, "llama": LLAMA_KEYS, "qwen2": LLAMA_KEYS,
-    "deepseek_v2": DEEPSEEK_V2_KEYS,
-}
-# Prefix of the base model inside task models (GPT2LMHeadModel, BertForMaskedLM, ...).
-_PREFIXES = {"gpt2": "transformer.", "bert": "bert.", "llama": "model.", "qwen2": "model.",
-             "deepseek_v2": "model."}
-# HF keys that are buffers or heads we do not model; anything else left over is an error.
-_IGNORED = {
-    "gpt2": r"(\.attn\.(masked_)?bias|^lm_head\.weight)$",
-    "bert": r"^(embeddings\.(position_ids|token_type_ids)$|cls\.)",
-    "llama": r"rotary_emb\.inv_freq$",
-    "qwen2": r"rotary_emb\.inv_freq$",
-    "deepseek_v2": r"rotary_emb\.inv_freq$",
-}
 assert set(KEY_TABLES) == set(FAMILIES)
 
 
@@ -177,33 +32,32 @@ def convert_hf_state(cfg: ModelConfig, hf_state: dict[str, Tensor], family: str,
                      source: str = "HF checkpoint") -> dict[str, Tensor]:
     """Our state dict from an HF one, every tensor checked; pure (inputs untouched)."""
     table = KEY_TABLES[family]
-    prefix, ignored = _PREFIXES[family], re.compile(_IGNORED[family])
+    prefix, ignored = PREFIXES[family], re.compile(IGNORED[family])
     hf = {}
     for key, value in hf_state.items():
         key = key[len(prefix):] if key.startswith(prefix) else key
         key = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", key))  # old BERT names
         hf[key] = value
-    tied = cfg.tie_embeddings
+    # A tied head is stored once, as the embedding; a copy of it in the file is not an error.
+    tied_head = table.get("lm_head.weight") if cfg.tie_embeddings else None
     ours, names, used, missing, bad = {}, {}, set(), [], []
     for our_key in _our_keys(cfg):
-        template = re.sub(r"^layers\.\d+\.", "layers.{}.", our_key)
-        layer = our_key.split(".")[1] if template != our_key else ""
-        entry = table.get(template)
-        if entry is None:
-            raise CheckpointError(f"{source}: no HF {family} tensor maps to our {our_key}")
-        hf_key, tf = (entry, None) if isinstance(entry, str) else entry
-        hf_key = hf_key.format(layer)
+        try:
+            hf_key, tf = hf_entry(family, our_key)
+        except KeyError:
+            raise CheckpointError(
+                f"{source}: no HF {family} tensor maps to our {our_key}") from None
         names[our_key] = hf_key
         if hf_key not in hf:
             missing.append(hf_key)
             continue
         used.add(hf_key)
         try:
-            ours[our_key] = tf(hf[hf_key], cfg) if tf else hf[hf_key]
+            ours[our_key] = tf.load(hf[hf_key], cfg) if tf else hf[hf_key]
         except (ValueError, RuntimeError) as exc:
             bad.append(f"{hf_key} {tuple(hf[hf_key].shape)}: {exc}")
     extra = sorted(k for k in hf if k not in used and not ignored.search(k)
-                   and not (tied and k == "lm_head.weight"))
+                   and k != tied_head)
     problems = []
     if missing:
         problems.append("missing tensors: " + ", ".join(missing[:8]))
@@ -360,6 +214,11 @@ def load_hf_directory(path: str | Path, *, name: str | None = None) -> LoadedMod
         has_pooler = any(k.endswith("pooler.dense.weight") for k in state)
         cfg = cfg.replace(pooler=has_pooler)
     model = model_from_hf_state(cfg, state, family, source=str(directory))
-    return LoadedModel(model=model, tokenizer=load_tokenizer(directory), config=cfg,
-                       name=name or directory.name,
-                       meta={"source": "hf", "family": family, "path": str(directory)})
+    loaded = LoadedModel(model=model, tokenizer=load_tokenizer(directory), config=cfg,
+                         name=name or directory.name,
+                         meta={"source": "hf", "family": family, "path": str(directory)})
+    if (directory / "qvka_lab.json").exists():  # a lab export: back to its own variant
+        from qvka_core.export.restore import restore
+
+        return restore(directory, loaded)
+    return loaded

@@ -1,10 +1,12 @@
-"""HF config.json -> our `ModelConfig`, per family (GPT-2, BERT, Llama/Qwen2, DeepSeek-V2).
+"""HF config.json -> our `ModelConfig`, per family (GPT-2, BERT, Llama/Qwen2, DeepSeek-V2,
+GPT-NeoX with a sequential residual).
 
 Field names and defaults follow the HF configuration classes of transformers 5.x
 (`configuration_gpt2.py`, `configuration_bert.py`, `configuration_llama.py`,
-`configuration_qwen2.py`, `configuration_deepseek_v2.py`). Architectures our model cannot
-reproduce exactly (scaled RoPE, sliding windows, MoE FFNs, other activations) are refused
-with a CheckpointError rather than loaded approximately.
+`configuration_qwen2.py`, `configuration_deepseek_v2.py`, `configuration_gpt_neox.py`).
+Architectures our model cannot reproduce exactly (scaled RoPE, sliding windows, MoE FFNs,
+other activations, NeoX's parallel residual) are refused with a CheckpointError rather than
+loaded approximately.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import CheckpointError, ConfigError
 
-FAMILIES: tuple[str, ...] = ("gpt2", "bert", "llama", "qwen2", "deepseek_v2")
+FAMILIES: tuple[str, ...] = ("gpt2", "bert", "llama", "qwen2", "deepseek_v2", "gpt_neox")
 
 
 # --- configs -------------------------------------------------------------------------------
@@ -70,8 +72,9 @@ def _gpt2(c: dict[str, Any]) -> ModelConfig:
     return ModelConfig(attention=attn, n_layers=c["n_layer"], vocab_size=c["vocab_size"],
                        ffn_dim=c.get("n_inner") or 4 * d, max_seq_len=c["n_positions"],
                        norm="layernorm", norm_eps=c.get("layer_norm_epsilon", 1e-5),
-                       mlp="gelu", activation=act, mlp_bias=True, tie_embeddings=True,
-                       name="gpt2", notes="loaded from a Hugging Face GPT-2 checkpoint")
+                       mlp="gelu", activation=act, mlp_bias=True,
+                       tie_embeddings=bool(c.get("tie_word_embeddings", True)), name="gpt2",
+                       notes="loaded from a Hugging Face GPT-2 checkpoint")
 
 
 def _bert(c: dict[str, Any]) -> ModelConfig:
@@ -147,6 +150,33 @@ def _deepseek_v2(c: dict[str, Any]) -> ModelConfig:
     return _decoder(c, attn, "deepseek_v2")
 
 
+def _gpt_neox(c: dict[str, Any]) -> ModelConfig:
+    """GPT-NeoX with `use_parallel_residual=False` is our pre-norm LayerNorm block with RoPE."""
+    if c.get("use_parallel_residual", True):
+        raise CheckpointError("GPT-NeoX with a parallel residual (use_parallel_residual=True) "
+                              "is not supported: our block adds attention, then the MLP")
+    params = c.get("rope_parameters") or {}
+    if float(params.get("partial_rotary_factor", c.get("rotary_pct", 1.0))) != 1.0:
+        raise CheckpointError("GPT-NeoX with partial rotary embeddings is not supported "
+                              "(our RoPE rotates the whole head)")
+    act = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
+           "relu": "relu"}.get(c.get("hidden_act", "gelu"))
+    if act is None:
+        raise CheckpointError(f"GPT-NeoX activation {c.get('hidden_act')!r} is not supported")
+    bias = bool(c.get("attention_bias", True))
+    attn = AttentionConfig(kind="mha", d_model=c["hidden_size"],
+                           n_heads=c["num_attention_heads"], causal=True, position="rope",
+                           rope_theta=_rope_theta(c),
+                           qkv_bias=bias, o_bias=bias)
+    return ModelConfig(attention=attn, n_layers=c["num_hidden_layers"],
+                       vocab_size=c["vocab_size"], ffn_dim=c["intermediate_size"],
+                       max_seq_len=c.get("max_position_embeddings", 2048), norm="layernorm",
+                       norm_eps=c.get("layer_norm_eps", 1e-5), mlp="gelu", activation=act,
+                       mlp_bias=True, tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+                       name="gpt_neox", notes="loaded from a Hugging Face GPT-NeoX checkpoint")
+
+
 _BUILDERS: dict[str, Callable[[dict[str, Any]], ModelConfig]] = {
     "gpt2": _gpt2, "bert": _bert, "llama": _llama, "qwen2": _llama, "deepseek_v2": _deepseek_v2,
+    "gpt_neox": _gpt_neox,
 }

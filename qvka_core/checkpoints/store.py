@@ -55,14 +55,7 @@ def save_checkpoint(directory: str | Path, model: Transformer, *,
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         write_checkpoint_files(tmp, model, tokenizer=tokenizer, meta=meta)
-        if directory.exists():  # overwrite: swap in, then drop the old copy
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        swap_into_place(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -83,6 +76,19 @@ def write_checkpoint_files(directory: Path, model: Transformer, *,
     if meta is not None:
         _write_json(directory / "meta.json", meta)
     _make_readable(directory)  # mkdtemp creates 0700; a checkpoint is ordinary shared data
+
+
+def swap_into_place(tmp: Path, directory: Path) -> None:
+    """Rename a finished temp directory to `directory`; an existing one is swapped out first,
+    then dropped."""
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, directory)
 
 
 def load_checkpoint_dir(directory: str | Path, *, name: str | None = None) -> LoadedModel:

@@ -2,8 +2,10 @@
 
 Each step reports the token, the model's top-5 next-token probabilities, the bytes the
 cache holds (measured from its buffers' filled extent) beside the accounting formula's
-value for the same positions, and the time since the start. Prefill is step 0: the prompt
-goes in, the first token comes out (its time is the time to first token).
+value for the same positions, and the time spent so far. Prefill is step 0: the prompt goes
+in, the first token comes out (its time is the time to first token). Time is counted only
+while the generator computes, so decodes interleaved side by side (the Decode page steps
+each variant in turn) do not charge each other's steps or the page's drawing.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Step:
     positions: int  # positions in the cache when this token was chosen
     kv_bytes: int  # measured: bytes of the filled cache positions, all layers
     kv_bytes_formula: int  # accounting.kv_cache_bytes_per_token · positions
-    elapsed_s: float  # since the decode started
+    elapsed_s: float  # time this decode has computed so far (not the consumer's, between steps)
 
 
 @dataclass
@@ -125,13 +127,13 @@ def stream(loaded: Any, prompt: str, max_new_tokens: int, sampling: Sampling = G
     generator = sampling.generator(device)
     cache = model.new_cache(len(ids) + max_new_tokens)  # allocated once per layer
     step_input = torch.tensor([ids], device=device)  # (1, P) prompt, then (1, 1) per step
-    start = time.perf_counter()
+    busy = 0.0
     record.stopped = "max_new_tokens"
     for index in range(max_new_tokens):
+        start = time.perf_counter()
         logits = model(step_input, cache=cache).logits[:, -1]  # (1, V)
         nxt = choose(logits, sampling, generator)  # (1, 1)
         token_id = int(nxt)  # reads back from the device: the step is done
-        elapsed = time.perf_counter() - start
         if token_id == eos:
             record.stopped = "eos"
             break
@@ -143,8 +145,10 @@ def stream(loaded: Any, prompt: str, max_new_tokens: int, sampling: Sampling = G
             top=[(candidate_label(tok, int(i)), float(p))
                  for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)],
             positions=positions, kv_bytes=sum(c.nbytes for c in cache),
-            kv_bytes_formula=per_token * positions, elapsed_s=elapsed,
+            kv_bytes_formula=per_token * positions,
+            elapsed_s=busy + time.perf_counter() - start,
         )
+        busy = step.elapsed_s
         record.steps.append(step)
         yield step
         step_input = nxt

@@ -21,8 +21,7 @@ if st.session_state["dec_family"] not in families:
     st.session_state["dec_family"] = default_family
 
 c1, c2 = st.columns([1, 1])
-prompt = c1.text_area("Prompt", "The key idea of attention is", key="dec_prompt",
-                      height=68 if present else 90)
+prompt = c1.text_area("Prompt", "The key idea of attention is", key="dec_prompt", height=122)
 family = c2.selectbox("Model family", list(families), key="dec_family",
                       format_func=lambda f: ui.FAMILIES.get(f, f))
 options = families[family]
@@ -31,29 +30,31 @@ if st.session_state.get("dec_variants_of") != family:  # a new family: its own d
     st.session_state["dec_variants_of"] = family
 variants = c2.multiselect("Variants (1–6)", options, key="dec_variants", max_selections=6)
 
-c3, c4, c5, c6, c7 = st.columns([1.2, 1, 1, 1, 1])
+c3, c4, c5 = st.columns([1, 2, 0.6], vertical_alignment="bottom")
 mode = c3.radio("Choice", ["greedy", "sampled"], horizontal=True, key="dec_mode")
-sampled = mode == "sampled"
-temperature = c4.number_input("Temperature", 0.05, 5.0, 0.8, 0.05, key="dec_temp",
-                              disabled=not sampled)
-top_k = c5.number_input("Top-k (0 = off)", 0, 1000, 50, key="dec_top_k", disabled=not sampled)
-top_p = c6.number_input("Top-p", 0.05, 1.0, 0.95, 0.05, key="dec_top_p", disabled=not sampled)
-seed = c7.number_input("Seed", 0, 2**31 - 1, 0, key="dec_seed", disabled=not sampled)
-max_new = st.slider("New tokens", 1, 128, 24, key="dec_max_new")
+max_new = c4.slider("New tokens", 1, 128, 24, key="dec_max_new")
 # A callback's flag survives the router's possible rerun (a plain button's True would not).
-st.button("Decode", type="primary", key="dec_go", disabled=not variants,
+c5.button("Decode", type="primary", key="dec_go", disabled=not variants,
           on_click=lambda: st.session_state.update(dec_requested=True))
 go = bool(st.session_state.pop("dec_requested", False)) and bool(variants)
+sampling = Sampling()
+if mode == "sampled":
+    c6, c7, c8, c9 = st.columns(4)
+    with ui.guarded():
+        sampling = Sampling(
+            float(c6.number_input("Temperature", 0.05, 5.0, 0.8, 0.05, key="dec_temp")),
+            int(c7.number_input("Top-k (0 = off)", 0, 1000, 50, key="dec_top_k")) or None,
+            float(c8.number_input("Top-p", 0.05, 1.0, 0.95, 0.05, key="dec_top_p")),
+            int(c9.number_input("Seed", 0, 2**31 - 1, 0, key="dec_seed")))
 if not variants:
     st.info("Choose at least one variant.")
     st.stop()
-st.caption("Hover a generated token for the model's five likeliest next tokens at that step. "
-           "Bars: bytes the KV cache holds, measured from its tensors, beside the accounting "
-           "formula; all bars share one scale. tokens/s counts steps after the first.")
+if not present:
+    st.caption("Hover a token for the model's five likeliest next tokens at that step. Bars: "
+               "the bytes the KV cache holds, measured from its tensors, beside the accounting "
+               "formula, on one scale. tokens/s counts the steps after the first.")
 
 with ui.guarded():
-    sampling = Sampling(float(temperature), int(top_k) or None, float(top_p), int(seed)
-                        ) if sampled else Sampling()
     if go:
         lanes, models = dec.prepare(family, variants, prompt, int(max_new))
         st.session_state["dec_last"] = (lanes, prompt, dec.bar_scale(lanes, int(max_new)))

@@ -47,3 +47,20 @@ def test_only_causal_families_are_offered() -> None:
     offered = dec.families()
     assert "minilm" not in offered and "random" not in offered
     assert "austen" in offered
+
+
+def test_sampled_decode_repeats_under_its_seed() -> None:
+    at = AppTest.from_file(APP, default_timeout=300).run()
+    at.switch_page("pages/decode.py").run()
+    at.selectbox(key="dec_family").set_value("austen").run()
+    at.multiselect(key="dec_variants").set_value(["qv"])
+    at.slider(key="dec_max_new").set_value(8)
+    at.radio(key="dec_mode").set_value("sampled").run()
+    at.number_input(key="dec_temp").set_value(1.2)
+    texts = []
+    for seed in (4, 4, 5):
+        at.number_input(key="dec_seed").set_value(seed)
+        at.button(key="dec_go").click().run()
+        assert not at.exception and not at.error
+        texts.append(next(m.value for m in at.markdown if 'class="decode-text"' in m.value))
+    assert texts[0] == texts[1] and texts[0] != texts[2]

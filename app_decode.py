@@ -110,13 +110,16 @@ def bar_html(lane: Lane, scale: int, colour: str, presenting: bool) -> str:
     width = 100 * measured / max(scale, 1)
     height, font = _size(presenting, 18, 40), _size(presenting, 13, 24)
     mark = "= formula" if measured == formula else "≠ formula"
-    return (f'<div class="kv-bar" data-measured="{measured}" data-formula="{formula}" '
+    label = (f"KV <b>{_short(measured)}</b> measured {mark} · {positions} positions"
+             if presenting else f"KV cache <b>{_bytes(measured)}</b> measured · "
+             f"{_bytes(formula)} formula ({mark}) · {positions} positions")
+    return (f'<div class="kv-bar" data-variant="{html.escape(lane.variant)}" '
+            f'data-measured="{measured}" data-formula="{formula}" '
             f'data-positions="{positions}" style="font-size:{font}px">'
             f'<div style="background:#eee;border-radius:4px;height:{height}px;width:100%">'
             f'<div style="background:{colour};height:{height}px;width:{width:.2f}%;'
             f'border-radius:4px"></div></div>'
-            f'KV cache <b>{_bytes(measured)}</b> measured · {_bytes(formula)} formula '
-            f'({mark}) · {positions} positions</div>')
+            f'{label}</div>')
 
 
 def stats_line(decode: Decode) -> str:
@@ -124,6 +127,10 @@ def stats_line(decode: Decode) -> str:
     ttft = f"TTFT {1000 * decode.ttft_s:.0f} ms" if decode.ttft_s is not None else "TTFT –"
     end = {"eos": " · stopped at end of text"}.get(decode.stopped, "")
     return f"{len(decode.steps)} tokens · {rate} · {ttft} · {decode.dtype}{end}"
+
+
+def _short(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB" if n >= 1 << 20 else f"{n / 1024:,.1f} KiB"
 
 
 def _bytes(n: int) -> str:

@@ -81,7 +81,11 @@ def draw(lane: dec.Lane) -> None:
     text.markdown(dec.text_html(shown_prompt, lane.decode, colour, present),
                   unsafe_allow_html=True)
     bar.markdown(dec.bar_html(lane, scale, colour, present), unsafe_allow_html=True)
-    stats.caption(dec.stats_line(lane.decode))
+    if present:
+        stats.markdown(f"<div style='font-size:22px'>{dec.stats_line(lane.decode)}</div>",
+                       unsafe_allow_html=True)
+    else:
+        stats.caption(dec.stats_line(lane.decode))
 
 
 for v in slots:

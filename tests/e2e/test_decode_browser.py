@@ -24,11 +24,11 @@ PER_POSITION = {"mha": 2 * 2 * 4 * 32 * 4, "qv": 2 * 4 * 32 * 4, "qvka": 2 * 2 *
 RECORDER = """() => {
   window.__bars = [];
   const seen = new Set();
-  const grab = () => document.querySelectorAll('.kv-bar').forEach((el, lane) => {
-    const key = lane + ':' + el.dataset.positions + ':' + el.dataset.measured;
+  const grab = () => document.querySelectorAll('.kv-bar').forEach(el => {
+    const key = el.dataset.variant + ':' + el.dataset.positions + ':' + el.dataset.measured;
     if (!seen.has(key)) { seen.add(key); window.__bars.push(
-      {lane, positions: +el.dataset.positions, measured: +el.dataset.measured,
-       formula: +el.dataset.formula}); }
+      {variant: el.dataset.variant, positions: +el.dataset.positions,
+       measured: +el.dataset.measured, formula: +el.dataset.formula}); }
   });
   new MutationObserver(grab).observe(document.body, {childList: true, subtree: true});
 }"""
@@ -66,8 +66,8 @@ def test_three_variants_decode_side_by_side(app_url: str, page, shots: Path) -> 
         assert texts.nth(i).inner_text().startswith("It is a truth universally")
         assert tokens.first.get_attribute("title").count("%") == 5  # hover: top-5
     bars = page.evaluate("() => window.__bars")
-    for lane, variant in enumerate(["mha", "qv", "qvka"]):
-        states = [b for b in bars if b["lane"] == lane and b["positions"] > 0]
+    for variant in ["mha", "qv", "qvka"]:
+        states = [b for b in bars if b["variant"] == variant and b["positions"] > 0]
         assert len(states) >= 12, states  # drawn while it streamed, not only at the end
         for b in states:
             assert b["measured"] == b["formula"] == PER_POSITION[variant] * b["positions"]
@@ -82,9 +82,11 @@ def test_three_variants_decode_side_by_side(app_url: str, page, shots: Path) -> 
     page.wait_for_timeout(500)
     page.screenshot(path=str(shots / "decode-austen-wide.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 720})
-    page.get_by_text("Presentation mode").click()  # the last decode, redrawn large
+    page.locator('[data-testid="stSidebar"] label').filter(
+        has_text="Presentation mode").click()  # the last decode, redrawn large
+    page.wait_for_function("() => [...document.querySelectorAll('.decode-text')].every("
+                           "el => parseFloat(getComputedStyle(el).fontSize) >= 28)",
+                           timeout=TIMEOUT)
     settle(page, TIMEOUT)
-    size = page.evaluate("() => getComputedStyle(document.querySelector('.decode-text')).fontSize")
-    assert float(size.removesuffix("px")) >= 28
     page.locator(".kv-bar").first.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "decode-austen-presentation.png"))

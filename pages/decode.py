@@ -25,10 +25,9 @@ prompt = c1.text_area("Prompt", "The key idea of attention is", key="dec_prompt"
 family = c2.selectbox("Model family", list(families), key="dec_family",
                       format_func=lambda f: ui.FAMILIES.get(f, f))
 options = families[family]
-if st.session_state.get("dec_variants_of") != family:  # a new family: its own defaults
-    st.session_state["dec_variants"] = dec.default_variants(family, options)
-    st.session_state["dec_variants_of"] = family
-variants = c2.multiselect("Variants (1–6)", options, key="dec_variants", max_selections=6)
+variants = c2.multiselect("Variants (1–6)", options, max_selections=6,  # one per family
+                          default=dec.default_variants(family, options),
+                          key=f"dec_variants_{family}")
 
 c3, c4, c5 = st.columns([1, 2, 0.6], vertical_alignment="bottom")
 mode = c3.radio("Choice", ["greedy", "sampled"], horizontal=True, key="dec_mode")

@@ -19,7 +19,7 @@ def test_austen_three_variants_decode_with_bars_equal_to_the_formula() -> None:
     at = AppTest.from_file(APP, default_timeout=300).run()
     at.switch_page("pages/decode.py").run()
     at.selectbox(key="dec_family").set_value("austen").run()
-    assert at.multiselect(key="dec_variants").value == ["mha", "qv", "qvka"]
+    assert at.multiselect(key="dec_variants_austen").value == ["mha", "qv", "qvka"]
     at.text_area(key="dec_prompt").input("It is a truth universally acknowledged")
     at.slider(key="dec_max_new").set_value(6)
     at.button(key="dec_go").click().run()
@@ -53,7 +53,7 @@ def test_sampled_decode_repeats_under_its_seed() -> None:
     at = AppTest.from_file(APP, default_timeout=300).run()
     at.switch_page("pages/decode.py").run()
     at.selectbox(key="dec_family").set_value("austen").run()
-    at.multiselect(key="dec_variants").set_value(["qv"])
+    at.multiselect(key="dec_variants_austen").set_value(["qv"])
     at.slider(key="dec_max_new").set_value(8)
     at.radio(key="dec_mode").set_value("sampled").run()
     at.number_input(key="dec_temp").set_value(1.2)

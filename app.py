@@ -15,6 +15,7 @@ import app_present
 ROOT = Path(__file__).parent
 PAGES = {  # file -> (title, icon); other files in pages/ are added with a title from the name
     "explorer.py": ("Attention Explorer", ":material/grid_on:"),
+    "decode.py": ("Decode", ":material/text_fields:"),
     "costs.py": ("Costs", ":material/calculate:"),
     "convert.py": ("Convert", ":material/swap_horiz:"),
     "finetune.py": ("Fine-tune", ":material/model_training:"),
@@ -72,7 +73,8 @@ def home() -> None:
     st.markdown(
         "A lab for the attention variants of *QV May Be Enough* (arXiv 2603.15665): MHA, "
         "GQA, MQA, MLA, QV and QV-Ka, built in one model so that only attention changes. "
-        "Type a sentence and compare the variants' attention maps side by side, or cost "
+        "Type a sentence and compare the variants' attention maps side by side, watch them "
+        "write text side by side with the KV cache each one holds, or cost "
         "any preset: parameters, FLOPs, KV cache and decode speed. "
         "The key-less variants (QV, QV-Ka) drop or shrink the key projection; the lab shows "
         "what that does to the maps and to the bill."

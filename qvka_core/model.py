@@ -131,9 +131,10 @@ class Transformer(nn.Module):
         if isinstance(k_weight, nn.Parameter):
             nn.init.normal_(k_weight, 0.0, std)
 
-    def new_cache(self) -> list[LayerCache]:
-        """An empty KV cache, one entry per layer."""
-        return [LayerCache() for _ in self.layers]
+    def new_cache(self, capacity: int | None = None) -> list[LayerCache]:
+        """An empty KV cache, one entry per layer; `capacity` positions reserved per layer at
+        the first write (prompt + new tokens for a decode), else grown by doubling."""
+        return [LayerCache(capacity=capacity) for _ in self.layers]
 
     def embed(self, input_ids: Tensor, start: int, token_type_ids: Tensor | None) -> Tensor:
         t = input_ids.shape[1]
@@ -193,7 +194,7 @@ class Transformer(nn.Module):
             raise ConfigError("generate needs a causal model (attention.causal=True)")
         if max_new_tokens < 0:
             raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        cache = self.new_cache()
+        cache = self.new_cache(min(input_ids.shape[1] + max_new_tokens, self.cfg.max_seq_len))
         out = input_ids
         step_input = input_ids
         for _ in range(max_new_tokens):

@@ -28,24 +28,52 @@ MATCHED: ContextVar[tuple[nn.Module, list[tuple[Tensor, Tensor, Tensor]]] | None
 
 @dataclass
 class LayerCache:
-    """What one layer keeps between decode steps: named tensors grown along time.
+    """What one layer keeps between decode steps: named buffers written in place along time.
 
-    Each tensor is (B, ..., S, D) with time on dim -2. `nbytes` is what the accounting
-    formula must equal.
+    Each buffer is (B, ..., C, D) with time on dim -2 and C >= `length` positions reserved.
+    With `capacity` set (a decode that knows prompt + new tokens), each buffer is allocated
+    once at its first write; without it, a full buffer is regrown to twice its size (copying
+    once per doubling, never once per step). `nbytes`, the bytes of the filled positions, is
+    what the accounting formula must equal; `reserved_bytes` is what is allocated.
     """
 
     tensors: dict[str, Tensor] = field(default_factory=dict)
     length: int = 0  # positions already cached
+    capacity: int | None = None  # positions to reserve at the first write
 
     def extend(self, **new: Tensor) -> dict[str, Tensor]:
-        """Append new time steps to each named tensor; returns the full tensors."""
+        """Write new time steps after the `length` cached ones; returns the filled views."""
+        start = self.length
+        out = {}
         for name, value in new.items():
-            old = self.tensors.get(name)
-            self.tensors[name] = value if old is None else torch.cat([old, value], dim=-2)
-        return {name: self.tensors[name] for name in new}
+            stop = start + value.shape[-2]
+            buf = self._room(name, value, stop)
+            buf.narrow(-2, start, value.shape[-2]).copy_(value)
+            out[name] = buf.narrow(-2, 0, stop)  # (B, ..., S, D), a view: no copy
+        return out
+
+    def _room(self, name: str, value: Tensor, stop: int) -> Tensor:
+        """The buffer for `name`, (re)allocated when it cannot hold `stop` positions."""
+        buf = self.tensors.get(name)
+        if buf is not None and buf.shape[-2] >= stop and buf.shape[:-2] == value.shape[:-2]:
+            return buf
+        old = 0 if buf is None else buf.shape[-2]
+        size = max(stop, self.capacity or 0, 2 * old)
+        grown = value.new_empty((*value.shape[:-2], size, value.shape[-1]))  # (B, ..., C, D)
+        if buf is not None and self.length:
+            grown.narrow(-2, 0, self.length).copy_(buf.narrow(-2, 0, self.length))
+        self.tensors[name] = grown
+        return grown
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the positions filled so far (the live extent), all buffers."""
+        return sum(t.numel() // t.shape[-2] * self.length * t.element_size()
+                   for t in self.tensors.values() if t.shape[-2])
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes allocated, filled or not (>= nbytes)."""
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
 

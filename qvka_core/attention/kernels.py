@@ -85,8 +85,11 @@ def attend(
     s = k.shape[2]
     n_rep = h // k.shape[1]
     scale = 1.0 / math.sqrt(dk) if scale is None else scale
+    # A decode step's one query sits after every cached key: its causal mask is all True,
+    # so none is built (saves two small tensors per layer per generated token).
+    causal_needed = causal and not (t == 1 and q_offset == s - 1)
     mask = build_mask(
-        t, s, causal=causal, q_offset=q_offset, key_padding_mask=key_padding_mask,
+        t, s, causal=causal_needed, q_offset=q_offset, key_padding_mask=key_padding_mask,
         device=q.device,
     )
     if impl == "sdpa" and not return_weights:
@@ -95,7 +98,7 @@ def attend(
             gqa_kw = {"enable_gqa": True}  # the kernel reads each KV head for its group
         else:
             k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, S, D)
-        plain_causal = causal and t == s and bias is None and key_padding_mask is None
+        plain_causal = causal_needed and t == s and bias is None and key_padding_mask is None
         attn_mask = None
         if not plain_causal:
             attn_mask = _float_mask(mask, bias, q.dtype)

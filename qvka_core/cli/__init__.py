@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "attention": "attention",
     "checkpoints": "checkpoints",
     "export": "export",
+    "generate": "generate",
 }
 
 

@@ -219,7 +219,7 @@ def test_qvka_fit_recovers_a_source_whose_keys_are_derived(bias: bool) -> None:
 def test_qvka_fit_on_a_generic_source_improves_on_its_initialisation() -> None:
     out = convert(tiny("gqa", 4, 2), "qvka", d_ctx=4)
     for layer in out.report.diagnostics["per_layer"]:
-        assert 0 < layer["key_fit_rel_error"] <= layer["key_fit_rel_error_init"] + 1e-12
+        assert 0 < layer["fit_rel_error"] <= layer["fit_rel_error_init"] + 1e-12
     assert out.config.attention.d_ctx == 4
     assert any("random token ids" in n for n in out.report.notes)
 

@@ -26,7 +26,8 @@ REPORT_KEYS = {
     "eval_tokens", "js_divergence_per_layer", "js_divergence_mean", "hidden_cosine",
     "loss_before", "loss_after", "params_before", "params_after", "attention_params_before",
     "attention_params_after", "kv_cache_bytes_per_token_before",
-    "kv_cache_bytes_per_token_after", "timings_s", "diagnostics", "notes",
+    "kv_cache_bytes_per_token_after", "timings_s", "diagnostics", "notes", "eval_windows",
+    "loss_diff_se", "eval_texts",
 }
 
 

@@ -31,13 +31,12 @@ from qvka_core.convert.calibration import (
     input_covariances,
     token_batches,
 )
+from qvka_core.convert.fidelity import EVAL_TOKENS, compare, held_out_windows
 from qvka_core.convert.keyless import qv_layer, qvka_layer
 from qvka_core.convert.linalg import few_threads
 from qvka_core.convert.report import (
     ConversionReport,
-    compare,
     count_params,
-    held_out_text,
     kv_bytes_per_token,
 )
 from qvka_core.convert.weights import (
@@ -238,13 +237,14 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
             progress: Progress | None = None, eval_text: str | None = None,
             latent_norm: LatentNorm = "fold", ridge: float = 1e-6, qv_fit: str | None = None,
             qvka_weighting: str | None = None,
-            max_eval_tokens: int = 256, max_calib_tokens: int = 4096) -> ConversionResult:
+            max_eval_tokens: int = EVAL_TOKENS,
+            max_calib_tokens: int = 4096) -> ConversionResult:
     """Convert `source` to variant `to` and measure the drift (see `report.py`).
 
     Calibration (QV-Ka, and MLA's latent statistics) uses `calib_text`, else the lab's
     training split (`qvka_core.data.train_text()`) when there is a tokenizer, else seeded
-    random token ids. Evaluation uses `eval_text`, else
-    `qvka_core.data.validation_text()` when that exists, else random token ids.
+    random token ids. Evaluation uses `max_eval_tokens` tokens of `eval_text`, else of the
+    validation splits of the bundled novels (`fidelity.held_out_windows`), else random ids.
     `qv_fit` ("refit", the default for qv, or "drop") chooses how K is removed for qv;
     `qvka_weighting` ("query", the default, or "none") whether QV-Ka's key fit weighs each key
     dimension by the energy of the queries scoring against it.
@@ -303,14 +303,11 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
                              weighting=qvka_weighting or "query", diagnostics=diagnostics)
     timings["convert_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    text, eval_source = held_out_text(eval_text)
-    if text is not None and tok is None:
-        text, eval_source = None, "random token ids (no tokenizer)"
-    eval_batches, _ = token_batches(text, tok, vocab_size=cfg.vocab_size,
-                                    max_seq_len=cfg.max_seq_len, max_tokens=max_eval_tokens,
-                                    seed=1, what="eval_text")
-    report_progress(0.85, "comparing with the source")
-    fid = compare(model, target, eval_batches)
+    windows, eval_source = held_out_windows(eval_text, tok, vocab_size=cfg.vocab_size,
+                                            max_seq_len=cfg.max_seq_len,
+                                            max_tokens=max_eval_tokens)
+    report_progress(0.85, f"comparing with the source on {len(windows)} held-out windows")
+    fid = compare(model, target, windows)
     timings["report_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     before, after = count_params(model), count_params(target)
@@ -331,6 +328,8 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
         js_divergence_per_layer=fid["js_divergence_per_layer"],
         js_divergence_mean=fid["js_divergence_mean"], hidden_cosine=fid["hidden_cosine"],
         loss_before=fid["loss_before"], loss_after=fid["loss_after"],
+        eval_windows=fid["eval_windows"], loss_diff_se=fid["loss_diff_se"],
+        eval_texts=fid["eval_texts"],
         params_before=before[0], params_after=after[0], attention_params_before=before[1],
         attention_params_after=after[1],
         kv_cache_bytes_per_token_before=kv_bytes_per_token(cfg),

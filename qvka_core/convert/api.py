@@ -224,7 +224,8 @@ def _unpack(loaded: LoadedModel | Transformer, tokenizer: Any) -> tuple[Transfor
 def _check_options(to: str, **opts: Any) -> None:
     allowed = {"mha": set(), "mqa": set(), "gqa": {"n_kv_heads"},
                "qv": {"n_kv_heads", "qv_fit"},
-               "qvka": {"n_kv_heads", "d_ctx", "qvka_weighting"}, "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
+               "qvka": {"n_kv_heads", "d_ctx", "qvka_weighting"},
+               "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
     for name, value in opts.items():
         if value is not None and name not in allowed[to]:
             raise ConfigError(f"{name} does not apply to --to {to} (it applies to: "

@@ -160,9 +160,9 @@ def _alternate(y: Tensor, q_x: Tensor, v_hat: Tensor, k_w: Tensor, *, ridge: flo
 
     best, best_err = y, None
     first = None
-    steps = 0
-    prev = None
-    for steps in range(1, max_iter + 1):
+    steps, prev = 0, None
+    while steps < max_iter:
+        steps += 1
         coef, err = heads(y)
         if first is None:
             first = err

@@ -81,9 +81,10 @@ def _conversions() -> OrderedDict[tuple[Any, ...], Any]:
 
 def conversion(ref: str, to: str, opts: tuple[tuple[str, Any], ...], calib: str | None,
                progress: Callable[[float, str], None] | None = None) -> Any:
-    """A ConversionResult for (source, target, options, calibration text), computed once per
-    process (8 kept). Not an st.cache_resource call because `progress` writes to the page."""
-    from qvka_core.convert import convert
+    """A ConversionResult for (source, target, options, calibration text): from the on-disk
+    conversion cache the Explorer and the CLI share (computed once per machine), then kept in
+    this process (8). Not an st.cache_resource call because `progress` writes to the page."""
+    from qvka_core.convert.cache import cached_result
 
     key = (ref, to, opts, None if calib is None else hashlib.sha256(calib.encode()).hexdigest())
     cache = _conversions()
@@ -91,8 +92,7 @@ def conversion(ref: str, to: str, opts: tuple[tuple[str, Any], ...], calib: str 
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-    loaded = load_source(ref)
-    result = convert(loaded, to=to, calib_text=calib, progress=progress, **dict(opts))
+    result = cached_result(ref, to, calib_text=calib, progress=progress, **dict(opts))
     result.model.eval().requires_grad_(False)
     with _LOCK:
         cache[key] = result

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "paper": "paper",
     "attention": "attention",
     "checkpoints": "checkpoints",
+    "warm": "warm",
 }
 
 

@@ -23,7 +23,7 @@ from qvka_core.model import Transformer
 
 EVAL_TOKENS = 4096
 WINDOW = 256
-BATCH_ROWS = 8
+BATCH_ROWS = 4  # SmolLM2: 4 x 30 layers x 9 heads x 256² probabilities = 280 MB per model
 
 
 def _windows(ids: list[int], width: int) -> list[Tensor]:

@@ -106,6 +106,9 @@ def loss_help(ref: str, report: dict[str, Any]) -> str:
     (Home, the checkpoint list): a short held-out sample vs the whole validation split."""
     text = (f"Before conversion: {report['loss_before']:.3f}, on the same "
             f"{report['eval_tokens']} held-out tokens as the loss after.")
+    if report.get("loss_diff_se") is not None:
+        text += (f" Paired standard error of the change, over its {report['eval_windows']} "
+                 f"windows: {report['loss_diff_se']:.3f} nats.")
     card = runview.checkpoint_meta(ref).get("val_loss")
     if card is not None:
         text += f" The model's own record, over its whole validation split, is {card:.3f}."

@@ -27,7 +27,7 @@ REPORT_KEYS = {
     "loss_before", "loss_after", "params_before", "params_after", "attention_params_before",
     "attention_params_after", "kv_cache_bytes_per_token_before",
     "kv_cache_bytes_per_token_after", "timings_s", "diagnostics", "notes", "eval_windows",
-    "loss_diff_se", "eval_texts",
+    "loss_diff_se", "eval_texts", "js_eval_tokens",
 }
 
 

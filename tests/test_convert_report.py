@@ -19,6 +19,7 @@ def test_report_uses_4096_tokens_of_several_novels_with_a_paired_se() -> None:
     rep = out.report
     assert rep.eval_tokens >= 4096 and rep.eval_windows >= 16
     assert len(rep.eval_texts) >= 2 and "novels" in rep.eval_source
+    assert 0 < rep.js_eval_tokens < rep.eval_tokens  # maps on the first windows only
     assert sum(t["tokens"] for t in rep.eval_texts.values()) == rep.eval_tokens - rep.eval_windows
     # recompute each window's loss independently and the paired SE from scratch
     windows, _ = held_out_windows(None, loaded.tokenizer, vocab_size=loaded.config.vocab_size,

@@ -330,6 +330,7 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
         js_divergence_mean=fid["js_divergence_mean"], hidden_cosine=fid["hidden_cosine"],
         loss_before=fid["loss_before"], loss_after=fid["loss_after"],
         eval_windows=fid["eval_windows"], loss_diff_se=fid["loss_diff_se"],
+        js_eval_tokens=fid["js_eval_tokens"],
         eval_texts=fid["eval_texts"],
         params_before=before[0], params_after=after[0], attention_params_before=before[1],
         attention_params_after=after[1],

@@ -5,7 +5,9 @@ default windows of the validation split of each of the six bundled Austen novels
 5 % of each, never seen by calibration), taken round-robin so every novel contributes. Both
 models read the same windows, so the loss difference is paired: its standard error is the
 spread of the per-window differences over √(windows), which removes the text's own
-difficulty (a hard window is hard for both models).
+difficulty (a hard window is hard for both models). Loss and hidden cosine read every window
+through the fast attention path; the attention maps' JS divergence needs the eager path's
+probabilities and reads the first `JS_WINDOWS` (one per novel, in the round-robin order).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from qvka_core.model import Transformer
 
 EVAL_TOKENS = 4096
 WINDOW = 256
+JS_WINDOWS = 4  # attention maps (the eager path) on the first windows: four novels, 1,024 tokens
 BATCH_ROWS = 4  # SmolLM2: 4 x 30 layers x 9 heads x 256² probabilities = 280 MB per model
 
 
@@ -88,22 +91,25 @@ def _groups(windows: list[tuple[str, Tensor]]) -> list[list[int]]:
 
 
 @torch.no_grad()
-def compare(source: Transformer, target: Transformer, windows: list[tuple[str, Tensor]]
-            ) -> dict[str, Any]:
-    """JS divergence per layer, final hidden cosine and LM loss of both models on the same
-    windows (batched), with the paired standard error of the loss difference."""
+def compare(source: Transformer, target: Transformer, windows: list[tuple[str, Tensor]],
+            js_windows: int = JS_WINDOWS) -> dict[str, Any]:
+    """JS divergence per layer (first `js_windows` windows), final hidden cosine and LM loss
+    of both models on the same windows (batched), with the paired SE of the loss change."""
     n_layers = len(source.layers)
     js_sum = [0.0] * n_layers
-    cos_sum, tokens = 0.0, 0
+    cos_sum, tokens, js_tokens = 0.0, 0, 0
     causal_lm = source.cfg.causal and source.cfg.lm_head
     device = next(source.parameters()).device
     win_loss: list[tuple[str, int, float, float]] = []  # (text, predicted, before, after)
     for group in _groups(windows):
         ids = torch.stack([windows[i][1] for i in group]).to(device)  # (B, T)
-        a = source(ids, impl="eager", return_attentions=True)
-        b = target(ids, impl="eager", return_attentions=True)
-        for i, (pa, pb) in enumerate(zip(a.attentions, b.attentions, strict=True)):
-            js_sum[i] += float(js_divergence(pa, pb).mean(1).sum())  # (B, H, T) -> sum
+        maps = group[0] < js_windows  # groups keep the windows' order
+        kw: dict[str, Any] = {"impl": "eager", "return_attentions": True} if maps else {}
+        a, b = source(ids, **kw), target(ids, **kw)
+        if maps:
+            for i, (pa, pb) in enumerate(zip(a.attentions, b.attentions, strict=True)):
+                js_sum[i] += float(js_divergence(pa, pb).mean(1).sum())  # (B, H, T) -> sum
+            js_tokens += ids.numel()
         cos = F.cosine_similarity(a.hidden_states.double(), b.hidden_states.double(), dim=-1)
         cos_sum += float(cos.sum())
         tokens += ids.numel()
@@ -115,11 +121,12 @@ def compare(source: Transformer, target: Transformer, windows: list[tuple[str, T
             win_loss += [(windows[j][0], n, float(per[0][r]) / n, float(per[1][r]) / n)
                          for r, j in enumerate(group)]
         del a, b
-    per_layer = [s / max(1, tokens) for s in js_sum]
+    per_layer = [s / max(1, js_tokens) for s in js_sum]
     out: dict[str, Any] = {
         "js_divergence_per_layer": per_layer,
         "js_divergence_mean": sum(per_layer) / max(1, len(per_layer)),
         "hidden_cosine": cos_sum / max(1, tokens), "eval_tokens": tokens,
+        "js_eval_tokens": js_tokens,
         "eval_windows": len(windows), "loss_before": None, "loss_after": None,
         "loss_diff_se": None, "eval_texts": {},
     }

@@ -47,6 +47,7 @@ class ConversionReport:
     kv_cache_bytes_per_token_before: int
     kv_cache_bytes_per_token_after: int
     eval_windows: int = 0
+    js_eval_tokens: int = 0  # the attention maps' share of eval_tokens (eager path)
     loss_diff_se: float | None = None  # paired over windows: sd(after - before) / √windows
     eval_texts: dict[str, dict[str, float]] = field(default_factory=dict)  # per-text losses
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -67,7 +68,8 @@ class ConversionReport:
                     f"({self.loss_after - self.loss_before:+.3f}{se})")
         return "\n".join([
             f"{self.source} ({self.source_variant}) -> {self.target_variant}: {self.method}",
-            f"  attention JS divergence (mean over layers): {self.js_divergence_mean:.4f} bits",
+            f"  attention JS divergence (mean over layers, {self.js_eval_tokens:,} tokens): "
+            f"{self.js_divergence_mean:.4f} bits",
             f"  final hidden cosine: {self.hidden_cosine:.4f}",
             f"  LM loss on {self.eval_tokens:,} tokens ({self.eval_source}): {loss}",
             f"  parameters: {self.params_before:,} -> {self.params_after:,} "

@@ -29,12 +29,14 @@ import app_shared
 fam = sys.argv[1]
 variants = app_shared.family_variants().get(fam, [])[:6]
 at = AppTest.from_file("app.py", default_timeout=600)
-at.query_params.update({"family": fam, "variants": ",".join(variants), "text": "There is a beautiful girl."})
+at.query_params.update({"family": fam, "variants": ",".join(variants),
+                        "text": "There is a beautiful girl."})
 at.run()
 at.switch_page("pages/explorer.py").run()
 print(json.dumps({"family": fam, "variants": variants, "seconds": time.time() - t0,
                   "pending": [w.value for w in at.warning if "not converted" in w.value],
-                  "errors": [e.message for e in at.exception], "charts": len(at.get("plotly_chart"))}))
+                  "errors": [e.message for e in at.exception],
+                  "charts": len(at.get("plotly_chart"))}))
 """
 
 

@@ -4,7 +4,7 @@ judged on the same >= 4,096 held-out tokens of six texts, with paired standard e
     # 1. in the old tree (e.g. `git archive main | tar -x -C /tmp/before`): convert, save
     PYTHONPATH=/tmp/before .venv/bin/python benchmarks/convert_fidelity.py --save /tmp/fid/before
     # 2. here: convert with the current methods, save, then score everything side by side
-    .venv/bin/python benchmarks/convert_fidelity.py --save /tmp/fid/after
+    PYTHONPATH=. .venv/bin/python benchmarks/convert_fidelity.py --save /tmp/fid/after
     .venv/bin/python benchmarks/convert_fidelity.py --score /tmp/fid/before /tmp/fid/after
 
 --score prints, per saved model, its loss against SmolLM2's on the same windows (paired SE
@@ -16,7 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
+
+if __name__ == "__main__" and "--score" in sys.argv:  # scoring always uses this tree's code
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CASES = {  # name -> (target, options); qvka-none only where the tree has the option
     "qv": ("qv", {}),

@@ -129,13 +129,13 @@ def test_query_energy_weighting_lowers_score_error_under_rope() -> None:
 
 
 def test_qv_refit_under_rope_fits_the_uncentred_key() -> None:
-    """With a large constant key (bias) the rotated mean key matters; the refit on uncentred
-    moments must explain more of E||k||² than refitting the centred keys would."""
+    """uncentred=True: the fit is the least-squares rotation-compatible map on the raw
+    (uncentred) keys, checked against explicit tokens with a large constant key."""
     dense, x = random_dense(seed=6), tokens(800, 12, seed=7)
     dense.bk = torch.full((8,), 4.0, dtype=G64)
     dense.bv = torch.full((8,), 4.0, dtype=G64)
     cov = second_moment(x)
-    _, diag = qv_layer(dense, cov, rope=True)
+    _, diag = qv_layer(dense, cov, rope=True, uncentred=True)
     # explicit: best rotation-compatible complex scalar per pair on raw (uncentred) tokens
     k = x @ dense.wk.T + dense.bk  # (N, Hkv·D)
     v = x @ dense.wv.T + dense.bv

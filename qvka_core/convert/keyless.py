@@ -6,8 +6,7 @@ key. `qv_layer` first fits, per KV head, the map M_i with K_i ≈ V_i·M_i (leas
 calibration activations) and folds it into the queries, since q·(v M) = (q Mᵀ)·v: "K is V
 after matching" made literal, exact when K lies in V's span. Under RoPE, M_i is restricted
 to the maps that commute with the rotation (one complex scalar per rotary pair), so the fold
-stays exact after rotating q and v, and it is fitted on uncentred moments: the rotated mean
-key is no constant score offset, it enters the scores like any other part of the key.
+stays exact after rotating q and v (fitted on centred moments by default; see `qv_layer`).
 
 QV-Ka: K_i = [G ; V_i]·W_K,i with G = x·W_ctx shared by the heads (paper §2.6), fitted in
 closed form on the score-space error; see `qvka_core.convert.qvka_fit`.
@@ -25,23 +24,23 @@ from qvka_core.convert.qvka_fit import augmented, qvka_layer  # noqa: F401 (re-e
 from qvka_core.convert.weights import DenseAttention, qv_state
 
 
-def qv_layer(dense: DenseAttention, cov: Tensor, *, rope: bool, ridge: float = 1e-9
-             ) -> tuple[dict[str, Tensor], dict]:
+def qv_layer(dense: DenseAttention, cov: Tensor, *, rope: bool, ridge: float = 1e-9,
+             uncentred: bool = False) -> tuple[dict[str, Tensor], dict]:
     """QV with refitted queries: W_Q,h <- M_i·W_Q,h (and b_Q) for the query heads h of KV
     group i, where M_i = argmin E||K_i - V_i·M_i||² on calibration moments of [x ; 1] (`cov`,
-    (d+1, d+1)). Without RoPE the moments are centred: the keys' mean adds the same score to
-    every key of a query and moves no softmax, so M_i fits the keys' variation about it, as
-    any D x D map. Under RoPE a rotated mean is not constant: M_i is fitted on the uncentred
-    moments (the mean key is part of what the scores see), restricted to one complex scalar
-    per rotary pair (j, j + D/2), the maps that commute with the rotation. Returns the QV
-    state and each head's R² (≥ 0) in the metric of its fit."""
+    (d+1, d+1)), centred: without RoPE the keys' mean adds the same score to every key of a
+    query and moves no softmax, so M_i fits the keys' variation about it, as any D x D map.
+    Under RoPE M_i is one complex scalar per rotary pair (j, j + D/2), the maps that commute
+    with the rotation. A rotated mean key is not constant, so `uncentred=True` fits the raw
+    moments instead (the mean enters the scores as a position-dependent bias); measured on
+    SmolLM2 it costs loss (README), so the default stays centred. Returns the QV state and
+    each head's R² (≥ 0) in the metric of its fit."""
     g, d, h = dense.n_kv_heads, dense.head_dim, dense.n_heads
     dm = dense.wq.shape[1]
     cov = cov.to(torch.float64)
     cov = 0.5 * (cov + cov.T)
     mean = cov[:, dm]  # (d + 1,): E[x~], the constant coordinate's column
-    # centred without RoPE (a constant key shift moves no softmax), uncentred under RoPE
-    cent = cov if rope else cov - torch.outer(mean, mean)
+    cent = cov if rope and uncentred else cov - torch.outer(mean, mean)
     k_aug = augmented(dense.wk, dense.bk, g, d)  # (Hkv, d + 1, D)
     v_aug = augmented(dense.wv, dense.bv, g, d)  # (Hkv, d + 1, D)
     s_vk = v_aug.transpose(1, 2) @ cent @ k_aug  # (Hkv, D, D): E[v_r k_s] (centred or not)

@@ -21,7 +21,7 @@ from qvka_core.checkpoints.embedded import cache_root
 from qvka_core.checkpoints.store import save_checkpoint
 from qvka_core.errors import CheckpointError
 
-CACHE_VERSION = 4  # bump when a method changes its output (4: weighted QV-Ka, 4k-token report)
+CACHE_VERSION = 5  # bump when a method changes its output (5: weighted QV-Ka, 4k-token report)
 DEFAULTS: dict[str, Any] = {"latent_norm": "fold", "qv_fit": "refit", "qvka_weighting": "query",
                             "ridge": 1e-6}
 TEXTS = ("calib_text", "eval_text")

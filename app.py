@@ -82,6 +82,14 @@ def home() -> None:
     for file, (title, icon) in PAGES.items():
         if (ROOT / "pages" / file).exists():
             st.page_link(f"pages/{file}", label=title, icon=icon)
+    with st.expander("Before a talk: prepare every model"):
+        st.caption("Converts MiniLM and SmolLM2 to every variant the Explorer offers, once per "
+                   "machine (minutes), so that every family then opens in seconds; the same as "
+                   "`./lab warm`.")
+        if st.button("Prepare every model", key="home_warm"):
+            with ui.guarded(False):
+                items = ui.warm_all()
+                st.success(f"{len(items)} conversions are cached.")
     explain()
 
     st.subheader("The spectrum: MHA → GQA → MQA → MLA → QV-Ka → QV")

@@ -81,9 +81,10 @@ def _conversions() -> OrderedDict[tuple[Any, ...], Any]:
 
 def conversion(ref: str, to: str, opts: tuple[tuple[str, Any], ...], calib: str | None,
                progress: Callable[[float, str], None] | None = None) -> Any:
-    """A ConversionResult for (source, target, options, calibration text), computed once per
-    process (8 kept). Not an st.cache_resource call because `progress` writes to the page."""
-    from qvka_core.convert import convert
+    """A ConversionResult for (source, target, options, calibration text): from the on-disk
+    conversion cache the Explorer and the CLI share (computed once per machine), then kept in
+    this process (8). Not an st.cache_resource call because `progress` writes to the page."""
+    from qvka_core.convert.cache import cached_result
 
     key = (ref, to, opts, None if calib is None else hashlib.sha256(calib.encode()).hexdigest())
     cache = _conversions()
@@ -91,8 +92,7 @@ def conversion(ref: str, to: str, opts: tuple[tuple[str, Any], ...], calib: str 
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-    loaded = load_source(ref)
-    result = convert(loaded, to=to, calib_text=calib, progress=progress, **dict(opts))
+    result = cached_result(ref, to, calib_text=calib, progress=progress, **dict(opts))
     result.model.eval().requires_grad_(False)
     with _LOCK:
         cache[key] = result
@@ -106,6 +106,9 @@ def loss_help(ref: str, report: dict[str, Any]) -> str:
     (Home, the checkpoint list): a short held-out sample vs the whole validation split."""
     text = (f"Before conversion: {report['loss_before']:.3f}, on the same "
             f"{report['eval_tokens']} held-out tokens as the loss after.")
+    if report.get("loss_diff_se") is not None:
+        text += (f" Paired standard error of the change, over its {report['eval_windows']} "
+                 f"windows: {report['loss_diff_se']:.3f} nats.")
     card = runview.checkpoint_meta(ref).get("val_loss")
     if card is not None:
         text += f" The model's own record, over its whole validation split, is {card:.3f}."

@@ -28,6 +28,7 @@ from qvka_core.analysis import explorer as _explore
 from qvka_core.analysis import export as exports  # noqa: F401 (re-exported)
 from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS  # noqa: F401 (re-exported)
 from qvka_core.attention import available_variants
+from qvka_core.convert import warm as _warm
 from qvka_core.errors import LabError
 
 # --- model families ---------------------------------------------------------------------------
@@ -38,7 +39,7 @@ FAMILIES: dict[str, str] = {  # short: the select box is a third of the page wid
     "smollm2": "SmolLM2-135M + conversions",
     "runs": "Your checkpoints (runs/)",
 }
-_BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
+_BASES = dict(_warm.FAMILY_BASES)  # family -> embedded base model
 LOAD_CALLS: Counter[tuple[str, str]] = Counter()  # (family, variant) -> real loads (tests)
 _CONVERTED: set[tuple[str, str]] = set()  # base conversions made by this process
 _LOAD_LOCK = threading.Lock()
@@ -126,32 +127,79 @@ def load_model(family: str, variant: str, stamp: str = "") -> Any:
 
 
 def _convert_opts(base: Any, variant: str) -> dict[str, int]:
-    return {"n_kv_heads": _gqa_groups(base.config.n_heads)} if variant == "gqa" else {}
+    return _warm.family_options(base.config.n_heads, variant)
+
+
+def _needs_conversion(family: str, variant: str) -> bool:
+    """Whether showing (family, variant) would convert: a base family's variant that is
+    neither its own nor in the shared disk cache (nor made by this process)."""
+    from qvka_core.convert.cache import cache_dir
+
+    if family not in _BASES or (family, variant) in _CONVERTED:
+        return False
+    base = _load_base(_BASES[family])
+    return variant != base.config.variant and not cache_dir(
+        _BASES[family], variant, **_convert_opts(base, variant)).exists()
 
 
 def _convert_with_progress(family: str, variant: str) -> None:
     """A base family's first conversion to `variant` on this machine, with a progress bar
     (calibrating takes minutes on a CPU); load_model then reads it from the disk cache."""
-    from qvka_core.convert.cache import cache_dir, convert_cached
+    from qvka_core.convert.cache import convert_cached
 
-    base = _load_base(_BASES[family])
-    opts = _convert_opts(base, variant)
-    if (family, variant) in _CONVERTED or variant == base.config.variant or cache_dir(
-            _BASES[family], variant, **opts).exists():
+    if not _needs_conversion(family, variant):
         return
+    base = _load_base(_BASES[family])
     bar = st.progress(0.0, text=f"Converting {_BASES[family]} to {variant}, once per machine…")
     try:
-        convert_cached(_BASES[family], variant, **opts, progress=lambda f, m: bar.progress(
-            min(1.0, f), text=f"Converting {_BASES[family]} to {variant} (once per machine): {m}"))
+        convert_cached(_BASES[family], variant, **_convert_opts(base, variant),
+                       progress=lambda f, m: bar.progress(min(1.0, f), text=(
+                           f"Converting {_BASES[family]} to {variant} (once per machine): {m}")))
         _CONVERTED.add((family, variant))  # also when the disk cache could not be written
     finally:
         bar.empty()
 
 
-def _gqa_groups(n_heads: int) -> int:
-    """KV heads for a GQA conversion: the largest divisor of n_heads that is <= n_heads/4."""
-    return max((k for k in range(1, n_heads + 1) if n_heads % k == 0 and 4 * k <= n_heads),
-               default=1)
+def confirm_conversions(family: str, variants: list[str]) -> bool:
+    """True when every variant can be shown now. Otherwise say what is missing, how long it
+    takes and what is cached, and convert only on a button press (a press elsewhere, e.g.
+    Cancel, interrupts a conversion at its next step: nothing half-done is cached)."""
+    pending = [v for v in variants if _needs_conversion(family, v)]
+    if not pending:
+        return True
+    base = _BASES[family]
+    ready = [v for v in variants if v not in pending]
+    eta = sum(_warm.estimate_s(base, v) for v in pending)
+    st.warning(f"**{base}** is not converted to {', '.join(pending)} on this machine yet: "
+               f"about {eta:.0f} s on an idle CPU, several times that on a busy one. "
+               + (f"Cached already: {', '.join(ready)}. " if ready else "")
+               + "`./lab warm` (or Home's *Prepare every model*) converts every family "
+               "ahead of time.")
+    c1, c2 = st.columns(2)
+    go = c1.button(f"Convert {len(pending)} now (≈ {eta:.0f} s)", key="ex_convert_go",
+                   type="primary")
+    c2.button("Show only the cached variants" if ready else "Cancel", key="ex_convert_cancel",
+              on_click=_keep_variants, args=(ready,))
+    if not go:
+        return False
+    for v in pending:
+        _convert_with_progress(family, v)
+    return True
+
+
+def _keep_variants(variants: list[str]) -> None:
+    st.session_state["variants"] = variants
+
+
+def warm_all() -> list[Any]:
+    """Home's button: every family x variant the Explorer offers, into the disk cache."""
+    bar = st.progress(0.0, text="Looking at what is cached…")
+    try:
+        items = _warm.plan([f for f in _BASES if f in family_variants()])
+        _warm.warm(items, lambda f, m: bar.progress(min(1.0, f), text=m))
+    finally:
+        bar.empty()
+    return items
 
 
 @st.cache_resource(show_spinner="Loading pretrained weights…")

@@ -34,6 +34,8 @@ if not variants:
     st.stop()
 
 with ui.guarded():
+    if not ui.confirm_conversions(family, variants):  # never a silent minutes-long wait
+        st.stop()
     n_layers, n_heads, limit = ui.model_shape(family, variants[0])
 st.session_state["layer"] = ui.clamp_int(st.session_state.get("layer"), 0, n_layers - 1)
 head_options = ["mean", *map(str, range(n_heads))]

@@ -26,7 +26,8 @@ REPORT_KEYS = {
     "eval_tokens", "js_divergence_per_layer", "js_divergence_mean", "hidden_cosine",
     "loss_before", "loss_after", "params_before", "params_after", "attention_params_before",
     "attention_params_after", "kv_cache_bytes_per_token_before",
-    "kv_cache_bytes_per_token_after", "timings_s", "diagnostics", "notes",
+    "kv_cache_bytes_per_token_after", "timings_s", "diagnostics", "notes", "eval_windows",
+    "loss_diff_se", "eval_texts", "js_eval_tokens",
 }
 
 
@@ -219,7 +220,7 @@ def test_qvka_fit_recovers_a_source_whose_keys_are_derived(bias: bool) -> None:
 def test_qvka_fit_on_a_generic_source_improves_on_its_initialisation() -> None:
     out = convert(tiny("gqa", 4, 2), "qvka", d_ctx=4)
     for layer in out.report.diagnostics["per_layer"]:
-        assert 0 < layer["key_fit_rel_error"] <= layer["key_fit_rel_error_init"] + 1e-12
+        assert 0 < layer["fit_rel_error"] <= layer["fit_rel_error_init"] + 1e-12
     assert out.config.attention.d_ctx == 4
     assert any("random token ids" in n for n in out.report.notes)
 

@@ -41,3 +41,69 @@ def test_unknown_source_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("QVKA_CACHE", str(tmp_path))
     with pytest.raises(CheckpointError, match="unknown checkpoint 'nope'"):
         convert_cached("nope", "qv")
+
+
+def count_conversions(monkeypatch) -> list:
+    calls: list = []
+    real = convert_api.convert
+
+    def counting(*a, **k):
+        calls.append(a[1] if len(a) > 1 else k.get("to"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(convert_api, "convert", counting)
+    return calls
+
+
+def test_cli_page_and_explorer_share_one_cache_entry(tmp_path, monkeypatch, capsys):
+    """convert via the CLI, then the Convert page and the Explorer load it: one conversion."""
+    import app_runs
+    import app_shared
+    from qvka_core.cli import main
+
+    monkeypatch.setenv("QVKA_CACHE", str(tmp_path / "cache"))
+    calls = count_conversions(monkeypatch)
+    assert main(["convert", "--from", "austen-mha", "--to", "qvka",
+                 "--out", str(tmp_path / "a")]) == 0
+    assert calls == ["qvka"]
+    # the CLI again (explicit default options too): read back, not converted
+    assert main(["convert", "--from", "austen-mha", "--to", "qvka", "--latent-norm", "fold",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert "read from the conversion cache" in capsys.readouterr().out
+    # the Convert page with its default options
+    app_runs._conversions().clear()
+    page = app_runs.conversion("austen-mha", "qvka", (), None)
+    assert page.report.target_variant == "qvka" and page.report.eval_tokens >= 4096
+    # the Explorer, its base family pointed at the same source
+    monkeypatch.setitem(app_shared._BASES, "minilm", "austen-mha")
+    monkeypatch.setattr(app_shared, "_CONVERTED", set())
+    assert not app_shared._needs_conversion("minilm", "qvka")
+    loaded = app_shared.load_model.__wrapped__("minilm", "qvka")
+    assert loaded.config.variant == "qvka"
+    assert calls == ["qvka"]  # one conversion for all four
+    ids = torch.tensor([loaded.tokenizer.encode("It is a truth universally").ids])
+    torch.testing.assert_close(loaded.model(ids).logits, page.model(ids).logits)
+    # a different calibration text is a different entry
+    app_runs.conversion("austen-mha", "qvka", (), "Emma Woodhouse, handsome, clever. " * 20)
+    assert calls == ["qvka", "qvka"]
+
+
+def test_warm_converts_every_offered_variant_once(tmp_path, monkeypatch, capsys):
+    from qvka_core.cli import main
+    from qvka_core.convert import warm
+
+    monkeypatch.setenv("QVKA_CACHE", str(tmp_path))
+    monkeypatch.setattr(warm, "FAMILY_BASES", {"austen": "austen-mha"})
+    monkeypatch.setattr(warm, "BASE_VARIANT", {"austen-mha": "mha"})
+    calls = count_conversions(monkeypatch)
+    assert main(["warm"]) == 0
+    out = capsys.readouterr().out
+    expected = ["gqa", "mqa", "mla", "qv", "qvka"]
+    assert sorted(calls) == sorted(expected)
+    assert "0 of 5 conversions cached already" in out
+    for v in expected:  # exactly the entries the Explorer asks for
+        assert convert_cached.__module__ and warm.is_cached(
+            "austen-mha", v, **warm.family_options(4, v))
+    assert main(["warm", "--family", "austen"]) == 0
+    assert "5 of 5 conversions cached already" in capsys.readouterr().out
+    assert len(calls) == 5  # nothing converted the second time

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "checkpoints": "checkpoints",
     "export": "export",
     "generate": "generate",
+    "warm": "warm",
 }
 
 

@@ -94,8 +94,9 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qvka_core.checkpoints import load_checkpoint, save_checkpoint
-    from qvka_core.convert import convert
+    from qvka_core.checkpoints import save_checkpoint
+    from qvka_core.convert.cache import cached_conversion
+    from qvka_core.convert.report import ConversionReport
 
     out = Path(args.out)
     if out.exists():
@@ -104,44 +105,45 @@ def run(args: argparse.Namespace) -> int:
     check_cheap(args)  # before loading weights: a typo costs a second, not a model load
     calib = read_text(args.calib_text, "--calib-text") if args.calib_text else None
     held_out = read_text(args.eval_text, "--eval-text") if args.eval_text else None
-    loaded = load_checkpoint(args.source)
 
     def progress(fraction: float, message: str) -> None:
-        sys.stderr.write(f"\r[{fraction:5.0%}] {message:<50}")
+        sys.stderr.write(f"\r[{fraction:5.0%}] {message[:60]:<60}")
         sys.stderr.flush()
 
     show = sys.stderr.isatty()  # a progress line only for people, never in logs or pipes
-    try:
-        result = convert(loaded, args.to, n_kv_heads=args.n_kv_heads,
-                         kv_lora_rank=args.kv_lora_rank, qk_rope_head_dim=args.qk_rope_head_dim,
-                         d_ctx=args.d_ctx, calib_text=calib, eval_text=held_out,
-                         latent_norm=args.latent_norm, qv_fit=args.qv_fit,
-                         progress=progress if show else None)
+    try:  # through the conversion cache the Explorer and the Convert page share
+        converted = cached_conversion(
+            args.source, args.to, n_kv_heads=args.n_kv_heads, kv_lora_rank=args.kv_lora_rank,
+            qk_rope_head_dim=args.qk_rope_head_dim, d_ctx=args.d_ctx, calib_text=calib,
+            eval_text=held_out, latent_norm=args.latent_norm, qv_fit=args.qv_fit,
+            progress=progress if show else None)
     finally:
         if show:
             sys.stderr.write("\n")
-    report = result.report.to_dict()
+    report = converted.meta["conversion"]
     given = Path(args.source)
     meta = {
         # What the Convert page records too: the unconverted model, as a reference that
         # resolves from anywhere (the distillation teacher and the recovery baseline).
         "converted_from": str(given.resolve()) if given.exists() else args.source,
         "conversion": report,
-        "source": loaded.name,
-        "source_variant": loaded.config.variant,
+        "source": report["source"],
+        "source_variant": report["source_variant"],
         "variant": args.to,
-        "method": result.report.method,
+        "method": report["method"],
         "options": report["options"],
         "calibration": report["diagnostics"].get("calibration"),
         "calib_text": args.calib_text,
         "command": command_line(args),
         "fidelity": {k: report[k] for k in ("js_divergence_mean", "hidden_cosine",
-                                            "loss_before", "loss_after")},
+                                            "loss_before", "loss_after", "loss_diff_se")},
     }
     if out.exists():  # created while we were converting
         raise CheckpointError(f"--out: {out} already exists; choose a new directory")
-    save_checkpoint(out, result.model, tokenizer=loaded.tokenizer, meta=meta)
+    save_checkpoint(out, converted.model, tokenizer=converted.tokenizer, meta=meta)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(result.report.summary())
+    print(ConversionReport(**report).summary())
+    if converted.meta.get("from_cache"):
+        print(f"(read from the conversion cache: {converted.meta['from_cache']})")
     print(f"wrote {out} (checkpoint + report.json)")
     return 0

@@ -31,12 +31,12 @@ from qvka_core.convert.calibration import (
     input_covariances,
     token_batches,
 )
+from qvka_core.convert.fidelity import EVAL_TOKENS, compare, held_out_windows
 from qvka_core.convert.keyless import qv_layer, qvka_layer
+from qvka_core.convert.linalg import few_threads
 from qvka_core.convert.report import (
     ConversionReport,
-    compare,
     count_params,
-    held_out_text,
     kv_bytes_per_token,
 )
 from qvka_core.convert.weights import (
@@ -61,7 +61,8 @@ METHODS = {
     "qv": "drop K after folding the least-squares map K ≈ V·M into W_Q (RoPE-commuting M "
           "under RoPE)",
     "qv-drop": "drop K, score against V (post-hoc tying; lossy)",
-    "qvka": "least-squares fit of W_ctx and W_K,i on calibration activations (variable projection)",
+    "qvka": "least-squares fit of W_ctx and W_K,i on calibration activations, weighted by "
+            "query energy (score-space error; closed form)",
 }
 
 
@@ -185,11 +186,12 @@ def to_mla(model: Transformer, kv_lora_rank: int | None = None,
 
 
 def to_qvka(model: Transformer, covariances: list[Tensor], d_ctx: int | None = None,
-            n_kv_heads: int | None = None, *, ridge: float = 1e-6,
+            n_kv_heads: int | None = None, *, ridge: float = 1e-6, weighting: str = "query",
             progress: Progress | None = None,
             diagnostics: dict[str, Any] | None = None) -> Transformer:
-    """QV-Ka (arXiv 2603.15665 §2.6) fitted by ridge least squares (variable projection) so that
-    [G ; V_i]·W_K,i ≈ K_i on calibration activations; see `qvka_core.convert.keyless`."""
+    """QV-Ka (arXiv 2603.15665 §2.6) fitted in closed form so that [G ; V_i]·W_K,i ≈ K_i on
+    calibration activations, weighted by the queries' energy ("query", score-space error) or
+    not ("none"); see `qvka_core.convert.qvka_fit`."""
     check_source(model.cfg)
     target = _kv_target(model.cfg, "qvka", n_kv_heads)
     cfg = model.cfg.with_variant("qvka", n_kv_heads=target, d_ctx=d_ctx)
@@ -200,7 +202,8 @@ def to_qvka(model: Transformer, covariances: list[Tensor], d_ctx: int | None = N
     states, diags = [], []
     for i, layer in enumerate(model.layers):
         dense = regroup_kv(extract_dense(layer.attn), target)
-        state, diag = qvka_layer(dense, covariances[i], cfg.attention.d_ctx, ridge=ridge)
+        state, diag = qvka_layer(dense, covariances[i], cfg.attention.d_ctx, ridge=ridge,
+                                 rope=cfg.position == "rope", weighting=weighting)
         states.append(state)
         diags.append(diag)
         tick(i)
@@ -221,7 +224,8 @@ def _unpack(loaded: LoadedModel | Transformer, tokenizer: Any) -> tuple[Transfor
 def _check_options(to: str, **opts: Any) -> None:
     allowed = {"mha": set(), "mqa": set(), "gqa": {"n_kv_heads"},
                "qv": {"n_kv_heads", "qv_fit"},
-               "qvka": {"n_kv_heads", "d_ctx"}, "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
+               "qvka": {"n_kv_heads", "d_ctx", "qvka_weighting"},
+               "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
     for name, value in opts.items():
         if value is not None and name not in allowed[to]:
             raise ConfigError(f"{name} does not apply to --to {to} (it applies to: "
@@ -233,23 +237,30 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
             d_ctx: int | None = None, calib_text: str | None = None, tokenizer: Any = None,
             progress: Progress | None = None, eval_text: str | None = None,
             latent_norm: LatentNorm = "fold", ridge: float = 1e-6, qv_fit: str | None = None,
-            max_eval_tokens: int = 256, max_calib_tokens: int = 4096) -> ConversionResult:
+            qvka_weighting: str | None = None,
+            max_eval_tokens: int = EVAL_TOKENS,
+            max_calib_tokens: int = 4096) -> ConversionResult:
     """Convert `source` to variant `to` and measure the drift (see `report.py`).
 
     Calibration (QV-Ka, and MLA's latent statistics) uses `calib_text`, else the lab's
     training split (`qvka_core.data.train_text()`) when there is a tokenizer, else seeded
-    random token ids. Evaluation uses `eval_text`, else
-    `qvka_core.data.validation_text()` when that exists, else random token ids.
-    `qv_fit` ("refit", the default for qv, or "drop") chooses how K is removed for qv.
+    random token ids. Evaluation uses `max_eval_tokens` tokens of `eval_text`, else of the
+    validation splits of the bundled novels (`fidelity.held_out_windows`), else random ids.
+    `qv_fit` ("refit", the default for qv, or "drop") chooses how K is removed for qv;
+    `qvka_weighting` ("query", the default, or "none") whether QV-Ka's key fit weighs each key
+    dimension by the energy of the queries scoring against it.
     `progress(fraction, message)` is called as the work advances.
     """
     model, tok, name = _unpack(loaded, tokenizer)
     get_variant(to)  # unknown variant -> ConfigError listing the valid ones
     check_source(model.cfg)
     _check_options(to, n_kv_heads=n_kv_heads, kv_lora_rank=kv_lora_rank,
-                   qk_rope_head_dim=qk_rope_head_dim, d_ctx=d_ctx, qv_fit=qv_fit)
+                   qk_rope_head_dim=qk_rope_head_dim, d_ctx=d_ctx, qv_fit=qv_fit,
+                   qvka_weighting=qvka_weighting)
     if qv_fit not in (None, "refit", "drop"):
         raise ConfigError(f"qv_fit must be 'refit' or 'drop', got {qv_fit!r}")
+    if qvka_weighting not in (None, "query", "none"):
+        raise ConfigError(f"qvka_weighting must be 'query' or 'none', got {qvka_weighting!r}")
     refit = to == "qv" and qv_fit != "drop"
     cfg = model.cfg
     timings: dict[str, float] = {}
@@ -273,33 +284,31 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
         timings["calibrate_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     sub = _sub_progress(progress, 0.25, 0.8)
-    if to in ("mha", "gqa", "mqa"):
-        target = to_kv_sharing(model, to, n_kv_heads, progress=sub)
-    elif to == "qv":
-        target = to_qv(model, n_kv_heads, covs if refit else None, progress=sub,
-                       diagnostics=diagnostics)
-        if not refit:
-            notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip "
-                         "notes); qv_fit='refit' folds K ≈ V·M into the queries first")
-    elif to == "mla":
-        target = to_mla(model, kv_lora_rank, qk_rope_head_dim, latent_norm=latent_norm,
-                        covariances=covs, progress=sub, diagnostics=diagnostics)
-        if cfg.position == "rope" and cfg.attention.n_kv_heads > 1:
-            notes.append("MLA has one shared RoPE key: the kept RoPE rows of the "
-                         f"{cfg.attention.n_kv_heads} KV heads were mean-pooled (lossy)")
-    else:
-        target = to_qvka(model, covs, d_ctx, n_kv_heads, ridge=ridge, progress=sub,
-                         diagnostics=diagnostics)
+    with few_threads():  # small float64 algebra: one thread (see linalg.few_threads)
+        if to in ("mha", "gqa", "mqa"):
+            target = to_kv_sharing(model, to, n_kv_heads, progress=sub)
+        elif to == "qv":
+            target = to_qv(model, n_kv_heads, covs if refit else None, progress=sub,
+                           diagnostics=diagnostics)
+            if not refit:
+                notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip "
+                             "notes); qv_fit='refit' folds K ≈ V·M into the queries first")
+        elif to == "mla":
+            target = to_mla(model, kv_lora_rank, qk_rope_head_dim, latent_norm=latent_norm,
+                            covariances=covs, progress=sub, diagnostics=diagnostics)
+            if cfg.position == "rope" and cfg.attention.n_kv_heads > 1:
+                notes.append("MLA has one shared RoPE key: the kept RoPE rows of the "
+                             f"{cfg.attention.n_kv_heads} KV heads were mean-pooled (lossy)")
+        else:
+            target = to_qvka(model, covs, d_ctx, n_kv_heads, ridge=ridge, progress=sub,
+                             weighting=qvka_weighting or "query", diagnostics=diagnostics)
     timings["convert_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    text, eval_source = held_out_text(eval_text)
-    if text is not None and tok is None:
-        text, eval_source = None, "random token ids (no tokenizer)"
-    eval_batches, _ = token_batches(text, tok, vocab_size=cfg.vocab_size,
-                                    max_seq_len=cfg.max_seq_len, max_tokens=max_eval_tokens,
-                                    seed=1, what="eval_text")
-    report_progress(0.85, "comparing with the source")
-    fid = compare(model, target, eval_batches)
+    windows, eval_source = held_out_windows(eval_text, tok, vocab_size=cfg.vocab_size,
+                                            max_seq_len=cfg.max_seq_len,
+                                            max_tokens=max_eval_tokens)
+    report_progress(0.85, f"comparing with the source on {len(windows)} held-out windows")
+    fid = compare(model, target, windows)
     timings["report_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     before, after = count_params(model), count_params(target)
@@ -309,7 +318,8 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
         options.update(kv_lora_rank=a.kv_lora_rank, qk_rope_head_dim=a.qk_rope_head_dim,
                        latent_norm=latent_norm, rope_theta=a.rope_theta)
     if to == "qvka":
-        options.update(d_ctx=target.cfg.attention.d_ctx, ridge=ridge)
+        options.update(d_ctx=target.cfg.attention.d_ctx, ridge=ridge,
+                       qvka_weighting=qvka_weighting or "query")
     if to == "qv":
         options.update(qv_fit="refit" if refit else "drop")
     report = ConversionReport(
@@ -319,6 +329,9 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
         js_divergence_per_layer=fid["js_divergence_per_layer"],
         js_divergence_mean=fid["js_divergence_mean"], hidden_cosine=fid["hidden_cosine"],
         loss_before=fid["loss_before"], loss_after=fid["loss_after"],
+        eval_windows=fid["eval_windows"], loss_diff_se=fid["loss_diff_se"],
+        js_eval_tokens=fid["js_eval_tokens"],
+        eval_texts=fid["eval_texts"],
         params_before=before[0], params_after=after[0], attention_params_before=before[1],
         attention_params_after=after[1],
         kv_cache_bytes_per_token_before=kv_bytes_per_token(cfg),

@@ -17,6 +17,7 @@ from qvka_core.errors import DataError
 from qvka_core.model import Transformer
 
 MIN_TOKENS = 16
+BATCH_ROWS = 4
 
 
 def token_batches(text: str | None, tokenizer, *, vocab_size: int, max_seq_len: int,
@@ -65,7 +66,8 @@ def input_covariances(model: Transformer, batches: list[Tensor], *,
     """Per layer, E[[x ; 1]ᵀ[x ; 1]] over all calibration tokens: (d+1, d+1) float64.
 
     x is the input of each layer's attention module (after the pre-norm), read with forward
-    pre-hooks; the model is run in eval mode and left unchanged.
+    pre-hooks; the model is run in eval mode and left unchanged. Rows of equal length run
+    as batches of `BATCH_ROWS` (one forward instead of four).
     """
     d = model.cfg.d_model
     sums = [torch.zeros(d + 1, d + 1, dtype=torch.float64) for _ in model.layers]
@@ -84,13 +86,28 @@ def input_covariances(model: Transformer, batches: list[Tensor], *,
     was_training = model.training
     model.eval()
     try:
-        for j, ids in enumerate(batches):
+        groups = _batched(batches)
+        for j, ids in enumerate(groups):
             model(ids.to(device))
             count[0] += ids.numel()
             if progress is not None:
-                progress((j + 1) / len(batches))
+                progress((j + 1) / len(groups))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     return [s / max(1, count[0]) for s in sums]
+
+
+def _batched(rows: list[Tensor]) -> list[Tensor]:
+    """(1, T) rows stacked into (B ≤ BATCH_ROWS, T) batches of consecutive equal lengths."""
+    out: list[Tensor] = []
+    run: list[Tensor] = []
+    for r in rows:
+        if run and (r.shape[1] != run[0].shape[1] or len(run) == BATCH_ROWS):
+            out.append(torch.cat(run))  # (B, T)
+            run = []
+        run.append(r)
+    if run:
+        out.append(torch.cat(run))
+    return out

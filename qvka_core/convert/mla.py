@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from qvka_core.config import ModelConfig
+from qvka_core.convert.linalg import psd_cholesky
 from qvka_core.convert.weights import DenseAttention
 from qvka_core.errors import ConfigError
 
@@ -129,9 +130,7 @@ def mla_layer(dense: DenseAttention, plan: dict[str, int], *, latent_norm: str,
         m = torch.cat([m, brows.reshape(1, -1)], dim=0)  # (d + 1, n)
     chol = None
     if whiten and input_cov is not None:  # SVD in the activation metric: E||x~ M||² = ||Lᵀ M||²
-        sub = input_cov[: m.shape[0], : m.shape[0]].to(m.dtype)
-        jitter = 1e-10 * float(torch.diagonal(sub).mean())
-        chol = torch.linalg.cholesky(sub + jitter * torch.eye(sub.shape[0], dtype=m.dtype))
+        chol = psd_cholesky(input_cov[: m.shape[0], : m.shape[0]].to(m.dtype))
     u, s, vt = torch.linalg.svd(m if chol is None else chol.T @ m,
                                 full_matrices=False)  # (d', k), (k,), (k, n)
     k = min(dc, s.numel())

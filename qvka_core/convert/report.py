@@ -4,7 +4,9 @@
   the source's and the target's attention distributions, averaged over heads and query
   positions (Lin 1991; the same per-row comparison MHA2MLA and TransMLA report as KL).
 - Final hidden states: mean cosine similarity over tokens (after the final norm).
-- LM loss (cross-entropy, nats/token) on held-out text, before and after (causal LMs only).
+- LM loss (cross-entropy, nats/token) on held-out text, before and after (causal LMs only),
+  on ≥ 4,096 tokens of several texts with the paired standard error of the difference and
+  the loss per text (`fidelity.py`).
 - Parameters (numel, and the attention part) and KV-cache bytes per token (bf16, all layers,
   what each variant actually caches; `qvka_core.accounting`).
 - Timings of each phase, the evaluation text's origin, and per-method diagnostics.
@@ -17,12 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from qvka_core.attention.registry import get_variant
 from qvka_core.config import ModelConfig
-from qvka_core.errors import DataError
 from qvka_core.model import Transformer
 
 
@@ -46,6 +46,10 @@ class ConversionReport:
     attention_params_after: int
     kv_cache_bytes_per_token_before: int
     kv_cache_bytes_per_token_after: int
+    eval_windows: int = 0
+    js_eval_tokens: int = 0  # the attention maps' share of eval_tokens (eager path)
+    loss_diff_se: float | None = None  # paired over windows: sd(after - before) / √windows
+    eval_texts: dict[str, dict[str, float]] = field(default_factory=dict)  # per-text losses
     timings_s: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -56,13 +60,18 @@ class ConversionReport:
 
     def summary(self) -> str:
         """A few lines for the CLI."""
-        loss = ("n/a" if self.loss_before is None else
-                f"{self.loss_before:.3f} -> {self.loss_after:.3f} nats/token")
+        loss = "n/a"
+        if self.loss_before is not None:
+            se = "" if self.loss_diff_se is None else (
+                f" ± {self.loss_diff_se:.3f} paired SE over {self.eval_windows} windows")
+            loss = (f"{self.loss_before:.3f} -> {self.loss_after:.3f} nats/token "
+                    f"({self.loss_after - self.loss_before:+.3f}{se})")
         return "\n".join([
             f"{self.source} ({self.source_variant}) -> {self.target_variant}: {self.method}",
-            f"  attention JS divergence (mean over layers): {self.js_divergence_mean:.4f} bits",
+            f"  attention JS divergence (mean over layers, {self.js_eval_tokens:,} tokens): "
+            f"{self.js_divergence_mean:.4f} bits",
             f"  final hidden cosine: {self.hidden_cosine:.4f}",
-            f"  LM loss on {self.eval_source}: {loss}",
+            f"  LM loss on {self.eval_tokens:,} tokens ({self.eval_source}): {loss}",
             f"  parameters: {self.params_before:,} -> {self.params_after:,} "
             f"(attention {self.attention_params_before:,} -> {self.attention_params_after:,})",
             f"  KV cache per token (bf16): {self.kv_cache_bytes_per_token_before:,} -> "
@@ -108,58 +117,3 @@ def js_divergence(p: Tensor, q: Tensor) -> Tensor:
         return (a * torch.log2(ratio)).sum(-1)
 
     return (0.5 * kl(p) + 0.5 * kl(q)).clamp_min(0.0)
-
-
-@torch.no_grad()
-def compare(source: Transformer, target: Transformer, batches: list[Tensor]) -> dict[str, Any]:
-    """JS divergence per layer, final hidden cosine and LM loss of both models on `batches`."""
-    n_layers = len(source.layers)
-    js_sum = [0.0] * n_layers
-    rows = 0
-    cos_sum, tokens = 0.0, 0
-    loss_sum = {"before": 0.0, "after": 0.0}
-    loss_tokens = 0
-    causal_lm = source.cfg.causal and source.cfg.lm_head
-    device = next(source.parameters()).device
-    for ids in batches:
-        ids = ids.to(device)
-        a = source(ids, impl="eager", return_attentions=True)
-        b = target(ids, impl="eager", return_attentions=True)
-        for i, (pa, pb) in enumerate(zip(a.attentions, b.attentions, strict=True)):
-            js = js_divergence(pa, pb)  # (B, H, T)
-            js_sum[i] += float(js.mean(1).sum())  # mean over heads, summed over queries
-        rows += ids.numel()
-        cos = F.cosine_similarity(a.hidden_states.double(), b.hidden_states.double(), dim=-1)
-        cos_sum += float(cos.sum())
-        tokens += ids.numel()
-        if causal_lm and ids.shape[1] > 1:
-            for key, out in (("before", a), ("after", b)):
-                logits = out.logits[:, :-1].float()  # (B, T-1, V)
-                loss_sum[key] += float(F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                    reduction="sum"))  # (B, T-1, V) -> (B·(T-1), V) rows
-            loss_tokens += ids[:, 1:].numel()
-        del a, b
-    per_layer = [s / max(1, rows) for s in js_sum]
-    return {
-        "js_divergence_per_layer": per_layer,
-        "js_divergence_mean": sum(per_layer) / max(1, len(per_layer)),
-        "hidden_cosine": cos_sum / max(1, tokens),
-        "loss_before": loss_sum["before"] / loss_tokens if loss_tokens else None,
-        "loss_after": loss_sum["after"] / loss_tokens if loss_tokens else None,
-        "eval_tokens": tokens,
-    }
-
-
-def held_out_text(caller_text: str | None) -> tuple[str | None, str]:
-    """The caller's text if given, else `qvka_core.data.validation_text()` if it exists."""
-    if caller_text is not None:
-        return caller_text, "caller text"
-    try:
-        from qvka_core.data import validation_text
-    except ImportError:
-        return None, "random token ids"
-    try:
-        return validation_text(), "validation split of the bundled corpus"
-    except DataError:
-        return None, "random token ids (corpus unavailable)"

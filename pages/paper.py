@@ -24,7 +24,7 @@ st.markdown(
     "*ordering and gaps*, not the numbers: the tasks differ.")
 
 results = ap.paper_results(str(ap.jobs.runs_root()))
-c1, c2 = st.columns(2)
+c1, c2 = st.container(), st.container()  # one above the other: every column fits at 1024
 c1.subheader("Paper (Tables 3-4)")
 c1.dataframe(pd.DataFrame(paper.PAPER_TABLES)[["table", "mode", "position", "valid_acc"]]
              .rename(columns={"valid_acc": "valid acc %"}), hide_index=True, key="pp_paper")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from qvka_core import jobs, paper, runview
+from qvka_core import jobs, runview
 from qvka_core.errors import DataError, LabError, RunError
 
 ROOT = Path(__file__).parent

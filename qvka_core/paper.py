@@ -155,8 +155,9 @@ def submit_grid(*, root: str | Path | None = None, device: str = "cpu",
             for r in grid_runs(**kwargs)]
 
 
-def run_grid_local(out: str | Path = "runs", *, device: str = "cpu", shard: tuple[int, int] = (0, 1),
-                   threads: int | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+def run_grid_local(out: str | Path = "runs", *, device: str = "cpu",
+                   shard: tuple[int, int] = (0, 1), threads: int | None = None,
+                   **kwargs: Any) -> list[dict[str, Any]]:
     """Run the grid here, one run after another (scripted use), resumably: finished runs are
     skipped and a run that was interrupted continues from its last checkpoint. `shard`
     (i, n) takes every n-th run from the i-th, so n processes can share the grid."""

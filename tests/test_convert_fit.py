@@ -134,3 +134,50 @@ def test_query_energy_weighting_lowers_score_error_under_rope() -> None:
         assert errs["query"] < errs["none"], (seed, errs)
         ratios.append(errs["query"] / errs["none"])
     assert sum(ratios) / len(ratios) < 0.85, ratios
+
+
+def test_qv_refit_under_rope_fits_the_uncentred_key() -> None:
+    """uncentred=True: the fit is the least-squares rotation-compatible map on the raw
+    (uncentred) keys, checked against explicit tokens with a large constant key."""
+    dense, x = random_dense(seed=6), tokens(800, 12, seed=7)
+    dense.bk = torch.full((8,), 4.0, dtype=G64)
+    dense.bv = torch.full((8,), 4.0, dtype=G64)
+    cov = second_moment(x)
+    _, diag = qv_layer(dense, cov, rope=True, uncentred=True)
+    # explicit: best rotation-compatible complex scalar per pair on raw (uncentred) tokens
+    k = x @ dense.wk.T + dense.bk  # (N, Hkv·D)
+    v = x @ dense.wv.T + dense.bv
+    for i, r2 in enumerate(diag["key_from_value_r2"]):
+        ki = torch.complex(k[:, 4 * i:4 * i + 2], k[:, 4 * i + 2:4 * i + 4])  # (N, D/2)
+        vi = torch.complex(v[:, 4 * i:4 * i + 2], v[:, 4 * i + 2:4 * i + 4])
+        m = (vi.conj() * ki).sum(0) / (vi.abs() ** 2).sum(0)  # (D/2,) complex LS
+        resid = float(((ki - vi * m).abs() ** 2).sum())
+        assert r2 == pytest.approx(1 - resid / float((ki.abs() ** 2).sum()), rel=1e-6)
+
+
+def test_stable_solve_on_rank_deficient_and_zero_matrices() -> None:
+    a = torch.randn(6, 2, dtype=G64, generator=torch.Generator().manual_seed(0))
+    gram = a @ a.T  # rank 2 of 6: LU has no pivot to offer
+    rhs = gram @ torch.randn(6, 3, dtype=G64, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(RuntimeError):
+        torch.linalg.solve(torch.zeros(6, 6, dtype=G64), rhs)
+    x = spd_solve(gram, rhs)
+    assert torch.isfinite(x).all()
+    torch.testing.assert_close(gram @ x, rhs, rtol=1e-6, atol=1e-6)
+    zero = spd_solve(torch.zeros(2, 6, 6, dtype=G64), torch.ones(2, 6, 3, dtype=G64))
+    assert torch.isfinite(zero).all()
+    torch.testing.assert_close(gram @ pinv_solve(gram, rhs), rhs, rtol=1e-6, atol=1e-6)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        spd_solve(torch.full((6, 6), float("nan"), dtype=G64), rhs)
+
+
+def test_qvka_on_a_degenerate_layer_converts_without_error() -> None:
+    """A layer whose inputs span 2 of 12 dimensions (the collapsed-model case) and whose
+    values are zero: every normal matrix is singular, the fit must still be finite."""
+    dense = random_dense(seed=8)
+    dense.wv = torch.zeros_like(dense.wv)
+    x = tokens(400, 2, seed=2) @ torch.randn(2, 12, dtype=G64,
+                                             generator=torch.Generator().manual_seed(3))
+    state, diag = qvka_layer(dense, second_moment(x), 4)
+    assert all(torch.isfinite(t).all() for t in state.values())
+    assert 0 <= diag["key_fit_rel_error"] <= 1.0 + 1e-9

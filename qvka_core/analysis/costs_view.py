@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 
 from qvka_core.config import AttentionConfig, ModelConfig
-from qvka_core.errors import ConfigError
 
 MEASURE_MAX_PARAMS = 30_000_000  # the page measures on CPU only below this size
 MEASURE_MAX_TOKENS = 1024

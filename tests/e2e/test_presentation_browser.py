@@ -127,7 +127,8 @@ def test_first_paint_is_titled_with_page_titles_in_the_sidebar(browser) -> None:
             assert "explorer" not in first and "costs" not in first, first
             page.get_by_role("heading", name="QV-Ka Lab").wait_for(timeout=TIMEOUT)
             titles = [t.strip().splitlines()[-1] for t in nav.locator("a").all_inner_texts()]
-            assert titles[:3] == ["Home", "Attention Explorer", "Costs"], titles
+            assert titles == ["Home", "Attention Explorer", "Decode", "Costs", "Convert",
+                              "Fine-tune", "Paper"], titles
             assert page.title() == "QV-Ka Lab"
         finally:
             page.close()

@@ -34,13 +34,17 @@ from qvka_core.train.engine import evaluate  # noqa: E402
 from qvka_core.train.setup import Dist  # noqa: E402
 
 DEST = ROOT / "assets" / "checkpoints"
-BUDGET = {"steps": 200, "batch": 16, "seq_len": 128, "lr": 3e-3, "warmup": 20, "seed": 0,
-          "eval_batches": 8, "checkpoint_every": 0, "log_every": 20}
+# 1,500 x 16 x 128 = 3.07 M tokens (~3 epochs of the train split): the paper-mini budget, at
+# which every paper-mini cell ended 0.3-0.5 nats below the bigram (assets/paper_mini/).
+BUDGET = {"steps": 1500, "batch": 16, "seq_len": 128, "lr": 3e-3, "warmup": 150, "seed": 0,
+          "eval_batches": 8, "checkpoint_every": 300, "log_every": 100}
 
 
 def train_one(name: str, overrides: dict, runs: Path, threads: int, command: str) -> dict:
+    resume = (Path(runs) / name / "checkpoint").exists()  # a killed run continues
     args = TrainArgs(preset="austen", data="austen", out=str(runs), name=name, threads=threads,
-                     device="cpu", eval_every=BUDGET["steps"], **BUDGET, **overrides)
+                     device="cpu", eval_every=BUDGET["steps"], resume=resume, **BUDGET,
+                     **overrides)
     t0 = time.time()
     result = run(args, on_metrics=lambda m: print(f"  {name} {json.dumps(m)}", flush=True))
     wall = time.time() - t0
@@ -50,7 +54,8 @@ def train_one(name: str, overrides: dict, runs: Path, threads: int, command: str
     half = copy.deepcopy(trained.model).half()
     meta = {"name": name, "steps": result.step, "tokens": result.tokens, "seed": args.seed,
             "wall_s": round(wall, 1), "train_wall_s": round(result.wall_s, 1),
-            "unigram_loss": result.unigram_loss, "val_loss_fp32": result.val_loss,
+            "unigram_loss": result.unigram_loss, "bigram_loss": result.bigram_loss,
+            "val_loss_fp32": result.val_loss,
             "val_acc_fp32": result.val_acc, "dtype": "float16", "data": "austen",
             "train_args": args.to_dict(), "command": command,
             "params": sum(p.numel() for p in trained.model.parameters())}
@@ -83,13 +88,14 @@ def write_table() -> None:
         path = DEST / name / "meta.json"
         if path.exists():
             rows.append(json.loads(path.read_text(encoding="utf-8")))
-    lines = ["| name | variant | position | params | val loss | val acc | unigram | wall s |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| name | variant | position | params | val loss | val acc | unigram | bigram | "
+             "wall s |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for m in rows:
         a = m["train_args"]
         lines.append(f"| {m['name']} | {a['variant']} | {a.get('position') or 'rope'} | "
                      f"{m['params']:,} | {m['val_loss']:.3f} | {m['val_acc']:.3f} | "
-                     f"{m['unigram_loss']:.3f} | {m['wall_s']:.0f} |")
+                     f"{m['unigram_loss']:.3f} | {_cell(m.get('bigram_loss'))} | "
+                     f"{m['wall_s']:.0f} |")
     readme = DEST / "README.md"
     text = readme.read_text(encoding="utf-8") if readme.exists() else ""
     start, end = "<!-- table:start -->", "<!-- table:end -->"
@@ -102,11 +108,17 @@ def write_table() -> None:
     print("\n".join(lines))
 
 
+def _cell(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", help="names to train (default: all)")
     ap.add_argument("--force", action="store_true", help="retrain names already exported")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", help="keep the scratch runs here: a killed training resumes from "
+                    "its last checkpoint (default: a temporary folder)")
     ap.add_argument("--table", action="store_true", help="only rewrite the README table")
     ap.add_argument("--reeval", action="store_true",
                     help="only re-evaluate the exported checkpoints (meta.json) and the table")
@@ -123,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in BUNDLED]
         if unknown:
             raise SystemExit(f"unknown bundled name(s): {unknown}; valid: {list(BUNDLED)}")
-        with tempfile.TemporaryDirectory(prefix="qvka-bundled-") as tmp:
+        with contextlib.ExitStack() as stack:
+            tmp = args.runs or stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="qvka-bundled-"))
             for name in names:
                 if (DEST / name / "meta.json").exists() and not args.force:
                     print(f"{name}: exists, skipped (use --force)", flush=True)

@@ -2,10 +2,10 @@
 watch their texts grow and their cache bars, and check every bar state the page drew
 (read every 0.1 s while the tokens stream in) against the formula.
 
-Models: the bundled Austen mha / qv / qvka (2 layers, fp32). SmolLM2 with its QV and QV-Ka
-conversions is the same page and code path, but a first conversion of SmolLM2 calibrates for
-minutes on a shared 2-core CPU, too long for this test's budget; tests/test_generate.py
-checks the decode itself for every variant.
+Models: the bundled Austen mha / qv / qvka (2 layers, fp32), quick enough for the default
+browser run. SmolLM2 with its QV and QV-Ka conversions is test_decode_smollm2_browser.py
+(slow: it converts first on a cold cache); tests/test_generate.py checks the decode itself
+for every variant.
 """
 
 from __future__ import annotations

@@ -12,7 +12,10 @@ probabilities and reads the first `JS_WINDOWS` (one per novel, in the round-robi
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -90,37 +93,92 @@ def _groups(windows: list[tuple[str, Tensor]]) -> list[list[int]]:
             for j in range(0, len(idx), BATCH_ROWS)]
 
 
+@dataclass
+class _SourceMemo:
+    """The source's outputs on one set of windows, kept for the next conversion of the same
+    model: `warm` and the pages convert one base to every variant in turn, and the source's
+    half of each report is the same forward pass every time."""
+
+    model: weakref.ref
+    key: tuple
+    groups: list[tuple[list[Tensor] | None, Tensor, Tensor | None]]
+
+
+_MEMO: list[_SourceMemo] = []  # at most one entry: the last source
+MEMO_MAX_BYTES = 1 << 29  # keep a source's outputs only when they fit in 512 MiB
+
+
+def _memo_key(model: Transformer, windows: list[tuple[str, Tensor]], js_windows: int) -> tuple:
+    """Changes when the weights change (in place: _version; swapped: data_ptr) or the windows
+    do; the model itself is matched by identity through a weak reference."""
+    digest = hashlib.sha1()
+    for name, w in windows:
+        digest.update(name.encode() + b"\0" + w.numpy().tobytes() + b"\1")
+    weights = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    return weights, digest.hexdigest(), js_windows, model.training
+
+
+def _run_source(source: Transformer, groups: list[list[int]], windows, js_windows: int,
+                device) -> list[tuple[list[Tensor] | None, Tensor, Tensor | None]]:
+    key = _memo_key(source, windows, js_windows)
+    for memo in _MEMO:
+        if memo.model() is source and memo.key == key:
+            return memo.groups
+    out, size = [], 0
+    for group in groups:
+        maps, hidden, losses = _forward(source, group, windows, js_windows, device)
+        out.append((maps, hidden, losses))
+        size += sum(t.numel() * t.element_size() for t in (maps or [])) + hidden.numel() * 4
+    _MEMO.clear()
+    if size <= MEMO_MAX_BYTES:
+        _MEMO.append(_SourceMemo(weakref.ref(source), key, out))
+    return out
+
+
+def _forward(model: Transformer, group: list[int], windows, js_windows: int, device
+             ) -> tuple[list[Tensor] | None, Tensor, Tensor | None]:
+    """(attention maps if the group is among the first `js_windows`, final hidden states,
+    per-window mean next-token loss (B,) or None) of one batch of windows."""
+    ids = torch.stack([windows[i][1] for i in group]).to(device)  # (B, T)
+    maps = group[0] < js_windows  # groups keep the windows' order
+    kw: dict[str, Any] = {"impl": "eager", "return_attentions": True} if maps else {}
+    o = model(ids, **kw)
+    losses = None
+    if model.cfg.causal and model.cfg.lm_head and ids.shape[1] > 1:
+        losses = F.cross_entropy(o.logits[:, :-1].float().transpose(1, 2), ids[:, 1:],
+                                 reduction="none").mean(1)  # (B, V, T-1) -> (B,)
+    return (list(o.attentions) if maps else None), o.hidden_states, losses
+
+
 @torch.no_grad()
 def compare(source: Transformer, target: Transformer, windows: list[tuple[str, Tensor]],
             js_windows: int = JS_WINDOWS) -> dict[str, Any]:
     """JS divergence per layer (first `js_windows` windows), final hidden cosine and LM loss
-    of both models on the same windows (batched), with the paired SE of the loss change."""
+    of both models on the same windows (batched), with the paired SE of the loss change.
+    The source's outputs are reused from the previous call when the source, its weights and
+    the windows are the same (`_run_source`)."""
     n_layers = len(source.layers)
     js_sum = [0.0] * n_layers
     cos_sum, tokens, js_tokens = 0.0, 0, 0
-    causal_lm = source.cfg.causal and source.cfg.lm_head
     device = next(source.parameters()).device
     win_loss: list[tuple[str, int, float, float]] = []  # (text, predicted, before, after)
-    for group in _groups(windows):
-        ids = torch.stack([windows[i][1] for i in group]).to(device)  # (B, T)
-        maps = group[0] < js_windows  # groups keep the windows' order
-        kw: dict[str, Any] = {"impl": "eager", "return_attentions": True} if maps else {}
-        a, b = source(ids, **kw), target(ids, **kw)
-        if maps:
-            for i, (pa, pb) in enumerate(zip(a.attentions, b.attentions, strict=True)):
+    groups = _groups(windows)
+    for group, (maps_a, hid_a, loss_a) in zip(
+            groups, _run_source(source, groups, windows, js_windows, device), strict=True):
+        maps_b, hid_b, loss_b = _forward(target, group, windows, js_windows, device)
+        n_tok = sum(windows[i][1].numel() for i in group)
+        if maps_a is not None:
+            for i, (pa, pb) in enumerate(zip(maps_a, maps_b, strict=True)):
                 js_sum[i] += float(js_divergence(pa, pb).mean(1).sum())  # (B, H, T) -> sum
-            js_tokens += ids.numel()
-        cos = F.cosine_similarity(a.hidden_states.double(), b.hidden_states.double(), dim=-1)
+            js_tokens += n_tok
+        cos = F.cosine_similarity(hid_a.double(), hid_b.double(), dim=-1)
         cos_sum += float(cos.sum())
-        tokens += ids.numel()
-        if causal_lm and ids.shape[1] > 1:
-            per = [F.cross_entropy(out.logits[:, :-1].float().transpose(1, 2), ids[:, 1:],
-                                   reduction="none").sum(1)  # (B, V, T-1) -> (B,)
-                   for out in (a, b)]
-            n = ids.shape[1] - 1
-            win_loss += [(windows[j][0], n, float(per[0][r]) / n, float(per[1][r]) / n)
+        tokens += n_tok
+        if loss_a is not None and loss_b is not None:
+            n = windows[group[0]][1].numel() - 1
+            win_loss += [(windows[j][0], n, float(loss_a[r]), float(loss_b[r]))
                          for r, j in enumerate(group)]
-        del a, b
+        del maps_b, hid_b
     per_layer = [s / max(1, js_tokens) for s in js_sum]
     out: dict[str, Any] = {
         "js_divergence_per_layer": per_layer,

@@ -353,7 +353,8 @@ def loss_chart(frame: pd.DataFrame, x: str = "step") -> Any:
 
     frame = frame.assign(series=frame["run"] + " · " + frame["split"])
     axis = (alt.X("share:Q", title="share of the run's tokens",
-                  axis=alt.Axis(format=".0%"), scale=alt.Scale(domain=[0, 1]))
+                  axis=alt.Axis(format=".0%", values=[0, 0.25, 0.5, 0.75, 1]),
+                  scale=alt.Scale(domain=[0, 1]))
             if x == "share" else alt.X("step:Q", axis=alt.Axis(tickMinStep=1, format="d")))
     return alt.Chart(frame).mark_line(point=True).encode(
         x=axis,

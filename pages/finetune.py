@@ -93,11 +93,11 @@ def live() -> None:
             st.progress(*ar.runview.progress_of(s))
     st.session_state.setdefault("ft_curves", ids[:3])
     st.session_state["ft_curves"] = [r for r in st.session_state["ft_curves"] if r in ids]
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     picked = c1.multiselect("Curves", ids, key="ft_curves")
-    share = c2.toggle("x: share of each run", key="ft_curves_share",
-                      help="tokens seen / the run's total, so runs of very different lengths "
-                      "line up from 0 to 100 %")
+    share = c2.toggle("x = share of run", key="ft_curves_share",
+                      help="Tokens seen / the run's total tokens, so runs of very different "
+                      "lengths line up from 0 to 100 %")
     frame = ar.metrics_frame(picked)
     if frame.empty:
         st.caption("No metrics yet: the first point appears after start-up (a few seconds).")

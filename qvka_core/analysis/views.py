@@ -145,7 +145,8 @@ def matching_summary(perms: np.ndarray, before: float, after: float, head: int |
     note = ("" if head is not None else " The map above is the mean of heads, the same under "
             "any permutation: pick one head to see its matched difference.")
     return (f"{moved} of {perms.size} heads matched to a different index in B; mean JS "
-            f"divergence {before:.4f} bits before matching, {after:.4f} after.{note}")
+            f"divergence {before:.4f} bits before matching, {after:.4f} after. The table gives, "
+            f"per layer, the head of B matched to each head of A.{note}")
 
 
 def overview(res: ExplorerResult, label: str, opts: ViewOptions) -> go.Figure:

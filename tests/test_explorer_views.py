@@ -44,6 +44,18 @@ def test_assignment_is_the_brute_force_optimum(seed: int) -> None:
                                                               for i in range(6)))
 
 
+def test_head_cost_is_the_mean_row_js_divergence() -> None:
+    from qvka_core.analysis.stats import js_divergence_rows
+
+    rng = np.random.default_rng(4)
+    a, b = causal_random(rng, 1, 3, 5)[0], causal_random(rng, 1, 4, 5)[0]
+    cost = headmatch.head_cost(a, b)
+    assert cost.shape == (3, 4)
+    for i in range(3):
+        for j in range(4):  # the KL form of JS, row by row, then the mean over queries
+            assert cost[i, j] == pytest.approx(js_divergence_rows(a[i], b[j]).mean(), abs=1e-6)
+
+
 def test_matching_a_permuted_model_recovers_the_inverse_and_zero_difference() -> None:
     rng = np.random.default_rng(1)
     a = causal_random(rng, n_layers=3, n_heads=6, t=7)

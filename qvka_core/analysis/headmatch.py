@@ -20,13 +20,20 @@ from qvka_core.errors import LabError
 
 def head_cost(a_layer: np.ndarray, b_layer: np.ndarray) -> np.ndarray:
     """(H, T, S) and (H', T, S) maps of one layer -> (H, H') mean JS divergence (nats) over
-    query rows between A's head i and B's head j."""
-    a = np.asarray(a_layer, dtype=np.float64)[:, None]  # (H, 1, T, S)
-    b = np.asarray(b_layer, dtype=np.float64)[None, :]  # (1, H', T, S)
-    if a.shape[2:] != b.shape[2:]:
-        raise LabError(f"cannot match heads of maps {a.shape[2:]} and {b.shape[2:]}: the two "
+    query rows between A's head i and B's head j, as JS(p, q) = H((p + q) / 2) - (H(p) +
+    H(q)) / 2 with H the row entropy (float32, one A head at a time: memory H'·T·S)."""
+    a = np.asarray(a_layer, dtype=np.float32)
+    b = np.asarray(b_layer, dtype=np.float32)
+    if a.shape[1:] != b.shape[1:]:
+        raise LabError(f"cannot match heads of maps {a.shape[1:]} and {b.shape[1:]}: the two "
                        "models must read the same tokens")
-    return stats.js_divergence_rows(a, b).mean(-1)  # (H, H', T) -> (H, H')
+    ha, hb = stats.row_entropy(a), stats.row_entropy(b)  # (H, T), (H', T)
+    cost = np.empty((a.shape[0], b.shape[0]))
+    for i in range(a.shape[0]):
+        m = 0.5 * (a[i][None] + b)  # (H', T, S)
+        hm = -(m * np.log(np.where(m > 0, m, 1.0))).sum(-1)  # (H', T)
+        cost[i] = (hm - 0.5 * (ha[i][None] + hb)).mean(-1)  # (H',)
+    return np.clip(cost, 0.0, None)
 
 
 def assign(cost: np.ndarray) -> np.ndarray:

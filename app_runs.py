@@ -228,21 +228,25 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
 
 
 def estimate(plan: dict[str, Any], device: str, n_gpus: int) -> dict[str, Any]:
+    """jobs.estimate plus a time calibrated on the closest runs finished here."""
+    from qvka_core.jobs.estimate import calibrated_estimate
+
     kind = "cuda" if device.startswith("cuda") or (device == "auto" and
                                                   jobs.devices()["cuda"]) else "cpu"
-    return jobs.estimate(plan["argv"], device=kind, n_gpus=n_gpus, root=runs_root())
+    return calibrated_estimate(plan["argv"], device=kind, n_gpus=n_gpus, root=runs_root())
 
 
 def estimate_lines(plans: list[dict[str, Any]], device: str,
                    n_gpus: int) -> tuple[str, str | None]:
-    """The form's estimate caption (time from past runs here when there are some) and a
-    warning when the estimated memory exceeds the machine's."""
+    """The form's estimate caption (its time calibrated on runs finished here, or labelled
+    uncalibrated) and a warning when the estimated memory exceeds the machine's."""
+    from qvka_core.jobs.estimate import count_label
+
     est = estimate(plans[0], device, n_gpus)
-    sec = est["measured_seconds"] or est["seconds"]
-    caption = (f"Estimate per run ({est['device']}): ~{sec:,.0f} s, "
-               f"~{est['memory_total_bytes'] / 2**20:,.0f} MiB, {est['params']:,} params, "
-               f"{est['tokens']:,} tokens. {est['label']}. Runs: "
-               + ", ".join(p["name"] for p in plans))
+    sec = est["calibrated_seconds"] or est["seconds"]
+    caption = (f"Estimate per run ({est['device']}): ~{sec:,.0f} s — {est['basis']}. "
+               f"~{est['memory_total_bytes'] / 2**20:,.0f} MiB, {count_label(est['params'])} "
+               f"params, {est['tokens']:,} tokens. Runs: " + ", ".join(p["name"] for p in plans))
     return caption, (f"Estimate: {est['warning']}." if est["warning"] else None)
 
 
@@ -339,16 +343,21 @@ def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[s
     return pd.DataFrame(rows, columns=["run", "tokens", "share"]), notes
 
 
-def loss_chart(frame: pd.DataFrame) -> Any:
-    """Loss against step, one legend entry (colour) per run and split, dashed by split.
+def loss_chart(frame: pd.DataFrame, x: str = "step") -> Any:
+    """Loss against step (or, with x="share", against each run's share of its tokens, see
+    app_runs_view.with_share), one legend entry (colour) per run and split, dashed by split.
 
     (A dash or shape legend for the split does not render under Streamlit's Vega theme with
     point overlays, so run and split share the colour legend.)"""
     import altair as alt
 
     frame = frame.assign(series=frame["run"] + " · " + frame["split"])
+    axis = (alt.X("share:Q", title="share of the run's tokens",
+                  axis=alt.Axis(format=".0%", values=[0, 0.25, 0.5, 0.75, 1]),
+                  scale=alt.Scale(domain=[0, 1]))
+            if x == "share" else alt.X("step:Q", axis=alt.Axis(tickMinStep=1, format="d")))
     return alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("step:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+        x=axis,
         y=alt.Y("loss:Q", scale=alt.Scale(zero=False), title="loss (nats/token)"),
         color=alt.Color("series:N", title="run · split", legend=alt.Legend(labelLimit=400)),
         strokeDash=alt.StrokeDash("split:N", legend=None),
@@ -364,10 +373,6 @@ def recovery_chart(frame: pd.DataFrame) -> Any:
         x=alt.X("tokens:Q", title="tokens seen", axis=alt.Axis(tickMinStep=1, format=",d")),
         y=alt.Y("share:Q", scale=alt.Scale(zero=False), title="val loss / original's"),
         color="run:N", tooltip=list(frame.columns))
-
-
-def runs_table(statuses: list[dict[str, Any]]) -> pd.DataFrame:
-    return pd.DataFrame([runview.run_row(s) for s in statuses])
 
 
 def default_lr(base_kind: str) -> float:

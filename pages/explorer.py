@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+import app_explorer as ax
 import app_shared as ui
 
 ui.page_setup()
@@ -101,16 +102,7 @@ with tabs[1], ui.guarded(False):
                    "attention_lines", "lines")
 
 with tabs[2], ui.guarded(False):
-    if len(variants) < 2:
-        st.info("Choose two or more variants to compare them.")
-    else:
-        e1, e2 = st.columns(2)
-        a = e1.selectbox("Variant A", variants, index=0, key="diff_a")
-        b = e2.selectbox("Variant B", variants, index=1, key="diff_b")
-        ui.show_figure(ui.views.difference(res, a, b, opts), f"difference_{a}_{b}", "diff")
-        fig, mean_js = ui.views.divergence(res, a, b, opts)
-        st.metric("Mean Jensen–Shannon divergence (bits)", f"{mean_js:.4f}")
-        ui.show_figure(fig, f"divergence_{a}_{b}", "div")
+    ax.difference_tab(res, variants, opts)
 
 with tabs[3], ui.guarded(False):
     which = st.selectbox("Variant", variants, key="overview_variant")
@@ -126,9 +118,10 @@ with tabs[5], ui.guarded(False):
     all_layers = st.toggle("All layers", key="stats_all_layers")
     table = ui.views.stats_table(res, layer_only=not all_layers)
     st.dataframe(table, hide_index=True, key="stats_table",
-                 height=min(35 * (len(table) + 1) + 3, 640))  # every head of a layer, no scroll
-    st.caption("entropy in nats (uniform over T keys = ln T); sink = weight on the first "
-               "token; mean_distance in tokens; prev_token = weight on the previous token.")
+                 height=min(35 * (len(table) + 1) + 3, 640),  # every head of a layer, no scroll
+                 column_config={c: st.column_config.NumberColumn(format=f"%.{d}f")
+                                for c, d in ui.views.STATS_DECIMALS.items()})
+    st.caption(ui.views.stats_caption(res))
     st.download_button("CSV", table.to_csv(index=False), "head_stats.csv", key="dl_stats",
                        on_click="ignore")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 import app_runs as ar
+import app_runs_view as arv
 import app_shared as ui
 from qvka_core import jobs
 
@@ -92,12 +93,17 @@ def live() -> None:
             st.progress(*ar.runview.progress_of(s))
     st.session_state.setdefault("ft_curves", ids[:3])
     st.session_state["ft_curves"] = [r for r in st.session_state["ft_curves"] if r in ids]
-    picked = st.multiselect("Curves", ids, key="ft_curves")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    picked = c1.multiselect("Curves", ids, key="ft_curves")
+    share = c2.toggle("x = share of run", key="ft_curves_share",
+                      help="Tokens seen / the run's total tokens, so runs of very different "
+                      "lengths line up from 0 to 100 %")
     frame = ar.metrics_frame(picked)
     if frame.empty:
         st.caption("No metrics yet: the first point appears after start-up (a few seconds).")
     else:
-        st.altair_chart(ar.loss_chart(frame), key="ft_chart", width="stretch")
+        st.altair_chart(ar.loss_chart(arv.with_share(frame, now), "share") if share else
+                        ar.loss_chart(frame), key="ft_chart", width="stretch")
     for g in ar.runview.gpu_memory():
         st.caption(f"{g['gpu']}: {g['used_mib']:,} / {g['total_mib']:,} MiB in use")
     if picked:
@@ -105,7 +111,7 @@ def live() -> None:
         st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)",
                 language=None, wrap_lines=True)
     st.subheader("Runs")
-    st.dataframe(ar.runs_table(now), hide_index=True, key="ft_table")
+    st.dataframe(arv.runs_table(now), hide_index=True, key="ft_table")
     recovery, notes = ar.recovery_frame(now)
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "

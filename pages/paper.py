@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 import app_paper as ap
+import app_runs_view as arv
 import app_shared as ui
 from qvka_core import paper
 
@@ -81,9 +82,9 @@ both = g4.toggle("QV-Ka under sinusoidal PE too", value=False, key="pp_qvka_both
                  help="off: the paper's 6 cells; on: QV-Ka under sinusoidal PE as well")
 with ui.guarded(False):
     runs = paper.grid_runs(seeds=list(range(seeds)), steps_mult=mult, qvka_both=both)
-    est = ap.jobs.estimate(runs[0]["argv"], device="cpu" if device == "cpu" else "cuda")
-    st.caption(f"{len(runs)} runs, one at a time per device; ~{est['seconds']:,.0f} s each, "
-               f"~{len(runs) * est['seconds'] / 60:,.0f} min in all ({est['label']}).")
+    sec, basis = arv.estimate_caption(runs[0]["argv"], "cpu" if device == "cpu" else "cuda")
+    st.caption(f"{len(runs)} runs, one at a time per device; ~{sec:,.0f} s each, "
+               f"~{len(runs) * sec / 60:,.0f} min in all — {basis}.")
     if st.button("Launch the grid", key="pp_launch", type="primary"):
         queued, skipped = ap.launch_grid(mult, seeds, device, qvka_both=both)
         st.success(f"Queued {len(queued)} run(s); {len(skipped)} already existed and were "

@@ -404,3 +404,20 @@ def test_first_conversion_of_a_base_family_reports_progress(monkeypatch: pytest.
     app_shared._convert_with_progress("minilm", "gqa")  # the second time: nothing to do
     app_shared._convert_with_progress("minilm", "mha")  # the base's own variant: nothing
     assert calls == [("minilm-l6", "gqa", {"n_kv_heads": 3})]
+
+
+def test_explorer_difference_matches_heads_and_tables_read(explorer: AppTest) -> None:
+    """Issue 11: the Difference tab warns heads are not aligned and matches B's heads to A's;
+    KV-groups captions name the layer; Statistics say query 0 is left out."""
+    captions = " ".join(c.value for c in explorer.caption)
+    assert "not aligned" in captions and "query 0 left out" in captions
+    assert "**mha** — layer 0:" in captions
+    explorer.toggle(key="diff_match").set_value(True).run()
+    explorer.selectbox(key="head").set_value("1").run()
+    no_errors(explorer)
+    assert any("heads matched to a different index in B" in c.value for c in explorer.caption)
+    table = next(d.value for d in explorer.dataframe if "A head 0" in d.value.columns)
+    assert sorted(table.iloc[0, 1:]) == list(range(8))  # a permutation of the 8 heads
+    assert any(m.label.endswith("heads matched") for m in explorer.metric)
+    assert any("matched)" in c["layout"]["title"]["text"] for c in charts(explorer)
+               if "−" in c["layout"].get("title", {}).get("text", ""))

@@ -156,7 +156,7 @@ def run_model(loaded: LoadedLike, text: str) -> VariantRun:
         attentions=[a.astype(np.float16) for a in attns],
         groups=[layer.attn.kv_groups() for layer in model.layers],
         causal=loaded.config.causal,
-        stats=stats.head_stats(attns),
+        stats=stats.head_stats(attns, first_query=int(loaded.config.causal)),  # q0: trivial
         n_tokens_in_text=len(enc.ids),
     )
 

@@ -223,10 +223,12 @@ def matrix_figure(m: np.ndarray | pd.DataFrame, *, x_title: str, y_title: str, t
 
 def overview_grid(attentions: Sequence[np.ndarray], head_order: Sequence[int],
                   head_labels: Sequence[str], *, max_side: int = 24, title: str = "",
-                  presentation: bool = False) -> go.Figure:
+                  presentation: bool = False,
+                  layer_labels: Sequence[str] | None = None) -> go.Figure:
     """All layers × heads as one mosaic (one trace: fast even for 30 × 16 heads).
 
-    Maps longer than `max_side` tokens are average-pooled so each tile stays small.
+    Maps longer than `max_side` tokens are average-pooled so each tile stays small. Rows are
+    labelled L0, L1, ... unless `layer_labels` names them (e.g. one chosen layer: ["L5"]).
     """
     n_layers = len(attentions)
     t = attentions[0].shape[-1]
@@ -250,7 +252,8 @@ def overview_grid(attentions: Sequence[np.ndarray], head_order: Sequence[int],
                      ticktext=list(head_labels), tickangle=-60, showgrid=False)
     fig.update_yaxes(tickmode="array", tickvals=[li * (n + gap) + n / 2 for li in
                                                  range(n_layers)],
-                     ticktext=[f"L{li}" for li in range(n_layers)], autorange="reversed",
+                     ticktext=list(layer_labels or [f"L{li}" for li in range(n_layers)]),
+                     autorange="reversed",
                      showgrid=False)
     fig.update_layout(title=title)
     return style(fig, presentation=presentation,

@@ -31,23 +31,29 @@ def row_entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log(np.where(p > 0, p, 1.0))).sum(-1)
 
 
-def head_stats(attentions: Sequence[np.ndarray] | np.ndarray) -> pd.DataFrame:
+def head_stats(attentions: Sequence[np.ndarray] | np.ndarray, *,
+               first_query: int = 0) -> pd.DataFrame:
     """One row per (layer, head): mean entropy, sink share, mean distance, previous-token share.
 
     - entropy: mean over query rows of the row entropy (nats); uniform over T keys -> ln T.
     - sink: mean attention to key 0 (the first token).
     - distance: mean over queries of sum_j p_ij |i - j| (in tokens).
     - prev: mean over queries i >= 1 of p_{i, i-1}.
+
+    Queries before `first_query` are left out of every mean: a causal model's query 0 can only
+    attend to token 0 (entropy 0, sink 1), which says nothing about the head.
     """
     a = _as_stack(attentions)  # (L, H, T, S)
     n_layers, n_heads, t, s = a.shape
-    qi = np.arange(t)[:, None] + (s - t)  # absolute query positions (T, 1)
-    dist = np.abs(qi - np.arange(s)[None, :])  # (T, S)
-    entropy = row_entropy(a).mean(-1)  # (L, H)
-    sink = a[..., 0].mean(-1)  # (L, H)
-    mean_dist = (a * dist).sum(-1).mean(-1)  # (L, H)
+    first = min(max(0, first_query), t - 1)  # keep at least one query row
+    qi = np.arange(first, t)[:, None] + (s - t)  # absolute query positions (T', 1)
+    dist = np.abs(qi - np.arange(s)[None, :])  # (T', S)
+    kept = a[..., first:, :]  # (L, H, T', S)
+    entropy = row_entropy(kept).mean(-1)  # (L, H)
+    sink = kept[..., 0].mean(-1)  # (L, H)
+    mean_dist = (kept * dist).sum(-1).mean(-1)  # (L, H)
     if t > 1 and s > 1:
-        rows = np.arange(1, t)
+        rows = np.arange(max(1, first), t)
         prev = a[..., rows, rows + (s - t) - 1].mean(-1)  # (L, H)
     else:
         prev = np.zeros((n_layers, n_heads))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from qvka_core.analysis import figures, lines, stats
+from qvka_core.analysis import figures, headmatch, lines, stats
 from qvka_core.analysis.explorer import ExplorerResult, grouped_heads
 
 
@@ -87,26 +87,66 @@ def token_lines(res: ExplorerResult, opts: ViewOptions, *, every_head: bool = Fa
                              title=f"Query → key lines, {what} (opacity = weight)")
 
 
-def difference(res: ExplorerResult, a: str, b: str, opts: ViewOptions) -> go.Figure:
+def difference(res: ExplorerResult, a: str, b: str, opts: ViewOptions,
+               perms: np.ndarray | None = None) -> go.Figure:
     """A − B after each map is zoomed, cleared of special tokens and pooled (no top-k), so
-    that both sides are the same kind of distribution before they are subtracted."""
+    that both sides are the same kind of distribution before they are subtracted. With
+    `perms` (from `head_matching`), a chosen head of A is compared with B's matched head."""
     res.difference(a, b)  # LabError if the two tokenise the text differently
     same = ViewOptions(zoom=opts.zoom, block=opts.block, hide_special=opts.hide_special)
     ma, toks = _shown(res, a, res.map(a), same)
-    mb, _ = _shown(res, b, res.map(b), same)
+    b_head: int | None | str = "current"
+    if perms is not None and res.head is not None:
+        b_head = int(perms[res.layer, res.head])
+    mb, _ = _shown(res, b, res.map(b, head=b_head), same)
+    matched = "" if b_head == "current" else f" (B's head {b_head}, matched)"
     return figures.difference_heatmap(ma - mb, toks, presentation=opts.presentation,
-                                      title=f"{a} − {b}, {_where(res)}")
+                                      title=f"{a} − {b}, {_where(res)}{matched}")
 
 
-def divergence(res: ExplorerResult, a: str, b: str, opts: ViewOptions
-               ) -> tuple[go.Figure, float]:
+def divergence(res: ExplorerResult, a: str, b: str, opts: ViewOptions,
+               perms: np.ndarray | None = None) -> tuple[go.Figure, float]:
     """Per-head JS divergence (L, H) of a vs b and its mean, in bits (0 = same maps, 1 =
-    disjoint), the unit the Convert page's fidelity report uses too."""
-    m = res.divergence(a, b) / np.log(2)  # (L, H), nats -> bits
+    disjoint), the unit the Convert page's fidelity report uses too; with `perms`, against
+    B's heads matched to A's."""
+    if perms is None:
+        m = res.divergence(a, b) / np.log(2)  # (L, H), nats -> bits
+    else:
+        res.divergence(a, b)  # LabError if the two tokenise the text differently
+        b_matched = headmatch.permute(res.runs[b].attentions, perms)
+        m = stats.divergence_matrix(res.runs[a].attentions, b_matched) / np.log(2)  # (L, H)
+    how = ", B's heads matched to A's" if perms is not None else ""
     fig = figures.matrix_figure(
         m, x_title="head", y_title="layer", presentation=opts.presentation, fmt=".2f",
-        title=f"Jensen–Shannon divergence {a} vs {b} (bits: 0 same, 1 disjoint)")
+        title=f"Jensen–Shannon divergence {a} vs {b}{how} (bits: 0 same, 1 disjoint)")
     return fig, float(m.mean())
+
+
+ALIGNMENT_NOTE = (
+    "Heads of independently trained models are not aligned: head i of A has no reason to do "
+    "the job of head i of B (a layer's heads can be permuted without changing the model). "
+    "Variants converted from one base keep its head order; for others, match heads by "
+    "similarity before reading the per-head numbers.")
+
+
+def head_matching(res: ExplorerResult, a: str, b: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Per layer, B's head matched to each head of A (min total JS divergence on this text),
+    as (L, H) and as a table: one row per layer, column "A head i" = B's head."""
+    res.divergence(a, b)  # LabError if the two cannot be compared
+    perms = headmatch.match_heads(res.runs[a].attentions, res.runs[b].attentions)  # (L, H)
+    table = pd.DataFrame(perms, columns=[f"A head {i}" for i in range(perms.shape[1])])
+    table.insert(0, "layer", range(perms.shape[0]))
+    return perms, table
+
+
+def matching_summary(perms: np.ndarray, before: float, after: float, head: int | None) -> str:
+    """One line: how many heads moved, and the mean divergence before and after matching."""
+    moved = int((perms != np.arange(perms.shape[1])).sum())
+    note = ("" if head is not None else " The map above is the mean of heads, the same under "
+            "any permutation: pick one head to see its matched difference.")
+    return (f"{moved} of {perms.size} heads matched to a different index in B; mean JS "
+            f"divergence {before:.4f} bits before matching, {after:.4f} after. The table gives, "
+            f"per layer, the head of B matched to each head of A.{note}")
 
 
 def overview(res: ExplorerResult, label: str, opts: ViewOptions) -> go.Figure:
@@ -123,13 +163,19 @@ def groups(res: ExplorerResult, label: str, opts: ViewOptions) -> tuple[go.Figur
     order, labels = stats.group_order(g)
     fig = figures.overview_grid([run.attentions[res.layer]], order, labels, max_side=32,
                                 presentation=opts.presentation,
+                                layer_labels=[f"layer {res.layer}"],
                                 title=f"{label}, layer {res.layer}: heads grouped by shared KV")
-    caption = "; ".join(f"{name}: heads {', '.join(map(str, heads))}"
-                        for name, heads in grouped_heads(g))
+    caption = f"layer {res.layer}: " + "; ".join(f"{name}: heads {', '.join(map(str, heads))}"
+                                                 for name, heads in grouped_heads(g))
     return fig, caption
 
 
+STATS_DECIMALS = {"entropy": 3, "sink": 3, "mean_distance": 2, "prev_token": 3}
+
+
 def stats_table(res: ExplorerResult, layer_only: bool = True) -> pd.DataFrame:
+    """Per-head statistics of every variant (the chosen layer, or all), each column rounded to
+    its own fixed number of decimals (`STATS_DECIMALS`); causal runs leave out query 0."""
     frames = []
     for label, run in res.runs.items():
         df = run.stats.copy()
@@ -137,7 +183,20 @@ def stats_table(res: ExplorerResult, layer_only: bool = True) -> pd.DataFrame:
             df = df[df["layer"] == res.layer]
         df.insert(0, "variant", label)
         frames.append(df)
-    return pd.concat(frames, ignore_index=True).round(4)
+    return pd.concat(frames, ignore_index=True).round(STATS_DECIMALS)
+
+
+def stats_caption(res: ExplorerResult) -> str:
+    """What the Statistics columns mean, and which query rows they average over."""
+    causal = [label for label, run in res.runs.items() if run.causal]
+    rows = ("every query row" if not causal else
+            "query rows 1… (query 0 left out: under a causal mask it can only attend to "
+            "itself, which would inflate sink and deflate entropy)" if len(causal) == len(res.runs)
+            else f"query rows 1… for the causal {', '.join(causal)} (query 0 can only attend "
+            "to itself), every row for the others")
+    return (f"Means over {rows}. entropy in nats (uniform over T keys = ln T); sink = weight on "
+            "the first token; mean_distance in tokens; prev_token = weight on the previous "
+            "token. Decimals: " + ", ".join(f"{k} {v}" for k, v in STATS_DECIMALS.items()) + ".")
 
 
 def rollout(res: ExplorerResult, opts: ViewOptions) -> go.Figure:

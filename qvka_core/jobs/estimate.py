@@ -235,3 +235,134 @@ def estimate(train_args: Any, *, device: str = "cpu", gpu: str | None = None,
         "memory_capacity_bytes": capacity,
         "warning": warning,
     }
+
+
+# --- calibration from runs finished on this machine --------------------------------------------
+def _iso_seconds(stamp: Any) -> float | None:
+    import calendar
+    import time
+
+    try:
+        return float(calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return None
+
+
+def measured_runs(root: Any, device: str = "cpu") -> list[dict[str, Any]]:
+    """What each completed run under `root` on `device` ("cpu" or "cuda") was, and how long it
+    took, from its own files: config.json (model, train options), metrics.jsonl (tokens,
+    tokens_per_s, elapsed_s of the training loop) and, for queued runs, job.json (started_at
+    and finished_at, so the start-up before the loop is measured too)."""
+    from pathlib import Path
+
+    from qvka_core.accounting import flops_breakdown, param_breakdown
+    from qvka_core.config import ModelConfig
+    from qvka_core.jobs.status import read_metrics
+    from qvka_core.jobs.store import read_json
+
+    out: list[dict[str, Any]] = []
+    for run_dir in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        status = read_json(run_dir / "status.json") or {}
+        cfg = read_json(run_dir / "config.json") or {}
+        job = read_json(run_dir / "job.json") or {}
+        train = cfg.get("train") or {}
+        assigned = list(job.get("assigned") or [])
+        used = ",".join(assigned) or str(train.get("device"))
+        if status.get("state") != "completed" or ("cuda" in used) != (device == "cuda"):
+            continue
+        recs = [r for r in read_metrics(run_dir) if r.get("elapsed_s") is not None]
+        last = recs[-1] if recs else {}
+        if not last.get("tokens") or "model" not in cfg:
+            continue
+        try:
+            model = ModelConfig.from_dict(cfg["model"])
+            seq_len, batch = int(train["seq_len"]), int(train["batch"])
+            per_token = flops_breakdown(model, seq_len=seq_len)["training_per_token"]
+        except (LabError, KeyError, TypeError, ValueError):
+            continue
+        first = float(recs[0]["elapsed_s"]) if recs[0].get("step") == 0 else 0.0
+        begun, ended = _iso_seconds(job.get("started_at")), _iso_seconds(job.get("finished_at"))
+        startup = None  # a resumed run's clock spans attempts: its start-up is not measured
+        if begun is not None and ended is not None and not job.get("attempts"):
+            startup = max(0.0, ended - begun - float(last["elapsed_s"]))
+        out.append({
+            "run": run_dir.name, "params": sum(param_breakdown(model).values()),
+            "variant": model.variant, "seq_len": seq_len, "batch": batch,
+            "distill": str(train.get("distill") or "none") != "none",
+            "from_checkpoint": bool(train.get("init")), "n_gpus": max(1, len(assigned)),
+            "tokens": int(last["tokens"]), "loop_s": float(last["elapsed_s"]),
+            "first_eval_s": first, "startup_s": startup,
+            "tokens_per_s": last.get("tokens_per_s"), "flops_per_token": float(per_token),
+            "mtime": run_dir.stat().st_mtime,
+        })
+    return out
+
+
+def _distance(new: dict[str, Any], run: dict[str, Any]) -> float:
+    """How unlike a measured run is to the new one: log-ratios of size, sequence and batch,
+    plus penalties for a different recipe (distillation, fine-tune vs scratch, GPUs, variant)."""
+    import math
+
+    return (abs(math.log(new["params"] / run["params"]))
+            + 0.5 * abs(math.log(new["seq_len"] / run["seq_len"]))
+            + 0.5 * abs(math.log(new["batch"] / run["batch"]))
+            + 1.0 * (new["distill"] != run["distill"])
+            + 1.0 * (new["from_checkpoint"] != run["from_checkpoint"])
+            + 0.5 * (new["n_gpus"] != run["n_gpus"])
+            + 0.1 * (new["variant"] != run["variant"]))
+
+
+CALIBRATION_NEIGHBOURS = 3  # at most this many of the closest measured runs are averaged
+CALIBRATION_TIE = 0.1  # runs within this distance of the closest count as equally close
+
+
+def calibrated_estimate(train_args: Any, *, root: Any, device: str = "cpu",
+                        n_gpus: int = 1, gpu: str | None = None) -> dict[str, Any]:
+    """`estimate(...)` plus a wall time calibrated on the closest runs finished under `root` on
+    the same device kind: "calibrated" (bool), "calibrated_seconds", "basis" (a sentence the
+    page shows) and "neighbours". For each close run: time = its measured start-up (job clock
+    minus loop time; `STARTUP_S` when not measured) + its step-0 evaluation + the new run's
+    tokens x its measured loop seconds per token x (new / its training FLOPs per token). The
+    median over the closest runs is used; with none, the FLOP-based time, labelled
+    "uncalibrated"."""
+    from qvka_core.accounting import flops_breakdown
+
+    args = _as_args(train_args)
+    est = estimate(args, device=device, gpu=gpu, n_gpus=n_gpus, root=root)
+    cfg = _model_config(args)
+    kind = est["device"]
+    new = {"params": est["params"], "variant": cfg.variant, "seq_len": args.seq_len,
+           "batch": args.batch, "distill": args.distill != "none",
+           "from_checkpoint": bool(args.init), "n_gpus": max(1, n_gpus) if kind == "cuda" else 1}
+    per_token = float(flops_breakdown(cfg, seq_len=args.seq_len)["training_per_token"])
+    runs = measured_runs(root, kind) if root is not None else []
+    if not runs:
+        return {**est, "calibrated": False, "calibrated_seconds": None, "neighbours": [],
+                "basis": f"uncalibrated: analytic FLOPs at an assumed {est['throughput_basis']}; "
+                         f"no run has finished on this machine's {kind} yet"}
+    ranked = sorted(runs, key=lambda r: (_distance(new, r), -r["mtime"]))
+    closest = _distance(new, ranked[0])
+    near = [r for r in ranked[:CALIBRATION_NEIGHBOURS]
+            if _distance(new, r) <= closest + CALIBRATION_TIE]
+    times = []
+    for r in near:
+        per_token_s = (r["loop_s"] - r["first_eval_s"]) / r["tokens"]  # with periodic evals
+        fixed = (STARTUP_S if r["startup_s"] is None else r["startup_s"]) + r["first_eval_s"]
+        times.append(fixed + est["tokens"] * per_token_s * per_token / r["flops_per_token"])
+    seconds = sorted(times)[len(times) // 2]
+    names = ", ".join(f"{r['run']} ({count_label(r['params'])} params, "
+                      f"{r['tokens'] / max(r['loop_s'], 1e-9):,.0f} tokens/s overall)"
+                      for r in near)
+    sizes = sorted((near[0]["params"], new["params"]))
+    far = (f"; the closest is a different recipe or {sizes[1] / sizes[0]:.1f}x the size, so "
+           "this is rough" if closest > 1.0 else "")
+    return {**est, "calibrated": True, "calibrated_seconds": seconds, "neighbours": near,
+            "basis": f"calibrated on {len(near)} run(s) finished here on {kind}: {names}{far}"}
+
+
+def count_label(n: float) -> str:
+    """134515008 -> "134.5 M", 910600 -> "910.6 k", 512 -> "512"."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f}"

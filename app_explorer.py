@@ -34,4 +34,4 @@ def difference_tab(res: Any, variants: list[str], opts: Any) -> None:
     if perms is not None:
         before = ui.views.divergence(res, a, b, opts)[1]
         st.caption(ui.views.matching_summary(perms, before, mean_js, res.head))
-        st.dataframe(table, hide_index=True, key="diff_perm_table")
+        ui.table(table, key="diff_perm_table")

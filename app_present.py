@@ -24,6 +24,7 @@ _CSS = """
 h1 { font-size: 3rem; }
 .katex { font-size: 1.6em; }
 [data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }  /* 720 px tall screens */
+[data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 1.25rem; }
 </style>
 """
 
@@ -63,3 +64,13 @@ def export_size() -> str:
 
 def is_presenting() -> bool:
     return bool(st.session_state.get(KEY, False))
+
+
+def table(frame, **dataframe_kw) -> None:
+    """A table that reads from the back of the room: in presentation mode an HTML table (its
+    type scales with the mode's CSS; a dataframe grid draws on a canvas at a fixed 14 px),
+    the first column as its row labels; otherwise the interactive `st.dataframe`."""
+    if is_presenting():
+        st.table(frame.set_index(frame.columns[0]) if len(frame.columns) > 1 else frame)
+    else:
+        st.dataframe(frame, hide_index=True, **dataframe_kw)

@@ -17,6 +17,7 @@ import streamlit as st
 from app_present import (
     export_size,
     is_presenting,  # noqa: F401 (re-exported for the pages)
+    table,  # noqa: F401 (re-exported for the pages)
 )
 from qvka_core.analysis import (
     costs_view,  # noqa: F401 (re-exported for the pages)

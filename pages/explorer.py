@@ -117,10 +117,10 @@ with tabs[4], ui.guarded(False):
 with tabs[5], ui.guarded(False):
     all_layers = st.toggle("All layers", key="stats_all_layers")
     table = ui.views.stats_table(res, layer_only=not all_layers)
-    st.dataframe(table, hide_index=True, key="stats_table",
-                 height=min(35 * (len(table) + 1) + 3, 640),  # every head of a layer, no scroll
-                 column_config={c: st.column_config.NumberColumn(format=f"%.{d}f")
-                                for c, d in ui.views.STATS_DECIMALS.items()})
+    ui.table(table, key="stats_table",
+             height=min(35 * (len(table) + 1) + 3, 640),  # every head of a layer, no scroll
+             column_config={c: st.column_config.NumberColumn(format=f"%.{d}f")
+                            for c, d in ui.views.STATS_DECIMALS.items()})
     st.caption(ui.views.stats_caption(res))
     st.download_button("CSV", table.to_csv(index=False), "head_stats.csv", key="dl_stats",
                        on_click="ignore")

@@ -111,7 +111,7 @@ def live() -> None:
         st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)",
                 language=None, wrap_lines=True)
     st.subheader("Runs")
-    st.dataframe(arv.runs_table(now), hide_index=True, key="ft_table")
+    ui.table(arv.runs_table(now), key="ft_table")
     recovery, notes = ar.recovery_frame(now)
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "

@@ -54,3 +54,29 @@ def test_sidebar_export_sizes_are_the_exporter_sizes() -> None:
     fig = figures.heatmap(np.eye(2), ["a", "b"])
     assert figures.export_size(fig, "16:9 slide") == (1920, 1080)
     assert figures.export_size(fig, "figure")[0] == figures.EXPORT_WIDTH  # never kaleido's 700
+
+
+def test_tables_become_html_tables_in_presentation_mode() -> None:
+    """A dataframe grid draws on a canvas at a fixed size; presentation mode shows an HTML table
+    instead, whose type its CSS enlarges."""
+    from streamlit.testing.v1 import AppTest
+
+    def script() -> None:
+        import pandas as pd
+        import streamlit as st
+
+        import app_present
+
+        st.session_state.setdefault(app_present.KEY, False)
+        app_present.table(pd.DataFrame({"run": ["a", "b"], "loss": [3.9, 3.6]}), key="t")
+
+    at = AppTest.from_function(script)
+    at.run()
+    assert len(at.dataframe) == 1 and len(at.table) == 0
+    at.session_state["presentation"] = True
+    at.run()
+    assert len(at.table) == 1 and len(at.dataframe) == 0
+    assert list(at.table[0].value.index) == ["a", "b"]  # the first column labels the rows
+    import app_present
+
+    assert '[data-testid="stTable"] td' in app_present._CSS

@@ -1,0 +1,119 @@
+"""The job a variant's converter works on, and the checks `convert` makes before it runs.
+
+A variant's spec names its conversion (`attention.registry.Conversion`); `convert` checks the
+options against that spec (`conversion_options`), calibrates if asked, and calls the
+converter with a `ConvertJob`: the source model, the options, calibration statistics and
+two helpers, `dense_layers` (the source's layers as dense Q/K/V/O matrices) and `assemble`.
+A converter therefore needs nothing from this package but the job it is handed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from qvka_core.attention.registry import (
+    Conversion,
+    convertible_variants,
+    get_variant,
+    variant_options,
+)
+from qvka_core.config import ModelConfig
+from qvka_core.convert.weights import assemble, extract_dense, regroup_kv
+from qvka_core.errors import ConfigError
+from qvka_core.model import Transformer
+
+Progress = Callable[[float, str], None]
+
+
+def step_ticker(progress: Progress | None, lo: float, hi: float, n: int, msg: str):
+    """tick(i): report item i of n done, as a fraction between lo and hi."""
+    def tick(i: int) -> None:
+        if progress is not None:
+            progress(lo + (hi - lo) * (i + 1) / max(1, n), f"{msg} ({i + 1}/{n})")
+    return tick
+
+
+@dataclass
+class ConvertJob:
+    """What a variant's `Conversion.run` gets: the source, the options, calibration
+    statistics, and helpers to read dense layers and assemble the target.
+
+    `options` holds every option the conversion accepts: the value given, else None for a
+    model option (the converter picks its default) and the declared default for a
+    conversion option (e.g. qv_fit "refit"). A converter may add to `diagnostics`, `notes`
+    and `report_options`, and set `method` (e.g. QV's "drop" variant of its recipe)."""
+
+    model: Transformer
+    to: str
+    options: dict[str, Any]
+    covariances: list[Tensor] | None
+    progress: Progress | None
+    method: str
+    ridge: float = 1e-6
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    report_options: dict[str, Any] = field(default_factory=dict)
+
+    def dense_layers(self, n_kv_heads: int | None = None, message: str = "converting"):
+        """Each source layer as `DenseAttention` (float64 Q/K/V/O), its K and V heads
+        regrouped to `n_kv_heads` when given (mean-pooled, or replicated: exact)."""
+        tick = step_ticker(self.progress, 0.0, 1.0, len(self.model.layers), message)
+        for i, layer in enumerate(self.model.layers):
+            dense = extract_dense(layer.attn)
+            yield dense if n_kv_heads is None else regroup_kv(dense, n_kv_heads)
+            tick(i)
+
+    def assemble(self, cfg: ModelConfig, states: list[dict[str, Tensor]]) -> Transformer:
+        """The target model: the source's other weights copied, attention from `states`."""
+        return assemble(self.model, cfg, states)
+
+
+def conversion_for(to: str) -> Conversion:
+    """The target's `Conversion`; a variant without one is refused in one line."""
+    conv = get_variant(to).conversion  # unknown variant -> ConfigError listing the valid ones
+    if conv is None:
+        raise ConfigError(f"no conversion to {to}; variants with a converter: "
+                          f"{', '.join(convertible_variants())}")
+    return conv
+
+
+def conversion_options(to: str, **given: Any) -> dict[str, Any]:
+    """The options `convert` passes to `to`'s converter, checked against its spec: a value
+    for an option the conversion does not take is refused (a declared default is ignored),
+    each value must satisfy its option's rule; conversion options get their defaults."""
+    conv = conversion_for(to)
+    spec = get_variant(to)
+    every = {o.name: o for o in variant_options(scope=None)}
+    for name, value in given.items():
+        if value is None or name in conv.options:
+            continue
+        if name not in every:
+            raise ConfigError(f"unknown conversion option {name!r}")
+        if value == every[name].default:
+            continue  # e.g. latent_norm="fold" passed for every target
+        takers = [v for v in convertible_variants()
+                  if name in get_variant(v).conversion.options]
+        raise ConfigError(f"{name} does not apply to --to {to} (it applies to: "
+                          f"{', '.join(takers)})")
+    out: dict[str, Any] = {}
+    for name in conv.options:
+        opt = spec.option(name)
+        value = given.get(name)
+        if opt is not None:
+            opt.check(value)
+            if value is None and opt.scope == "convert":
+                value = opt.default
+        out[name] = value
+    return out
+
+
+def runner(conv: Conversion) -> Callable[[ConvertJob], Transformer]:
+    if callable(conv.run):
+        return conv.run
+    module, _, name = conv.run.partition(":")
+    return getattr(importlib.import_module(module), name)

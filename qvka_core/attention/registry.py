@@ -211,6 +211,45 @@ def convertible_variants() -> list[str]:
     return [v for v in available_variants() if get_variant(v).conversion is not None]
 
 
+def conversion_for(to: str) -> Conversion:
+    """The target's `Conversion`; a variant without one is refused in one line."""
+    conv = get_variant(to).conversion  # unknown variant -> ConfigError listing the valid ones
+    if conv is None:
+        raise _error(f"no conversion to {to}; variants with a converter: "
+                          f"{', '.join(convertible_variants())}")
+    return conv
+
+
+def conversion_options(to: str, **given: Any) -> dict[str, Any]:
+    """The options `convert` passes to `to`'s converter, checked against its spec: a value
+    for an option the conversion does not take is refused (a declared default is ignored),
+    each value must satisfy its option's rule; conversion options get their defaults."""
+    conv = conversion_for(to)
+    spec = get_variant(to)
+    every = {o.name: o for o in variant_options(scope=None)}
+    for name, value in given.items():
+        if value is None or name in conv.options:
+            continue
+        if name not in every:
+            raise _error(f"unknown conversion option {name!r}")
+        if value == every[name].default:
+            continue  # e.g. latent_norm="fold" passed for every target
+        takers = [v for v in convertible_variants()
+                  if name in get_variant(v).conversion.options]
+        raise _error(f"{name} does not apply to --to {to} (it applies to: "
+                          f"{', '.join(takers)})")
+    out: dict[str, Any] = {}
+    for name in conv.options:
+        opt = spec.option(name)
+        value = given.get(name)
+        if opt is not None:
+            opt.check(value)
+            if value is None and opt.scope == "convert":
+                value = opt.default
+        out[name] = value
+    return out
+
+
 def variant_options(scope: str | None = "model") -> list[VariantOption]:
     """Every variant option, one entry per name, in spectrum order of first declaration.
 

@@ -16,15 +16,13 @@ from typing import Any
 
 from torch import Tensor
 
-from qvka_core.attention.registry import (
+from qvka_core.attention.registry import (  # noqa: F401 (conversion_* re-exported)
     Conversion,
-    convertible_variants,
-    get_variant,
-    variant_options,
+    conversion_for,
+    conversion_options,
 )
 from qvka_core.config import ModelConfig
 from qvka_core.convert.weights import assemble, extract_dense, regroup_kv
-from qvka_core.errors import ConfigError
 from qvka_core.model import Transformer
 
 Progress = Callable[[float, str], None]
@@ -71,45 +69,6 @@ class ConvertJob:
     def assemble(self, cfg: ModelConfig, states: list[dict[str, Tensor]]) -> Transformer:
         """The target model: the source's other weights copied, attention from `states`."""
         return assemble(self.model, cfg, states)
-
-
-def conversion_for(to: str) -> Conversion:
-    """The target's `Conversion`; a variant without one is refused in one line."""
-    conv = get_variant(to).conversion  # unknown variant -> ConfigError listing the valid ones
-    if conv is None:
-        raise ConfigError(f"no conversion to {to}; variants with a converter: "
-                          f"{', '.join(convertible_variants())}")
-    return conv
-
-
-def conversion_options(to: str, **given: Any) -> dict[str, Any]:
-    """The options `convert` passes to `to`'s converter, checked against its spec: a value
-    for an option the conversion does not take is refused (a declared default is ignored),
-    each value must satisfy its option's rule; conversion options get their defaults."""
-    conv = conversion_for(to)
-    spec = get_variant(to)
-    every = {o.name: o for o in variant_options(scope=None)}
-    for name, value in given.items():
-        if value is None or name in conv.options:
-            continue
-        if name not in every:
-            raise ConfigError(f"unknown conversion option {name!r}")
-        if value == every[name].default:
-            continue  # e.g. latent_norm="fold" passed for every target
-        takers = [v for v in convertible_variants()
-                  if name in get_variant(v).conversion.options]
-        raise ConfigError(f"{name} does not apply to --to {to} (it applies to: "
-                          f"{', '.join(takers)})")
-    out: dict[str, Any] = {}
-    for name in conv.options:
-        opt = spec.option(name)
-        value = given.get(name)
-        if opt is not None:
-            opt.check(value)
-            if value is None and opt.scope == "convert":
-                value = opt.default
-        out[name] = value
-    return out
 
 
 def runner(conv: Conversion) -> Callable[[ConvertJob], Transformer]:

@@ -151,7 +151,7 @@ def _weights_macs(params: dict[str, int], c: AttentionConfig) -> int:
 
 KEYLESS_KV_HEADS = VariantOption(
     "n_kv_heads", int, "V heads (QV-Ka: K/V heads), shared by query groups; default: the "
-    "model's own KV grouping (the paper's GQA-QvVv)", minimum=1, demo=2,
+    "model's own KV grouping (the paper's GQA-QvVv)", minimum=1,
 )
 QVKA_OPTIONS = (
     KEYLESS_KV_HEADS,

@@ -206,6 +206,13 @@ def get_variant(name: str) -> VariantSpec:
     return _REGISTRY[name]
 
 
+def variant_label(name: str) -> str:
+    """Display name from the spec ("QV-Ka", "V-shared"); a name not registered, upper-cased."""
+    _ensure_loaded()
+    spec = _REGISTRY.get(name)
+    return spec.display if spec is not None else name.upper()
+
+
 def convertible_variants() -> list[str]:
     """Variants `convert` can build (their spec has a `Conversion`), in spectrum order."""
     return [v for v in available_variants() if get_variant(v).conversion is not None]

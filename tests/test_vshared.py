@@ -139,3 +139,12 @@ def test_cli_convert_refuses_a_bad_group_count_before_loading(tmp_path, capsys) 
                  "--out", str(tmp_path / "o")]) == 2
     assert "n_v_heads does not apply to --to gqa (it applies to: vshared)" in \
         capsys.readouterr().err
+
+
+def test_vshared_is_a_source_exactly_mha_from_it() -> None:
+    """Its dense form replicates V per head: converting to MHA (or back) loses nothing."""
+    src = model(options={"n_v_heads": 2})
+    mha = convert(src, "mha", max_eval_tokens=128)
+    torch.testing.assert_close(logits(mha.model), logits(src), atol=1e-5, rtol=1e-5)
+    back = convert(mha.model, "vshared", n_v_heads=2, max_eval_tokens=128)
+    torch.testing.assert_close(logits(back.model), logits(src), atol=1e-5, rtol=1e-5)

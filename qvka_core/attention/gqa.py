@@ -117,6 +117,7 @@ def _spec(name: str, description: str, rank: int, normalize, method: str,
         options=options,
         conversion=Conversion(method=method, run=_CONVERT,
                               options=tuple(o.name for o in options)),
+        dense="qvka_core.convert.weights:gqa_dense",
     )
 
 

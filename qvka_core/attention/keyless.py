@@ -196,6 +196,7 @@ register_variant(VariantSpec(
         run="qvka_core.convert.api:run_qvka", options=("n_kv_heads", "d_ctx", "qvka_weighting"),
         calibrate=lambda opts: True),
     label="QV-Ka",
+    dense="qvka_core.convert.weights:qvka_dense",
 ))
 
 register_variant(VariantSpec(
@@ -215,4 +216,5 @@ register_variant(VariantSpec(
         method="drop K after folding the least-squares map K ≈ V·M into W_Q (RoPE-commuting M "
         "under RoPE)", run="qvka_core.convert.api:run_qv", options=("n_kv_heads", "qv_fit"),
         calibrate=lambda opts: opts.get("qv_fit") != "drop"),
+    dense="qvka_core.convert.weights:qv_dense",
 ))

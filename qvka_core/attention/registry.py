@@ -11,6 +11,7 @@ variant needs no other edit.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -136,6 +137,9 @@ class VariantSpec:
         options: the knobs it owns (`VariantOption`), in display order.
         conversion: how `convert` builds it, or None (no converter: refused in one line).
         label: display name ("QV-Ka"); default the name in capitals.
+        dense: layer -> {"wq", "wk", "wv", "wo", "bq", "bk", "bv", "bo"}: the layer as dense
+            float64 Q/K/V/O matrices in `nn.Linear` layout, K and V with the same number of
+            heads (a function or "module:function"); None: not a conversion source.
     """
 
     name: str
@@ -154,6 +158,7 @@ class VariantSpec:
     options: tuple[VariantOption, ...] = ()
     conversion: Conversion | None = None
     label: str = ""
+    dense: Callable[[Any], dict[str, Any]] | str | None = None
 
     @property
     def display(self) -> str:
@@ -179,6 +184,15 @@ def register_variant(spec: VariantSpec) -> VariantSpec:
     spec = replace(spec, options=tuple(replace(o, variants=(spec.name,)) for o in spec.options))
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def resolve(ref: Callable | str) -> Callable:
+    """A function, or one named "module:function" (imported only when called for, so a spec
+    can name code of a higher layer, e.g. `qvka_core.convert`, without importing it)."""
+    if callable(ref):
+        return ref
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def unregister_variant(name: str) -> None:

@@ -17,14 +17,16 @@ only the content V. The formula is a **reconstruction** (notes/paper.md §8, cho
 The KV cache holds n_heads·d_h elements of K plus n_v_heads·d_h of V per token per layer.
 Under RoPE, Q and K are rotated (V never is). `convert` builds it from MHA/GQA/MQA/QV/QV-Ka:
 K replicated to one head per query head (exact), V heads mean-pooled per group (exact when
-the pooled V heads are equal). Notation: B batch, H query (= key) heads, G value heads,
-T new tokens, S cached positions, D head width.
+the pooled V heads are equal); and from it (V replicated per head: its exact dense form).
+Notation: B batch, H query (= key) heads, G value heads, T new tokens, S cached positions,
+D head width.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
@@ -107,6 +109,26 @@ def _pool_rows(w: Tensor | None, heads: int, groups: int) -> Tensor | None:
     return grouped.mean(1).reshape(-1, *rest)  # (G, D, ...) -> (G·D, ...)
 
 
+def _dense(attn: VSharedAttention) -> dict[str, Tensor | None]:
+    """The layer as dense float64 Q/K/V/O with V replicated to one head per query head, so
+    K and V both have H heads: exact, and what every other conversion starts from."""
+    h, g = attn.cfg.n_heads, attn.cfg.option("n_v_heads")
+
+    def f64(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.detach().to(torch.float64).clone()
+
+    def per_head(t: Tensor | None) -> Tensor | None:
+        if t is None:
+            return None
+        rows = t.reshape(g, -1, *t.shape[1:])  # (G·D, ...) -> (G, D, ...)
+        return rows.repeat_interleave(h // g, dim=0).reshape(-1, *t.shape[1:])  # (H·D, ...)
+
+    return {"wq": f64(attn.q_proj.weight), "bq": f64(attn.q_proj.bias),
+            "wk": f64(attn.k_proj.weight), "bk": f64(attn.k_proj.bias),
+            "wv": per_head(f64(attn.v_proj.weight)), "bv": per_head(f64(attn.v_proj.bias)),
+            "wo": f64(attn.o_proj.weight), "bo": f64(attn.o_proj.bias)}
+
+
 def _convert(job: Any) -> Any:
     """MHA/GQA/... -> V-shared: keep K per head, mean-pool V per group (see module doc)."""
     src = job.model.cfg.attention
@@ -148,5 +170,6 @@ register_variant(VariantSpec(
     conversion=Conversion(
         method="keep K per head, mean-pool V heads per group (exact when they are equal)",
         run=_convert, options=("n_v_heads",)),
+    dense=_dense,
     label="V-shared",
 ))

@@ -9,7 +9,6 @@ A converter therefore needs nothing from this package but the job it is handed.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,7 @@ from qvka_core.attention.registry import (  # noqa: F401 (conversion_* re-export
     Conversion,
     conversion_for,
     conversion_options,
+    resolve,
 )
 from qvka_core.config import ModelConfig
 from qvka_core.convert.weights import assemble, extract_dense, regroup_kv
@@ -72,7 +72,4 @@ class ConvertJob:
 
 
 def runner(conv: Conversion) -> Callable[[ConvertJob], Transformer]:
-    if callable(conv.run):
-        return conv.run
-    module, _, name = conv.run.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return resolve(conv.run)

@@ -26,7 +26,7 @@ from qvka_core.attention.registry import (
     get_variant,
     variant_options,
 )
-from qvka_core.cli.costs import add_option_flags
+from qvka_core.cli.options import add_option_flags
 from qvka_core.errors import CheckpointError, ConfigError, DataError
 
 HELP = "Convert a checkpoint to another attention variant, with a fidelity report."

@@ -17,6 +17,7 @@ from typing import Any
 
 from qvka_core.accounting import CostReport, costs
 from qvka_core.attention.registry import VariantOption, available_variants, variant_options
+from qvka_core.cli.options import add_option_flags
 from qvka_core.cli.output import json_text
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
@@ -25,21 +26,6 @@ from qvka_core.presets import get_preset, preset_names, recost
 HELP = "Analytic costs (params, FLOPs, KV cache, intensity) of a model under each variant."
 
 SHAPE_FLAGS = ("d_model", "n_layers", "n_heads", "head_dim", "ffn_dim", "vocab_size")
-
-
-def add_option_flags(parser: argparse.ArgumentParser, options: list[VariantOption]) -> None:
-    """One flag per variant option (default None: the variant's own default), its help
-    naming the variants it applies to."""
-    for opt in options:
-        kw: dict[str, Any] = {"dest": opt.name, "default": None,
-                              "help": f"{opt.help} [{', '.join(opt.variants)}]"}
-        if opt.choices is not None:
-            kw["choices"] = opt.choices
-        elif opt.type is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        else:
-            kw.update(type=opt.type, metavar="N" if opt.type is int else "X")
-        parser.add_argument(opt.flag, **kw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

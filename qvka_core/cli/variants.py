@@ -33,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(r["name"]) for r in rows)
     fam = max(len(r["family"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['family']:<{fam}}  {r['description']}")
         opts = ", ".join("--" + o["name"].replace("_", "-") for o in r["options"])
-        print(f"{'':<{width}}  {'':<{fam}}  options: {opts or 'none'}; convert: "
-              f"{'yes' if r['conversion'] else 'no converter'}")
+        print(f"{r['name']:<{width}}  {r['family']:<{fam}}  {r['description']} [options: "
+              f"{opts or 'none'}{'' if r['conversion'] else '; no converter'}]")
     return 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qvka_core.attention.gqa import default_kv_heads
-from qvka_core.attention.registry import convertible_variants
+from qvka_core.attention.registry import convertible_variants, get_variant
 from qvka_core.convert.cache import convert_cached, is_cached
 
 FAMILY_BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
@@ -39,7 +39,14 @@ def family_options(n_heads: int, variant: str) -> dict[str, int]:
 
 
 def estimate_s(base: str, variant: str) -> float:
-    return float(ESTIMATE_S.get(base, {}).get(variant, 30))
+    """Measured seconds where known; else a calibrating conversion is costed like QV-Ka and
+    one without calibration (a weight rewrite) like MHA's."""
+    known = ESTIMATE_S.get(base, {})
+    if variant in known:
+        return float(known[variant])
+    conv = get_variant(variant).conversion
+    slow = conv is None or conv.calibrate({})
+    return float(known.get("qvka" if slow else "mha", 30))
 
 
 @dataclass

@@ -237,7 +237,7 @@ def conversion_for(to: str) -> Conversion:
     conv = get_variant(to).conversion  # unknown variant -> ConfigError listing the valid ones
     if conv is None:
         raise _error(f"no conversion to {to}; variants with a converter: "
-                          f"{', '.join(convertible_variants())}")
+                     f"{', '.join(convertible_variants())}")
     return conv
 
 
@@ -258,7 +258,7 @@ def conversion_options(to: str, **given: Any) -> dict[str, Any]:
         takers = [v for v in convertible_variants()
                   if name in get_variant(v).conversion.options]
         raise _error(f"{name} does not apply to --to {to} (it applies to: "
-                          f"{', '.join(takers)})")
+                     f"{', '.join(takers)})")
     out: dict[str, Any] = {}
     for name in conv.options:
         opt = spec.option(name)

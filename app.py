@@ -92,7 +92,8 @@ def home() -> None:
                 st.success(f"{len(items)} conversions are cached.")
     explain()
 
-    st.subheader("The spectrum: MHA → GQA → MQA → MLA → QV-Ka → QV")
+    st.subheader("The spectrum: " + " → ".join(  # every registered variant, in order
+        ui.costs_view.label(v) for v in ui.available_variants()))
     with ui.guarded(False):
         spectrum = ui.spectrum_table(st.selectbox(
             "Preset", ui.preset_options(), key="home_preset",

@@ -23,9 +23,6 @@ from qvka_core.errors import DataError, LabError, RunError
 ROOT = Path(__file__).parent
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # uploaded training text (the CLI allows 50 MB files)
 PRESET_BASES = ["austen"]  # from-scratch bases that train on CPU with the bundled tokenizer
-CONVERT_OPTIONS = {"gqa": ("n_kv_heads",), "qv": ("n_kv_heads",),
-                   "qvka": ("n_kv_heads", "d_ctx"), "mla": ("kv_lora_rank",),
-                   "mha": (), "mqa": ()}
 _LOCK = threading.Lock()
 
 
@@ -35,6 +32,30 @@ def runs_root() -> Path:
 
 
 # --- checkpoints and conversions ----------------------------------------------------------------
+def convert_targets() -> list[str]:
+    """Variants the Convert page offers: those whose spec has a converter."""
+    from qvka_core.attention.registry import convertible_variants
+
+    return convertible_variants()
+
+
+def without_converter() -> list[str]:
+    """Registered variants `convert` cannot build (left out of the Convert page's list)."""
+    from qvka_core.attention.registry import available_variants
+
+    return [v for v in available_variants() if v not in convert_targets()]
+
+
+def convert_options(to: str) -> list[Any]:
+    """The Convert page's widgets for `to`: the `VariantOption`s its conversion takes
+    (integers as number boxes, choices as radios), in the spec's order."""
+    from qvka_core.attention.registry import get_variant
+
+    spec = get_variant(to)
+    names = spec.conversion.options if spec.conversion is not None else ()
+    return [o for o in spec.options if o.name in names]
+
+
 def converted_dirs() -> dict[str, Path]:
     """name -> directory of the models saved by the Convert page (runs/converted/<name>)."""
     base = runs_root() / "converted"

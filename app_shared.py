@@ -28,7 +28,7 @@ from qvka_core.analysis import (
 from qvka_core.analysis import explorer as _explore
 from qvka_core.analysis import export as exports  # noqa: F401 (re-exported)
 from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS  # noqa: F401 (re-exported)
-from qvka_core.attention import available_variants
+from qvka_core.attention import available_variants, convertible_variants
 from qvka_core.convert import warm as _warm
 from qvka_core.errors import LabError
 
@@ -87,7 +87,7 @@ def family_variants() -> dict[str, list[str]]:
         out["austen"] = austen
     for fam, base in _BASES.items():
         if base in names:
-            out[fam] = available_variants() if _can_convert() else [_base_variant(fam)]
+            out[fam] = convertible_variants() if _can_convert() else [_base_variant(fam)]
     user = sorted(_checkpoint_names("run"))
     if user:  # "variants" of this family are checkpoint names; the models they came from too
         from qvka_core.runview import origin

@@ -20,19 +20,18 @@ if st.session_state.get("cv_source") not in choices:
 
 c1, c2 = st.columns(2)
 label = c1.selectbox("Source model", list(choices), key="cv_source")
-to = c2.selectbox("Target variant", ui.available_variants(), key="cv_to",
-                  index=ui.available_variants().index("qv"))
-wanted = ar.CONVERT_OPTIONS.get(to, ())
+targets = ar.convert_targets()
+to = c2.selectbox("Target variant", targets, key="cv_to", index=targets.index("qv"))
+if missing := ar.without_converter():
+    c2.caption(f"No converter yet (train these from scratch instead): {', '.join(missing)}")
+wanted = ar.convert_options(to)  # from the target's spec: numbers and choices
+numbers = [o for o in wanted if o.choices is None]
 cols = st.columns(3)
-helps = {"n_kv_heads": "KV heads (must divide the query heads)",
-         "kv_lora_rank": "MLA latent width", "d_ctx": "QV-Ka context width d_ctx"}
-opts = tuple((name, int(v)) for i, name in enumerate(wanted) if (v := cols[i].number_input(
-    f"{name} (0 = default)", 0, 4096, 0, key=f"cv_{name}", help=helps[name])))
-if to == "qv":
-    opts += (("qv_fit", cols[2].radio(
-        "Removing K", ["refit", "drop"], key="cv_qv_fit", horizontal=True,
-        help="refit: fold the least-squares map K ≈ V·M into the queries; drop: the paper's "
-        "post-hoc tying, K simply removed (lossy)")),)
+opts = tuple((o.name, int(v)) for i, o in enumerate(numbers) if (v := cols[i % 3].number_input(
+    f"{o.name} (0 = default)", 0, 4096, 0, key=f"cv_{o.name}", help=o.help)))
+for i, o in enumerate(o for o in wanted if o.choices is not None):
+    opts += ((o.name, cols[(len(numbers) + i) % 3].radio(
+        o.name, list(o.choices), key=f"cv_{o.name}", horizontal=True, help=o.help)),)
 calib_mode = st.radio("Calibration text (QV, QV-Ka and MLA fit on it)",
                       ["Bundled corpus (train split)", "Paste text"], key="cv_calib",
                       horizontal=True)

@@ -48,22 +48,29 @@ class AttentionConfig:
     qkv_bias: bool = False
     o_bias: bool = False
     dropout: float = 0.0
-    # QV-Ka (paper §2.6): G = ctx·W_ctx shared by all heads, K_i = [G ; V_i]·W_K,i.
-    d_ctx: int | None = None  # None -> head_dim
-    qvka_cache: Literal["kv", "vg"] = "kv"  # cache K and V, or V and G (K recomputed)
-    # MLA (DeepSeek-V2), HF names.
-    q_lora_rank: int | None = None
-    kv_lora_rank: int | None = None  # None -> 4 * head_dim
-    qk_nope_head_dim: int | None = None  # None -> head_dim
-    qk_rope_head_dim: int | None = None  # None -> head_dim // 2
-    v_head_dim: int | None = None  # None -> head_dim
+    # Variant knobs. Their defaults, rules and help are owned by the variant's spec
+    # (`VariantSpec.options`, in qvka_core/attention/<variant>.py); these flat fields stay so
+    # that existing checkpoints' config.json files keep loading. A variant added later keeps
+    # its knobs in `options` instead (read them with `cfg.option(name)`).
+    d_ctx: int | None = None  # QV-Ka (keyless.py)
+    qvka_cache: Literal["kv", "vg"] = "kv"  # QV-Ka (keyless.py)
+    q_lora_rank: int | None = None  # MLA, HF names (mla.py)
+    kv_lora_rank: int | None = None
+    qk_nope_head_dim: int | None = None
+    qk_rope_head_dim: int | None = None
+    v_head_dim: int | None = None
     mla_absorb_decode: bool = True  # decode in latent space with absorbed W_UK / W_UV
     norm_eps: float = 1e-6  # MLA's latent RMSNorms
+    options: tuple[tuple[str, Any], ...] = ()
+    """Variant options without a flat field, as sorted (name, value) pairs; a dict or a list
+    of pairs (config.json) is accepted. Any option, flat-backed ones too, may be given here:
+    `AttentionConfig(kind="qvka", ..., options={"d_ctx": 16})`."""
 
     def __post_init__(self) -> None:
         from qvka_core.attention.registry import get_variant  # late: registry imports us
 
         spec = get_variant(self.kind)  # raises ConfigError listing the valid names
+        options = self._take_options(spec)
         _positive("d_model", self.d_model)
         _positive("n_heads", self.n_heads)
         if self.head_dim is None:
@@ -86,18 +93,62 @@ class AttentionConfig:
         limits.check_finite("dropout", self.dropout)
         limits.check_finite("rope_theta", self.rope_theta, positive=True)
         limits.check_finite("attention norm_eps", self.norm_eps, positive=True)
+        self._set("options", tuple(sorted(options.items())))
         for name, value in spec.normalize(self).items():
-            self._set(name, value)
+            if name in _ATTENTION_FIELDS:
+                self._set(name, value)
+            else:
+                options[name] = value
+        self._set("options", tuple(sorted(options.items())))
         _positive("n_kv_heads", self.n_kv_heads)
-        for name in ("d_ctx", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
-                     "qk_nope_head_dim", "v_head_dim"):  # caps only; spec.validate has rules
-            if getattr(self, name, None) is not None:
-                limits.check_int(name, getattr(self, name), minimum=0)
+        for opt in spec.model_options():  # caps only; spec.validate has the variant's rules
+            value = self.option(opt.name)
+            if opt.type is int and isinstance(value, int) and not isinstance(value, bool):
+                limits.check_int(opt.name, value, minimum=0)
         _require(
             self.n_heads % self.n_kv_heads == 0,
             f"n_heads ({self.n_heads}) must be divisible by n_kv_heads ({self.n_kv_heads})",
         )
         spec.validate(self)
+        for opt in spec.model_options():  # type, choices and bounds the spec declares
+            opt.check(self.option(opt.name))
+
+    def _take_options(self, spec: Any) -> dict[str, Any]:
+        """`options` as a dict of the spec's non-flat options (defaults filled); entries
+        naming a flat field are moved to it. Unknown or foreign names are a ConfigError."""
+        raw = self.options
+        try:
+            given = dict(raw.items() if isinstance(raw, dict) else raw)
+        except (TypeError, ValueError):
+            raise ConfigError("options must be a mapping of variant option names to values, "
+                              f"got {raw!r}") from None
+        declared = {o.name: o for o in spec.model_options()}
+        foreign = sorted(set(given) - set(declared))
+        if foreign:
+            mine = ", ".join(declared) or "none"
+            raise ConfigError(f"option(s) {', '.join(foreign)} do not apply to {spec.name} "
+                              f"(its options: {mine})")
+        out: dict[str, Any] = {}
+        for name, opt in declared.items():
+            if name in _ATTENTION_FIELDS:
+                if name in given and given[name] is not None:
+                    flat = getattr(self, name)
+                    default = _FIELD_DEFAULTS.get(name)
+                    _require(flat in (default, given[name]),
+                             f"{name} is given twice with different values "
+                             f"({flat!r} and {given[name]!r} in options)")
+                    self._set(name, given[name])
+            elif given.get(name) is not None:
+                out[name] = given[name]
+            elif opt.default is not None:
+                out[name] = opt.default
+        return out
+
+    def option(self, name: str) -> Any:
+        """The value of variant option `name` (a flat field or an `options` entry), or None."""
+        if name in _ATTENTION_FIELDS and name != "options":
+            return getattr(self, name)
+        return dict(self.options).get(name)
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -108,8 +159,27 @@ class AttentionConfig:
         return self.n_heads // self.n_kv_heads
 
     def replace(self, **changes: Any) -> AttentionConfig:
-        """A new validated config; variant-derived fields are re-derived from scratch."""
+        """A new validated config; variant-derived fields are re-derived from scratch.
+
+        `changes` may name variant options that have no flat field (e.g. V-shared's
+        n_v_heads); they go to `options`. Changing `kind` drops the old variant's options."""
+        from qvka_core.attention.registry import variant_options
+
+        extra = {k: changes.pop(k) for k in list(changes) if k not in _ATTENTION_FIELDS}
+        kind = changes.get("kind", self.kind)
+        if extra or kind != self.kind:
+            known = {o.name for o in variant_options(scope="model")}
+            unknown = sorted(set(extra) - known)
+            _require(not unknown, f"unknown attention field(s): {', '.join(unknown)}")
+            base = changes.get("options", self.options if kind == self.kind else ())
+            merged = dict(base.items() if isinstance(base, dict) else base)
+            merged.update({k: v for k, v in extra.items() if v is not None})
+            changes["options"] = merged
         return dataclasses.replace(self, **changes)
+
+
+_ATTENTION_FIELDS = frozenset(f.name for f in dataclasses.fields(AttentionConfig))
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AttentionConfig)}
 
 
 @dataclass(frozen=True, kw_only=True)

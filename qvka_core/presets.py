@@ -127,37 +127,24 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     return cfg.replace(**overrides) if overrides else cfg
 
 
-def _gqa_kv_heads(n_heads: int, current: int) -> int:
-    """The config's own KV heads if it shares, else the largest divisor of H <= H/4."""
-    if current < n_heads:
-        return current
-    return max([k for k in range(1, n_heads + 1) if n_heads % k == 0 and 4 * k <= n_heads],
-               default=1)
-
-
 def recost(cfg: ModelConfig, kind: str, **overrides: Any) -> ModelConfig:
     """Same model dimensions with attention swapped to `kind`, for a spectrum comparison.
 
-    Defaults: gqa keeps the config's KV heads when shared, else the largest divisor of
-    n_heads <= n_heads/4; mha/mqa are forced by the registry; mla keeps any MLA dims the
-    config has, else kv_lora_rank 4·head_dim (capped at d_model) and an even RoPE width
-    ≈ head_dim/2; qv and qvka keep the model's own KV sharing (drop K, keep the grouping:
-    the paper's "GQA-QvVv", notes/paper.md §2.8 and §4), so Llama-3-8B as QV has 8 V heads;
-    `n_kv_heads=n_heads` asks for one V head per query head. qvka's d_ctx defaults to
-    head_dim. `overrides` are AttentionConfig fields and win over every default.
+    Each option of `kind`'s spec with a `recost` rule gets that default (the rules live with
+    the variant, e.g. gqa keeps the config's KV heads when shared, else the largest divisor
+    of n_heads <= n_heads/4; mla keeps any MLA dims the config has, else kv_lora_rank
+    4·head_dim capped at d_model and an even RoPE width ≈ head_dim/2; vshared keeps the
+    model's KV grouping for V, else one V head). mha/mqa are forced by the registry; qv and
+    qvka keep the model's own KV sharing (drop K, keep the grouping: the paper's
+    "GQA-QvVv", notes/paper.md §2.8 and §4), so Llama-3-8B as QV has 8 V heads;
+    `n_kv_heads=n_heads` asks for one V head per query head. `overrides` are variant
+    options or AttentionConfig fields and win over every default.
     """
-    get_variant(kind)  # unknown kind -> ConfigError listing the valid names
+    spec = get_variant(kind)  # unknown kind -> ConfigError listing the valid names
     a = cfg.attention
     changes: dict[str, Any] = {}
-    if kind == "gqa":
-        changes["n_kv_heads"] = _gqa_kv_heads(a.n_heads, a.n_kv_heads)
-    elif kind == "mla":
-        defaults = {
-            "kv_lora_rank": min(4 * a.head_dim, a.d_model),
-            "qk_rope_head_dim": max(2, 2 * (a.head_dim // 4)),  # even, ≈ head_dim/2
-            "qk_nope_head_dim": a.head_dim,
-            "v_head_dim": a.head_dim,
-        }
-        changes.update({k: v for k, v in defaults.items() if getattr(a, k) is None})
+    for opt in spec.model_options():
+        if opt.recost is not None and (value := opt.recost(a)) is not None:
+            changes[opt.name] = value
     changes.update(overrides)
     return cfg.with_variant(kind, **changes)

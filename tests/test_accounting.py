@@ -17,6 +17,7 @@ from qvka_core.accounting import (
     param_breakdown,
 )
 from qvka_core.attention import available_variants
+from qvka_core.attention.registry import demo_options
 from qvka_core.config import AttentionConfig, ConfigError, ModelConfig
 from qvka_core.measure import measure
 from qvka_core.model import Transformer
@@ -46,6 +47,9 @@ LAYOUTS = {
 }
 EXTRA = {"mla": [{}, {"q_lora_rank": 16, "kv_lora_rank": 24, "qk_rope_head_dim": 4}],
          "qvka": [{"d_ctx": 12}, {"qvka_cache": "vg", "n_kv_heads": 2}]}
+for _v in available_variants():  # every spec's demo options too (e.g. vshared 2 V heads)
+    if demo_options(_v) and demo_options(_v) not in EXTRA.get(_v, [{}]):
+        EXTRA[_v] = [*EXTRA.get(_v, [{}]), demo_options(_v)]
 CASES = [(lay, v, ex) for lay in LAYOUTS for v in available_variants()
          for ex in EXTRA.get(v, [{}])]
 

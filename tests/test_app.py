@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import app_shared
+from qvka_core.attention import available_variants
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 EXPLORER = str(Path(__file__).resolve().parents[1] / "pages" / "explorer.py")
@@ -170,7 +171,9 @@ def test_costs_preset_change_and_values() -> None:
     no_errors(at)
     after = at.dataframe[0].value
     # every registered variant; the model's own (tiny is a GQA model) is marked
-    assert list(after.columns) == ["mha", "gqa (model)", "mqa", "mla", "qvka", "qv"]
+    assert list(after.columns) == [f"{v} (model)" if v == "gqa" else v
+                                   for v in available_variants()]
+    assert {"mha", "gqa (model)", "mqa", "mla", "qvka", "qv"} <= set(after.columns)
     assert before.loc["params total", "mha"] != after.loc["params total", "mha"]
     assert len(at.get("plotly_chart")) == 4  # roofline, params, KV, FLOPs
     assert "analytically only" in at.info[0].value  # 2048 > tiny's max_seq_len

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from qvka_core import AttentionConfig, ModelConfig, Transformer, available_variants, get_variant
+from qvka_core.attention.registry import demo_options
 
 VARIANTS = available_variants()
 POSITIONS = ["rope", "agf", "alibi", "sinusoidal", "learned", "none"]
@@ -24,6 +25,8 @@ def tiny(kind: str, *, causal: bool = True, position: str = "rope", **attn) -> M
 def variant_cases():
     for kind in VARIANTS:
         yield pytest.param(kind, {}, id=kind)
+        if demo := demo_options(kind):  # each spec's demo options, e.g. vshared 2 V heads
+            yield pytest.param(kind, {"options": demo}, id=f"{kind}-demo")
     yield pytest.param("mla", {"q_lora_rank": 16}, id="mla-qlora")
     yield pytest.param("mla", {"mla_absorb_decode": False}, id="mla-explicit-decode")
     yield pytest.param("qvka", {"qvka_cache": "vg"}, id="qvka-cache-vg")

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from qvka_core import AttentionConfig, ModelConfig, Transformer, available_variants
+from qvka_core import AttentionConfig, ModelConfig, Transformer, available_variants, get_variant
 from qvka_core.checkpoints.store import LoadedModel
 from qvka_core.cli import main
 from qvka_core.decode import Sampling, filtered_logits, generate, stream
@@ -76,9 +76,12 @@ def test_greedy_stream_is_argmax_of_full_recompute_with_its_probabilities(kind, 
 def test_cache_bytes_equal_the_formula_at_every_step(kind, extra, dtype):
     loaded = tiny(kind, "rope", dtype=dtype, **extra)
     # elements per position and layer (paper §2; d_h 8, 2 KV heads, MLA defaults d_c = 4·d_h
-    # and d_R = d_h / 2, QV-Ka d_ctx = d_h)
+    # and d_R = d_h / 2, QV-Ka d_ctx = d_h, V-shared 4 K heads + its default 1 V head); a
+    # variant without a hand-worked figure is held to its own formula
     per_pos_layer = {"mha": 2 * 4 * 8, "gqa": 2 * 2 * 8, "mqa": 2 * 8, "qv": 2 * 8,
-                     "mla": 32 + 4, "qvka": 2 * 2 * 8}[kind]
+                     "mla": 32 + 4, "qvka": 2 * 2 * 8, "vshared": 4 * 8 + 8}.get(kind)
+    if per_pos_layer is None:
+        per_pos_layer = sum(get_variant(kind).kv_cache_elems(loaded.config.attention).values())
     if extra.get("qvka_cache") == "vg":
         per_pos_layer = 2 * 8 + 8  # V and G
     size = 4 if dtype == torch.float32 else 2

@@ -25,28 +25,36 @@ def custom_config(*, d_model: int, n_heads: int, n_kv_heads: int, n_layers: int,
                        mlp="swiglu", activation="silu", name="custom")
 
 
-KEYLESS = ("qv", "qvka")
-
-
 def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool,
-                    n_kv_heads: int | None = None, qvka_cache: str | None = None
-                    ) -> dict[str, ModelConfig]:
-    """`base` recosted as each variant (presets.recost): QV and QV-Ka keep the model's KV
-    grouping unless `n_kv_heads` asks for another (e.g. n_heads: one V head per query head);
-    `qvka_cache` ("kv" or "vg") is what QV-Ka caches."""
+                    n_kv_heads: int | None = None, qvka_cache: str | None = None,
+                    options: dict[str, Any] | None = None) -> dict[str, ModelConfig]:
+    """`base` recosted as each variant (presets.recost): the key-less variants (family
+    "keyless": QV, QV-Ka) keep the model's KV grouping unless `n_kv_heads` asks for another
+    (e.g. n_heads: one V head per query head); `qvka_cache` ("kv" or "vg") is what QV-Ka
+    caches; `options` (variant option -> value) go to every variant that declares them."""
+    from qvka_core.attention.registry import get_variant
     from qvka_core.presets import recost
 
     if base.causal != causal:
         base = base.with_attention(causal=causal)
+    given = dict(options or {})
+    if qvka_cache is not None:
+        given["qvka_cache"] = qvka_cache
     out = {}
     for v in variants:
-        opts: dict[str, Any] = {}
-        if v in KEYLESS and n_kv_heads is not None:
+        spec = get_variant(v)
+        opts = {k: x for k, x in given.items() if spec.option(k) is not None and x is not None}
+        if spec.family == "keyless" and n_kv_heads is not None:
             opts["n_kv_heads"] = n_kv_heads
-        if v == "qvka" and qvka_cache is not None:
-            opts["qvka_cache"] = qvka_cache
         out[v] = recost(base, v, **opts)
     return out
+
+
+def label(variant: str) -> str:
+    """A variant's display name from its spec ("QV-Ka", "V-shared"); unknown names as is."""
+    from qvka_core.attention.registry import variant_label
+
+    return variant_label(variant)
 
 
 def native_variant(base: ModelConfig) -> str:
@@ -173,7 +181,7 @@ def spectrum_figure(df: pd.DataFrame, presentation: bool = False) -> Any:
     kv_col = [c for c in df.columns if c.startswith("KV bytes")][0]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("attention parameters", kv_col))
     native = df["native"] if "native" in df else [False] * len(df)
-    labels = [v.upper().replace("QVKA", "QV-Ka") + (" (model)" if n else "")
+    labels = [label(v) + (" (model)" if n else "")
               for v, n in zip(df["variant"], native, strict=True)]
     line = {"width": [3 if n else 0 for n in native], "color": "#222"}
     fig.add_bar(x=labels, y=df["attention params"], row=1, col=1, marker_color="#4c78a8",

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from qvka_core.analysis import stats
+from qvka_core.attention.registry import DemoConfigs
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import LabError
 from qvka_core.model import Transformer
@@ -68,10 +69,8 @@ class RandomModel:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-RANDOM_VARIANTS: dict[str, dict[str, Any]] = {
-    "mha": {}, "gqa": {"n_kv_heads": 2}, "mqa": {}, "mla": {"kv_lora_rank": 32},
-    "qvka": {}, "qv": {},
-}
+# variant -> AttentionConfig kwargs from its spec's demo options; live: every registered one
+RANDOM_VARIANTS: Mapping[str, dict[str, Any]] = DemoConfigs()
 
 
 def random_config(variant: str, *, causal: bool = True) -> ModelConfig:

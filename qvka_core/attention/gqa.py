@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import VariantSpec, register_variant
+from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
 from qvka_core.config import AttentionConfig
 
 
@@ -83,7 +83,25 @@ def _decode_macs(cfg: AttentionConfig) -> int:
     return 2 * cfg.n_heads * cfg.head_dim  # q·k and p·v per cached position
 
 
-def _spec(name: str, description: str, rank: int, normalize) -> VariantSpec:
+def default_kv_heads(n_heads: int, current: int) -> int:
+    """GQA's default: the config's own KV heads if it shares, else the largest divisor of
+    n_heads that is <= n_heads/4 (e.g. 32 -> 8, 12 -> 3, 9 -> 1)."""
+    if current < n_heads:
+        return current
+    return max((k for k in range(1, n_heads + 1) if n_heads % k == 0 and 4 * k <= n_heads),
+               default=1)
+
+
+GQA_KV_HEADS = VariantOption(
+    "n_kv_heads", int, "KV heads, each shared by a group of query heads (must divide n_heads)",
+    minimum=1, recost=lambda c: default_kv_heads(c.n_heads, c.n_kv_heads), demo=2,
+)
+_POOL = "mean-pool KV heads per group (GQA uptraining, Ainslie et al. 2023)"
+_CONVERT = "qvka_core.convert.api:run_kv_sharing"
+
+
+def _spec(name: str, description: str, rank: int, normalize, method: str,
+          options: tuple[VariantOption, ...] = ()) -> VariantSpec:
     return VariantSpec(
         name=name,
         module=GQAttention,
@@ -96,18 +114,24 @@ def _spec(name: str, description: str, rank: int, normalize) -> VariantSpec:
         decode_macs_per_cached_token=_decode_macs,
         normalize=normalize,
         spectrum_rank=rank,
+        options=options,
+        conversion=Conversion(method=method, run=_CONVERT,
+                              options=tuple(o.name for o in options)),
+        dense="qvka_core.convert.weights:gqa_dense",
     )
 
 
 register_variant(_spec(
     "mha", "Multi-head attention: every query head has its own K and V head (Vaswani et al.).",
     10, lambda c: {"n_kv_heads": c.n_heads},
+    "replicate/mean-pool KV heads (GQA uptraining, Ainslie et al. 2023)",
 ))
 register_variant(_spec(
     "gqa", "Grouped-query attention: query heads share K/V heads in groups (Ainslie et al.).",
-    20, lambda c: {},
+    20, lambda c: {}, _POOL, (GQA_KV_HEADS,),
 ))
 register_variant(_spec(
     "mqa", "Multi-query attention: all query heads share one K and one V head (Shazeer).",
     30, lambda c: {"n_kv_heads": 1},
+    "mean-pool all KV heads into one (GQA uptraining, Ainslie et al. 2023)",
 ))

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import VariantSpec, register_variant
+from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
 from qvka_core.config import AttentionConfig, ConfigError
 
 
@@ -149,6 +149,28 @@ def _weights_macs(params: dict[str, int], c: AttentionConfig) -> int:
     return sum(params.values()) - bias
 
 
+KEYLESS_KV_HEADS = VariantOption(
+    "n_kv_heads", int, "V heads (QV-Ka: K/V heads), shared by query groups; default: the "
+    "model's own KV grouping (the paper's GQA-QvVv)", minimum=1,
+)
+QVKA_OPTIONS = (
+    KEYLESS_KV_HEADS,
+    VariantOption("d_ctx", int, "context width of W_ctx, G = ctx·W_ctx (default head_dim)",
+                  minimum=1, demo=None),
+    VariantOption("qvka_cache", str, "what QV-Ka caches: kv (K and V) or vg (V and the "
+                  "context G, K recomputed at every decode step)", default="kv",
+                  choices=("kv", "vg")),
+    VariantOption("qvka_weighting", str, "conversion: weigh the key fit by the queries' "
+                  "energy (query, score-space error) or not (none)", default="query",
+                  choices=("query", "none"), scope="convert"),
+)
+QV_OPTIONS = (
+    KEYLESS_KV_HEADS,
+    VariantOption("qv_fit", str, "conversion: fold the least-squares map K ≈ V·M into the "
+                  "queries (refit) or just drop K (drop, the lossy post-hoc tying)",
+                  default="refit", choices=("refit", "drop"), scope="convert"),
+)
+
 register_variant(VariantSpec(
     name="qvka",
     module=QVKaAttention,
@@ -167,6 +189,14 @@ register_variant(VariantSpec(
     normalize=_qvka_normalize,
     validate=_qvka_validate,
     spectrum_rank=50,
+    options=QVKA_OPTIONS,
+    conversion=Conversion(
+        method="least-squares fit of W_ctx and W_K,i on calibration activations, weighted by "
+        "query energy (score-space error; closed form)",
+        run="qvka_core.convert.api:run_qvka", options=("n_kv_heads", "d_ctx", "qvka_weighting"),
+        calibrate=lambda opts: True),
+    label="QV-Ka",
+    dense="qvka_core.convert.weights:qvka_dense",
 ))
 
 register_variant(VariantSpec(
@@ -181,4 +211,10 @@ register_variant(VariantSpec(
     kv_cache_elems=lambda c: {"v": c.n_kv_heads * c.head_dim},
     decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim,
     spectrum_rank=60,
+    options=QV_OPTIONS,
+    conversion=Conversion(
+        method="drop K after folding the least-squares map K ≈ V·M into W_Q (RoPE-commuting M "
+        "under RoPE)", run="qvka_core.convert.api:run_qv", options=("n_kv_heads", "qv_fit"),
+        calibrate=lambda opts: opts.get("qv_fit") != "drop"),
+    dense="qvka_core.convert.weights:qv_dense",
 ))

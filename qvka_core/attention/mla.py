@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import VariantSpec, register_variant
+from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
 from qvka_core.config import AttentionConfig, ConfigError
 from qvka_core.norms import RMSNorm
 
@@ -159,6 +159,29 @@ def _params(c: AttentionConfig) -> dict[str, int]:
     }
 
 
+def _keep(name: str, default):
+    """Recost rule: the config's own MLA width if it has one, else `default(cfg)`."""
+    return lambda c: getattr(c, name) if getattr(c, name) is not None else default(c)
+
+
+MLA_OPTIONS = (
+    VariantOption("kv_lora_rank", int, "latent width d_c (default 4·head_dim)", minimum=1,
+                  recost=_keep("kv_lora_rank", lambda c: min(4 * c.head_dim, c.d_model)),
+                  demo=32),
+    VariantOption("q_lora_rank", int, "query low-rank width (default: none, a full W_Q)",
+                  minimum=1),
+    VariantOption("qk_rope_head_dim", int, "decoupled RoPE key width d_R (even; default "
+                  "head_dim/2)", minimum=2,
+                  recost=_keep("qk_rope_head_dim", lambda c: max(2, 2 * (c.head_dim // 4)))),
+    VariantOption("qk_nope_head_dim", int, "per-head width of the non-RoPE key (default "
+                  "head_dim)", minimum=1, recost=_keep("qk_nope_head_dim", lambda c: c.head_dim)),
+    VariantOption("v_head_dim", int, "per-head value width (default head_dim)", minimum=1,
+                  recost=_keep("v_head_dim", lambda c: c.head_dim)),
+    VariantOption("latent_norm", str, "conversion: fold the latent RMSNorm (fold, exact) or "
+                  "keep it (rms, scale-matched)", default="fold", choices=("fold", "rms"),
+                  scope="convert"),
+)
+
 register_variant(VariantSpec(
     name="mla",
     module=MLAttention,
@@ -177,6 +200,12 @@ register_variant(VariantSpec(
     normalize=_normalize,
     validate=_validate,
     spectrum_rank=40,
+    options=MLA_OPTIONS,
+    conversion=Conversion(
+        method="partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025)",
+        run="qvka_core.convert.api:run_mla",
+        options=("kv_lora_rank", "qk_rope_head_dim", "latent_norm"),
+        calibrate=lambda opts: True),  # latent statistics (rms weight, fold error)
 ))
 
 

@@ -15,31 +15,36 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from qvka_core import limits
-from qvka_core.attention.registry import available_variants
+from qvka_core.attention.registry import (
+    VariantOption,
+    available_variants,
+    conversion_options,
+    convertible_variants,
+    get_variant,
+    variant_options,
+)
+from qvka_core.cli.options import add_option_flags
 from qvka_core.errors import CheckpointError, ConfigError, DataError
 
 HELP = "Convert a checkpoint to another attention variant, with a fidelity report."
 MAX_TEXT_BYTES = 50_000_000
 
 
+def conversion_flags() -> list[VariantOption]:
+    """Every option a registered converter accepts (model and conversion knobs alike)."""
+    taken = {n for v in convertible_variants() for n in get_variant(v).conversion.options}
+    return [o for o in variant_options(scope=None) if o.name in taken]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True, metavar="NAME_OR_DIR",
                         help="embedded model name (e.g. smollm2-135m) or checkpoint directory")
     parser.add_argument("--to", dest="to", required=True, metavar="VARIANT",
-                        help=f"one of: {', '.join(available_variants())}")
-    for flag, what in (("n-kv-heads", "KV heads (gqa; qv/qvka optional)"),
-                       ("kv-lora-rank", "latent width d_c (mla)"),
-                       ("qk-rope-head-dim", "decoupled RoPE key width (mla, even)"),
-                       ("d-ctx", "context width of W_ctx (qvka)")):
-        parser.add_argument("--" + flag, dest=flag.replace("-", "_"), type=int, metavar="N",
-                            help=what)
-    parser.add_argument("--latent-norm", choices=("fold", "rms"), default="fold",
-                        help="mla: fold the latent RMSNorm (exact) or keep it (scale-matched)")
-    parser.add_argument("--qv-fit", choices=("refit", "drop"), default=None,
-                        help="qv: fold the least-squares map K ≈ V·M into the queries "
-                        "(refit, the default) or just drop K (the lossy post-hoc tying)")
+                        help=f"one of: {', '.join(convertible_variants())}")
+    add_option_flags(parser, conversion_flags())
     parser.add_argument("--calib-text", metavar="FILE",
                         help="UTF-8 text for calibration (qvka and qv fits, mla statistics)")
     parser.add_argument("--eval-text", metavar="FILE",
@@ -67,29 +72,35 @@ def read_text(path: str, flag: str) -> str:
     return text
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {o.name: getattr(args, o.name) for o in conversion_flags()
+            if getattr(args, o.name, None) is not None}
+
+
 def check_cheap(args: argparse.Namespace) -> None:
-    """The rules that need no model: a known target variant and positive sizes. The rest
-    (e.g. n_kv_heads dividing the source's heads) is checked against the model itself."""
+    """The rules that need no model: a target with a converter, options it takes, each
+    within its rule. The rest (e.g. n_kv_heads dividing the source's heads) is checked
+    against the model itself."""
     if args.to not in available_variants():
         raise ConfigError(f"--to: unknown variant {args.to!r}; one of: "
-                          f"{', '.join(available_variants())}")
-    for name in ("n_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "d_ctx"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got "
-                              f"{value}")
+                          f"{', '.join(convertible_variants())}")
+    flags = {o.name: o for o in conversion_flags()}
+    for name, value in _given(args).items():
+        try:
+            flags[name].check(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{flags[name].flag}: {exc}") from None
+    conversion_options(args.to, **_given(args))  # no converter, or a foreign option: refused
 
 
 def command_line(args: argparse.Namespace) -> str:
     """The equivalent command, for meta.json."""
     parts = ["python", "-m", "qvka_core", "convert", "--from", args.source, "--to", args.to]
-    for name in ("n_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "d_ctx", "qv_fit",
-                 "calib_text", "eval_text"):
-        value = getattr(args, name)
-        if value is not None:
-            parts += ["--" + name.replace("_", "-"), str(value)]
-    if args.latent_norm != "fold":
-        parts += ["--latent-norm", args.latent_norm]
+    for name, value in _given(args).items():
+        parts += ["--" + name.replace("_", "-"), str(value)]
+    for name in ("calib_text", "eval_text"):
+        if getattr(args, name) is not None:
+            parts += ["--" + name.replace("_", "-"), getattr(args, name)]
     return shlex.join([*parts, "--out", args.out])
 
 
@@ -113,10 +124,8 @@ def run(args: argparse.Namespace) -> int:
     show = sys.stderr.isatty()  # a progress line only for people, never in logs or pipes
     try:  # through the conversion cache the Explorer and the Convert page share
         converted = cached_conversion(
-            args.source, args.to, n_kv_heads=args.n_kv_heads, kv_lora_rank=args.kv_lora_rank,
-            qk_rope_head_dim=args.qk_rope_head_dim, d_ctx=args.d_ctx, calib_text=calib,
-            eval_text=held_out, latent_norm=args.latent_norm, qv_fit=args.qv_fit,
-            progress=progress if show else None)
+            args.source, args.to, calib_text=calib, eval_text=held_out,
+            progress=progress if show else None, **_given(args))
     finally:
         if show:
             sys.stderr.write("\n")

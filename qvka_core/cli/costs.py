@@ -2,11 +2,12 @@
 
 The model is a preset (`--preset NAME`) or custom dimensions (`--d-model --n-layers --n-heads`,
 a Llama-style decoder: pre-norm RMSNorm, SwiGLU, RoPE, untied head, ffn 4·d, vocab 32000 by
-default). Shape flags cannot be combined with --preset (rejected); the variant knobs
-(--n-kv-heads for gqa, qv and qvka, --d-ctx and --qvka-cache for qvka,
---kv-lora-rank/--q-lora-rank/--qk-rope-head-dim for mla) can, and apply only to the variants
-they concern. Each --variant is the same model recosted (`presets.recost`): qv and qvka keep
-the model's own KV grouping unless --n-kv-heads says otherwise.
+default). Shape flags cannot be combined with --preset (rejected); the variant options can
+(one flag per option of a registered variant, from its spec: --n-kv-heads for gqa, qv and
+qvka, --d-ctx and --qvka-cache for qvka, --kv-lora-rank ... for mla, --n-v-heads for
+vshared), and apply only to the variants declaring them. Each --variant is the same model
+recosted (`presets.recost`): qv and qvka keep the model's own KV grouping unless
+--n-kv-heads says otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import argparse
 from typing import Any
 
 from qvka_core.accounting import CostReport, costs
-from qvka_core.attention.registry import available_variants
+from qvka_core.attention.registry import VariantOption, available_variants, variant_options
+from qvka_core.cli.options import add_option_flags
 from qvka_core.cli.output import json_text
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
@@ -24,27 +26,16 @@ from qvka_core.presets import get_preset, preset_names, recost
 HELP = "Analytic costs (params, FLOPs, KV cache, intensity) of a model under each variant."
 
 SHAPE_FLAGS = ("d_model", "n_layers", "n_heads", "head_dim", "ffn_dim", "vocab_size")
-# variant knob -> the variants it applies to (the first one validates it)
-KNOBS: dict[str, tuple[str, ...]] = {
-    "n_kv_heads": ("gqa", "qv", "qvka"),  # mha/mqa are forced by the registry
-    "d_ctx": ("qvka",),
-    "kv_lora_rank": ("mla",),
-    "q_lora_rank": ("mla",),
-    "qk_rope_head_dim": ("mla",),
-    "qvka_cache": ("qvka",),  # kv | vg, not an integer
-}
-INT_KNOBS = tuple(k for k in KNOBS if k != "qvka_cache")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help=f"one of: {', '.join(preset_names())}")
-    for name in SHAPE_FLAGS + INT_KNOBS:
+    for name in SHAPE_FLAGS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=int, metavar="N")
-    parser.add_argument("--qvka-cache", choices=("kv", "vg"), default=None,
-                        help="what QV-Ka caches: kv (K and V, the default) or vg (V and the "
-                        "context G, with K recomputed from them at every decode step)")
+    add_option_flags(parser, variant_options(scope="model"))
     parser.add_argument("--variant", action="append", dest="variants", metavar="V",
-                        help="repeatable; default: every registered variant")
+                        help="repeatable; default: every registered variant "
+                        f"({', '.join(available_variants())})")
     parser.add_argument("--seq-len", type=int, default=2048, metavar="N")
     parser.add_argument("--batch", type=int, default=1, metavar="N")
     parser.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="bf16")
@@ -87,20 +78,18 @@ def build_configs(args: argparse.Namespace) -> list[ModelConfig]:
         if v not in valid:  # before any config is built
             raise ConfigError(f"unknown variant {v!r}; valid variants: {', '.join(valid)}")
     base = base_config(args)
-    knobs: dict[str, Any] = {k: getattr(args, k) for k in KNOBS if getattr(args, k) is not None}
-    if "n_kv_heads" in knobs:
-        kv = knobs["n_kv_heads"]
-        if kv <= 0:
-            raise ConfigError(f"n_kv_heads must be a positive integer, got {kv}")
-        if base.n_heads % kv:
-            raise ConfigError(f"n_heads ({base.n_heads}) must be divisible by n_kv_heads ({kv})")
-    for knob in knobs:  # validate each knob even if its variant is not shown
-        recost(base, KNOBS[knob][0], **_knobs_for(KNOBS[knob][0], knobs))
-    return [recost(base, v, **_knobs_for(v, knobs)) for v in variants]
+    options = {o.name: o for o in variant_options(scope="model")}
+    knobs = {k: v for k in options if (v := getattr(args, k, None)) is not None}
+    for name, value in knobs.items():  # each knob checked even if its variants are not shown
+        options[name].check(value)
+        first = options[name].variants[0]
+        recost(base, first, **_knobs_for(first, knobs, options))
+    return [recost(base, v, **_knobs_for(v, knobs, options)) for v in variants]
 
 
-def _knobs_for(variant: str, knobs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in knobs.items() if variant in KNOBS[k]}
+def _knobs_for(variant: str, knobs: dict[str, Any],
+               options: dict[str, VariantOption]) -> dict[str, Any]:
+    return {k: v for k, v in knobs.items() if variant in options[k].variants}
 
 
 def _human(x: float, unit: str = "", base: int = 1000) -> str:

@@ -7,23 +7,33 @@ import argparse
 from qvka_core.attention.registry import available_variants, get_variant
 from qvka_core.cli.output import json_text
 
-HELP = "List the registered attention variants (spectrum order: MHA first, QV last)."
+HELP = ("List the registered attention variants in spectrum order, with their options and "
+        "whether `convert` can build them.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
 
+def _row(name: str) -> dict:
+    spec = get_variant(name)
+    return {"name": name, "label": spec.display, "family": spec.family,
+            "description": spec.description,
+            "options": [{"name": o.name, "type": o.type.__name__, "default": o.default,
+                         "choices": list(o.choices) if o.choices else None, "scope": o.scope,
+                         "help": o.help} for o in spec.options],
+            "conversion": None if spec.conversion is None else spec.conversion.method}
+
+
 def run(args: argparse.Namespace) -> int:
-    rows = [
-        {"name": n, "family": get_variant(n).family, "description": get_variant(n).description}
-        for n in available_variants()
-    ]
+    rows = [_row(n) for n in available_variants()]
     if args.json:
         print(json_text(rows, ensure_ascii=False))
         return 0
     width = max(len(r["name"]) for r in rows)
     fam = max(len(r["family"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['family']:<{fam}}  {r['description']}")
+        opts = ", ".join("--" + o["name"].replace("_", "-") for o in r["options"])
+        print(f"{r['name']:<{width}}  {r['family']:<{fam}}  {r['description']} [options: "
+              f"{opts or 'none'}{'' if r['conversion'] else '; no converter'}]")
     return 0

@@ -16,13 +16,12 @@ copied):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch import Tensor
 
-from qvka_core.attention.registry import get_variant
+from qvka_core.attention.registry import convertible_variants, get_variant
 from qvka_core.checkpoints.store import LoadedModel
 from qvka_core.config import ModelConfig
 from qvka_core.convert import mla as mla_mod
@@ -32,6 +31,14 @@ from qvka_core.convert.calibration import (
     token_batches,
 )
 from qvka_core.convert.fidelity import EVAL_TOKENS, compare, held_out_windows
+from qvka_core.convert.job import (
+    ConvertJob,
+    Progress,
+    conversion_for,
+    conversion_options,
+    runner,
+    step_ticker,
+)
 from qvka_core.convert.keyless import qv_layer, qvka_layer
 from qvka_core.convert.linalg import few_threads
 from qvka_core.convert.report import (
@@ -51,19 +58,17 @@ from qvka_core.convert.weights import (
 from qvka_core.errors import ConfigError
 from qvka_core.model import Transformer
 
-Progress = Callable[[float, str], None]
 LatentNorm = Literal["fold", "rms"]
-METHODS = {
-    "mha": "replicate/mean-pool KV heads (GQA uptraining, Ainslie et al. 2023)",
-    "gqa": "mean-pool KV heads per group (GQA uptraining, Ainslie et al. 2023)",
-    "mqa": "mean-pool all KV heads into one (GQA uptraining, Ainslie et al. 2023)",
-    "mla": "partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025)",
-    "qv": "drop K after folding the least-squares map K ≈ V·M into W_Q (RoPE-commuting M "
-          "under RoPE)",
-    "qv-drop": "drop K, score against V (post-hoc tying; lossy)",
-    "qvka": "least-squares fit of W_ctx and W_K,i on calibration activations, weighted by "
-            "query energy (score-space error; closed form)",
-}
+QV_DROP_METHOD = "drop K, score against V (post-hoc tying; lossy)"
+
+
+def methods() -> dict[str, str]:
+    """target variant -> its conversion method (from the registry), plus "qv-drop"."""
+    out = {v: get_variant(v).conversion.method for v in convertible_variants()}
+    return {**out, "qv-drop": QV_DROP_METHOD}
+
+
+METHODS = methods()  # the built-ins at import time; `methods()` sees runtime registrations
 
 
 @dataclass
@@ -83,11 +88,7 @@ class ConversionResult:
                            source.tokenizer, config=self.config, name=name, meta=meta)
 
 
-def _step(progress: Progress | None, lo: float, hi: float, n: int, msg: str):
-    def tick(i: int) -> None:
-        if progress is not None:
-            progress(lo + (hi - lo) * (i + 1) / max(1, n), f"{msg} ({i + 1}/{n})")
-    return tick
+_step = step_ticker
 
 
 def _kv_target(cfg: ModelConfig, kind: str, n_kv_heads: int | None) -> int:
@@ -221,87 +222,87 @@ def _unpack(loaded: LoadedModel | Transformer, tokenizer: Any) -> tuple[Transfor
     raise ConfigError(f"convert needs a LoadedModel or Transformer, got {type(loaded).__name__}")
 
 
-def _check_options(to: str, **opts: Any) -> None:
-    allowed = {"mha": set(), "mqa": set(), "gqa": {"n_kv_heads"},
-               "qv": {"n_kv_heads", "qv_fit"},
-               "qvka": {"n_kv_heads", "d_ctx", "qvka_weighting"},
-               "mla": {"kv_lora_rank", "qk_rope_head_dim"}}
-    for name, value in opts.items():
-        if value is not None and name not in allowed[to]:
-            raise ConfigError(f"{name} does not apply to --to {to} (it applies to: "
-                              f"{', '.join(k for k, v in allowed.items() if name in v)})")
+# --- the built-in variants' conversions (named by their specs as "module:function") -----------
+def run_kv_sharing(job: ConvertJob) -> Transformer:
+    return to_kv_sharing(job.model, job.to, job.options.get("n_kv_heads"), progress=job.progress)
 
 
-def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | None = None,
-            kv_lora_rank: int | None = None, qk_rope_head_dim: int | None = None,
-            d_ctx: int | None = None, calib_text: str | None = None, tokenizer: Any = None,
-            progress: Progress | None = None, eval_text: str | None = None,
-            latent_norm: LatentNorm = "fold", ridge: float = 1e-6, qv_fit: str | None = None,
-            qvka_weighting: str | None = None,
-            max_eval_tokens: int = EVAL_TOKENS,
-            max_calib_tokens: int = 4096) -> ConversionResult:
+def run_qv(job: ConvertJob) -> Transformer:
+    refit = job.options["qv_fit"] != "drop"
+    target = to_qv(job.model, job.options.get("n_kv_heads"), job.covariances if refit else None,
+                   progress=job.progress, diagnostics=job.diagnostics)
+    if not refit:
+        job.method = QV_DROP_METHOD
+        job.notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip "
+                         "notes); qv_fit='refit' folds K ≈ V·M into the queries first")
+    return target
+
+
+def run_mla(job: ConvertJob) -> Transformer:
+    o, cfg = job.options, job.model.cfg
+    target = to_mla(job.model, o.get("kv_lora_rank"), o.get("qk_rope_head_dim"),
+                    latent_norm=o["latent_norm"], covariances=job.covariances,
+                    progress=job.progress, diagnostics=job.diagnostics)
+    if cfg.position == "rope" and cfg.attention.n_kv_heads > 1:
+        job.notes.append("MLA has one shared RoPE key: the kept RoPE rows of the "
+                         f"{cfg.attention.n_kv_heads} KV heads were mean-pooled (lossy)")
+    job.report_options["rope_theta"] = target.cfg.attention.rope_theta
+    return target
+
+
+def run_qvka(job: ConvertJob) -> Transformer:
+    o = job.options
+    job.report_options["ridge"] = job.ridge
+    return to_qvka(job.model, job.covariances, o.get("d_ctx"), o.get("n_kv_heads"),
+                   ridge=job.ridge, progress=job.progress, weighting=o["qvka_weighting"],
+                   diagnostics=job.diagnostics)
+
+
+def convert(loaded: LoadedModel | Transformer, to: str, *, calib_text: str | None = None,
+            tokenizer: Any = None, progress: Progress | None = None,
+            eval_text: str | None = None, ridge: float = 1e-6,
+            max_eval_tokens: int = EVAL_TOKENS, max_calib_tokens: int = 4096,
+            **options: Any) -> ConversionResult:
     """Convert `source` to variant `to` and measure the drift (see `report.py`).
 
-    Calibration (QV-Ka, and MLA's latent statistics) uses `calib_text`, else the lab's
-    training split (`qvka_core.data.train_text()`) when there is a tokenizer, else seeded
-    random token ids. Evaluation uses `max_eval_tokens` tokens of `eval_text`, else of the
-    validation splits of the bundled novels (`fidelity.held_out_windows`), else random ids.
-    `qv_fit` ("refit", the default for qv, or "drop") chooses how K is removed for qv;
-    `qvka_weighting` ("query", the default, or "none") whether QV-Ka's key fit weighs each key
-    dimension by the energy of the queries scoring against it.
+    `options` are the target's variant options (its spec's `Conversion.options`, e.g.
+    n_kv_heads, d_ctx, kv_lora_rank, qk_rope_head_dim, n_v_heads, and the conversion knobs
+    qv_fit "refit"|"drop", qvka_weighting "query"|"none", latent_norm "fold"|"rms").
+    Calibration (when the conversion asks for it: QV-Ka, QV's refit, MLA's latent statistics)
+    uses `calib_text`, else the lab's training split (`qvka_core.data.train_text()`) when
+    there is a tokenizer, else seeded random token ids. Evaluation uses `max_eval_tokens`
+    tokens of `eval_text`, else of the validation splits of the bundled novels
+    (`fidelity.held_out_windows`), else random ids.
     `progress(fraction, message)` is called as the work advances.
     """
     model, tok, name = _unpack(loaded, tokenizer)
-    get_variant(to)  # unknown variant -> ConfigError listing the valid ones
+    conv = conversion_for(to)
     check_source(model.cfg)
-    _check_options(to, n_kv_heads=n_kv_heads, kv_lora_rank=kv_lora_rank,
-                   qk_rope_head_dim=qk_rope_head_dim, d_ctx=d_ctx, qv_fit=qv_fit,
-                   qvka_weighting=qvka_weighting)
-    if qv_fit not in (None, "refit", "drop"):
-        raise ConfigError(f"qv_fit must be 'refit' or 'drop', got {qv_fit!r}")
-    if qvka_weighting not in (None, "query", "none"):
-        raise ConfigError(f"qvka_weighting must be 'query' or 'none', got {qvka_weighting!r}")
-    refit = to == "qv" and qv_fit != "drop"
+    opts = conversion_options(to, **options)
     cfg = model.cfg
     timings: dict[str, float] = {}
-    diagnostics: dict[str, Any] = {}
-    notes: list[str] = []
+    job = ConvertJob(model=model, to=to, options=opts, covariances=None, progress=None,
+                     method=conv.method, ridge=ridge)
     report_progress = progress or (lambda f, m: None)
     t0 = time.perf_counter()
-    covs = None
-    if to in ("qvka", "mla") or refit:  # MLA: latent statistics (rms weight, fold error)
+    if conv.calibrate(opts):
         text, calib_source = calib_text, "calib_text"
         if text is None and tok is not None:
             text, calib_source = default_calibration_text()
         batches, how = token_batches(
             text, tok, vocab_size=cfg.vocab_size, max_seq_len=cfg.max_seq_len,
             max_tokens=max_calib_tokens)
-        diagnostics["calibration"] = f"{calib_source}: {how}" if text is not None else how
-        if text is None and to == "qvka":
-            notes.append("calibrated on random token ids; pass calib_text for a data-aware fit")
-        covs = input_covariances(
+        job.diagnostics["calibration"] = f"{calib_source}: {how}" if text is not None else how
+        if text is None:
+            job.notes.append("calibrated on random token ids; pass calib_text for a data-aware "
+                             "fit")
+        job.covariances = input_covariances(
             model, batches, progress=lambda f: report_progress(0.25 * f, "calibrating"))
         timings["calibrate_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    sub = _sub_progress(progress, 0.25, 0.8)
+    job.progress = _sub_progress(progress, 0.25, 0.8)
     with few_threads():  # small float64 algebra: one thread (see linalg.few_threads)
-        if to in ("mha", "gqa", "mqa"):
-            target = to_kv_sharing(model, to, n_kv_heads, progress=sub)
-        elif to == "qv":
-            target = to_qv(model, n_kv_heads, covs if refit else None, progress=sub,
-                           diagnostics=diagnostics)
-            if not refit:
-                notes.append("QV by dropping K is post-hoc tying, reported as lossy (BrainChip "
-                             "notes); qv_fit='refit' folds K ≈ V·M into the queries first")
-        elif to == "mla":
-            target = to_mla(model, kv_lora_rank, qk_rope_head_dim, latent_norm=latent_norm,
-                            covariances=covs, progress=sub, diagnostics=diagnostics)
-            if cfg.position == "rope" and cfg.attention.n_kv_heads > 1:
-                notes.append("MLA has one shared RoPE key: the kept RoPE rows of the "
-                             f"{cfg.attention.n_kv_heads} KV heads were mean-pooled (lossy)")
-        else:
-            target = to_qvka(model, covs, d_ctx, n_kv_heads, ridge=ridge, progress=sub,
-                             weighting=qvka_weighting or "query", diagnostics=diagnostics)
+        target = runner(conv)(job)
     timings["convert_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     windows, eval_source = held_out_windows(eval_text, tok, vocab_size=cfg.vocab_size,
@@ -312,20 +313,10 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
     timings["report_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     before, after = count_params(model), count_params(target)
-    options = {"n_kv_heads": target.cfg.attention.n_kv_heads}
-    if to == "mla":
-        a = target.cfg.attention
-        options.update(kv_lora_rank=a.kv_lora_rank, qk_rope_head_dim=a.qk_rope_head_dim,
-                       latent_norm=latent_norm, rope_theta=a.rope_theta)
-    if to == "qvka":
-        options.update(d_ctx=target.cfg.attention.d_ctx, ridge=ridge,
-                       qvka_weighting=qvka_weighting or "query")
-    if to == "qv":
-        options.update(qv_fit="refit" if refit else "drop")
     report = ConversionReport(
-        source=name, source_variant=cfg.variant, target_variant=to,
-        method=METHODS["qv-drop" if to == "qv" and not refit else to],
-        options=options, eval_source=eval_source, eval_tokens=fid["eval_tokens"],
+        source=name, source_variant=cfg.variant, target_variant=to, method=job.method,
+        options=_report_options(target.cfg, to, opts, job.report_options),
+        eval_source=eval_source, eval_tokens=fid["eval_tokens"],
         js_divergence_per_layer=fid["js_divergence_per_layer"],
         js_divergence_mean=fid["js_divergence_mean"], hidden_cosine=fid["hidden_cosine"],
         loss_before=fid["loss_before"], loss_after=fid["loss_after"],
@@ -336,9 +327,21 @@ def convert(loaded: LoadedModel | Transformer, to: str, *, n_kv_heads: int | Non
         attention_params_after=after[1],
         kv_cache_bytes_per_token_before=kv_bytes_per_token(cfg),
         kv_cache_bytes_per_token_after=kv_bytes_per_token(target.cfg),
-        timings_s=timings, diagnostics=diagnostics, notes=notes)
+        timings_s=timings, diagnostics=job.diagnostics, notes=job.notes)
     report_progress(1.0, "done")
     return ConversionResult(model=target, config=target.cfg, report=report)
+
+
+def _report_options(cfg: ModelConfig, to: str, opts: dict[str, Any],
+                    extra: dict[str, Any]) -> dict[str, Any]:
+    """The target's KV heads, each option the conversion took (model options as built),
+    then what the converter added (e.g. MLA's rope_theta, QV-Ka's ridge)."""
+    spec, a = get_variant(to), cfg.attention
+    out: dict[str, Any] = {"n_kv_heads": a.n_kv_heads}
+    for name, value in opts.items():
+        opt = spec.option(name)
+        out[name] = a.option(name) if opt is None or opt.scope == "model" else value
+    return {**out, **extra}
 
 
 def _sub_progress(progress: Progress | None, lo: float, hi: float) -> Progress | None:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qvka_core.attention.registry import available_variants
+from qvka_core.attention.gqa import default_kv_heads
+from qvka_core.attention.registry import convertible_variants, get_variant
 from qvka_core.convert.cache import convert_cached, is_cached
 
 FAMILY_BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
@@ -29,8 +30,7 @@ ESTIMATE_S = {
 
 def gqa_groups(n_heads: int) -> int:
     """KV heads for the Explorer's GQA: the largest divisor of n_heads that is ≤ n_heads/4."""
-    return max((k for k in range(1, n_heads + 1) if n_heads % k == 0 and 4 * k <= n_heads),
-               default=1)
+    return default_kv_heads(n_heads, n_heads)
 
 
 def family_options(n_heads: int, variant: str) -> dict[str, int]:
@@ -39,7 +39,14 @@ def family_options(n_heads: int, variant: str) -> dict[str, int]:
 
 
 def estimate_s(base: str, variant: str) -> float:
-    return float(ESTIMATE_S.get(base, {}).get(variant, 30))
+    """Measured seconds where known; else a calibrating conversion is costed like QV-Ka and
+    one without calibration (a weight rewrite) like MHA's."""
+    known = ESTIMATE_S.get(base, {})
+    if variant in known:
+        return float(known[variant])
+    conv = get_variant(variant).conversion
+    slow = conv is None or conv.calibrate({})
+    return float(known.get("qvka" if slow else "mha", 30))
 
 
 @dataclass
@@ -60,7 +67,7 @@ def plan(families: list[str] | None = None) -> list[WarmItem]:
     for fam in families or list(FAMILY_BASES):
         base = FAMILY_BASES[fam]
         n_heads = load_checkpoint(base).config.n_heads  # SmolLM2: builds its cache once
-        for v in available_variants():
+        for v in convertible_variants():  # a variant without a converter is not offered
             if v != BASE_VARIANT[base]:
                 opts = family_options(n_heads, v)
                 item = WarmItem(fam, base, v, opts)

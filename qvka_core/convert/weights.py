@@ -1,9 +1,10 @@
 """One layer's attention as plain GQA matrices, K/V head pooling, and model assembly.
 
 Every conversion goes through `DenseAttention`: the source layer written as Q, K, V, O
-projections in `nn.Linear` layout (out x in), whatever variant it was. A QV layer has K = V;
-a QV-Ka layer's derived key is linear in x, K_i = x·(W_ctx A_i + W_V,i B_i) (+ b_V,i B_i),
-so it too is an exact K projection. Targets are then built from these matrices.
+projections in `nn.Linear` layout (out x in), whatever variant it was, by the function its
+spec names (`VariantSpec.dense`). A QV layer has K = V; a QV-Ka layer's derived key is linear
+in x, K_i = x·(W_ctx A_i + W_V,i B_i) (+ b_V,i B_i), so it too is an exact K projection.
+Targets are then built from these matrices.
 
 KV-head pooling follows GQA uptraining (Ainslie et al. 2023, arXiv 2305.13245 §2.2): the K
 and V heads of a group are mean-pooled into one; growing the number of heads replicates
@@ -19,13 +20,15 @@ import torch
 from torch import Tensor
 
 from qvka_core.attention.base import AttentionBase
-from qvka_core.attention.gqa import GQAttention
-from qvka_core.attention.keyless import QVAttention, QVKaAttention
-from qvka_core.config import ModelConfig
+from qvka_core.attention.registry import available_variants, get_variant, resolve
+from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
 from qvka_core.model import Transformer
 
-SUPPORTED_SOURCES = ("mha", "gqa", "mqa", "qv", "qvka")
+
+def sources() -> list[str]:
+    """Variants `convert` can start from: their spec says how to write a layer densely."""
+    return [v for v in available_variants() if get_variant(v).dense is not None]
 
 
 @dataclass
@@ -59,43 +62,61 @@ def _f64(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().to(torch.float64).clone()
 
 
-def check_source(cfg: ModelConfig) -> None:
-    if cfg.variant not in SUPPORTED_SOURCES:
+def check_source(cfg: ModelConfig | AttentionConfig) -> None:
+    kind = cfg.variant if isinstance(cfg, ModelConfig) else cfg.kind  # or an AttentionConfig
+    if get_variant(kind).dense is None:
         raise ConfigError(
-            f"source variant {cfg.variant!r} cannot be converted; supported sources: "
-            f"{', '.join(SUPPORTED_SOURCES)} (MLA's decoupled RoPE key has no dense K form)"
+            f"source variant {kind!r} cannot be converted; supported sources: "
+            f"{', '.join(sources())} (a source needs a dense Q/K/V/O form: MLA's decoupled "
+            "RoPE key has none)"
         )
 
 
+def _qvo(attn: AttentionBase) -> dict[str, Tensor | None]:
+    return {"wq": _f64(attn.q_proj.weight), "bq": _f64(attn.q_proj.bias),
+            "wv": _f64(attn.v_proj.weight), "bv": _f64(attn.v_proj.bias),
+            "wo": _f64(attn.o_proj.weight), "bo": _f64(attn.o_proj.bias)}
+
+
+def gqa_dense(attn: AttentionBase) -> dict[str, Tensor | None]:
+    """MHA/GQA/MQA: the projections as they are."""
+    return {**_qvo(attn), "wk": _f64(attn.k_proj.weight), "bk": _f64(attn.k_proj.bias)}
+
+
+def qv_dense(attn: AttentionBase) -> dict[str, Tensor | None]:
+    """QV: the key is the value."""
+    out = _qvo(attn)
+    return {**out, "wk": out["wv"].clone(), "bk": None if out["bv"] is None else out["bv"].clone()}
+
+
+def qvka_dense(attn: AttentionBase) -> dict[str, Tensor | None]:
+    """QV-Ka: the derived key is linear in x, K_i = x·(W_ctx A_i + W_V,i B_i) + b_V,i B_i."""
+    cfg, out = attn.cfg, _qvo(attn)
+    g, d = cfg.n_kv_heads, cfg.head_dim
+    kw = attn.k_weight.detach().to(torch.float64)  # (Hkv, d_ctx + D, D)
+    a, b = kw[:, : cfg.d_ctx], kw[:, cfg.d_ctx :]  # (Hkv, d_ctx, D), (Hkv, D, D)
+    w_ctx = attn.ctx_proj.weight.detach().to(torch.float64)  # (d_ctx, d)
+    wv_h = out["wv"].view(g, d, -1)  # (Hkv·D, d) -> (Hkv, D, d)
+    # K_i = x (W_ctxᵀ A_i + W_V,iᵀ B_i)  ->  Linear weight A_iᵀ W_ctx + B_iᵀ W_V,i
+    wk_h = torch.einsum("hcD,cm->hDm", a, w_ctx) + torch.einsum("heD,hem->hDm", b, wv_h)
+    bv = out["bv"]
+    # b_K,i = b_V,i B_i: (Hkv·D,) -> (Hkv, D) -> (Hkv·D,)
+    bk = None if bv is None else torch.einsum("he,heD->hD", bv.view(g, d), b).reshape(-1)
+    return {**out, "wk": wk_h.reshape(g * d, -1), "bk": bk}  # (Hkv, D, d) -> (Hkv·D, d)
+
+
 def extract_dense(attn: AttentionBase) -> DenseAttention:
-    """The layer as Q, K, V, O matrices (float64 copies; the source is never touched)."""
+    """The layer as Q, K, V, O matrices (float64 copies; the source is never touched), written
+    by its variant's `VariantSpec.dense` (a function or "module:function")."""
     cfg = attn.cfg
-    h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    check_source(cfg)
+    h, g = cfg.n_heads, cfg.n_kv_heads
     extra = {k: v.detach().clone() for k, v in attn.state_dict().items()
              if k.startswith("pos_bias.")}
-    wq, bq = _f64(attn.q_proj.weight), _f64(attn.q_proj.bias)
-    wv, bv = _f64(attn.v_proj.weight), _f64(attn.v_proj.bias)
-    wo, bo = _f64(attn.o_proj.weight), _f64(attn.o_proj.bias)
-    if isinstance(attn, GQAttention):
-        wk, bk = _f64(attn.k_proj.weight), _f64(attn.k_proj.bias)
-    elif isinstance(attn, QVKaAttention):
-        kw = attn.k_weight.detach().to(torch.float64)  # (Hkv, d_ctx + D, D)
-        a, b = kw[:, : cfg.d_ctx], kw[:, cfg.d_ctx :]  # (Hkv, d_ctx, D), (Hkv, D, D)
-        w_ctx = attn.ctx_proj.weight.detach().to(torch.float64)  # (d_ctx, d)
-        wv_h = wv.view(g, d, -1)  # (Hkv·D, d) -> (Hkv, D, d)
-        # K_i = x (W_ctxᵀ A_i + W_V,iᵀ B_i)  ->  Linear weight A_iᵀ W_ctx + B_iᵀ W_V,i
-        wk_h = torch.einsum("hcD,cm->hDm", a, w_ctx) + torch.einsum("heD,hem->hDm", b, wv_h)
-        wk = wk_h.reshape(g * d, -1)  # (Hkv, D, d) -> (Hkv·D, d)
-        # b_K,i = b_V,i B_i: (Hkv·D,) -> (Hkv, D) -> (Hkv·D,)
-        bk = None if bv is None else torch.einsum("he,heD->hD", bv.view(g, d), b).reshape(-1)
-    elif isinstance(attn, QVAttention):
-        wk, bk = wv.clone(), None if bv is None else bv.clone()  # QV: the key is the value
-    else:
-        raise ConfigError(f"source attention {type(attn).__name__} cannot be converted")
     if h % g:
         raise ConfigError(f"n_heads ({h}) must be divisible by n_kv_heads ({g})")
-    return DenseAttention(wq=wq, wk=wk, wv=wv, wo=wo, bq=bq, bk=bk, bv=bv, bo=bo,
-                          extra=extra, n_heads=h)
+    mats = resolve(get_variant(cfg.kind).dense)(attn)
+    return DenseAttention(n_heads=h, extra=extra, **mats)
 
 
 def check_kv_heads(n_heads: int, source_kv: int, target_kv: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qvka_core.accounting import kv_cache_bytes_per_token, param_breakdown
+from qvka_core.attention.registry import get_variant
 from qvka_core.config import ModelConfig
 
 
@@ -106,7 +107,7 @@ def costs_rows(lab: ModelConfig, twin: ModelConfig) -> list[str]:
 def model_card(*, name: str, lab: ModelConfig, twin: ModelConfig, stock_class: str, task: str,
                rewrites: list[str], lines: list[str], fidelity: str | None,
                command: str) -> str:
-    keyless = lab.variant in ("qv", "qvka")
+    keyless = get_variant(lab.variant).family == "keyless"
     keeps = (
         "An exported QV or QV-Ka model runs anywhere this stock class runs (transformers, "
         "vLLM, lm-eval, ...), with the same logits and attention, but it caches K **and** V "

@@ -30,6 +30,7 @@ from qvka_core.errors import CheckpointError
 # Per family: does its attention group KV heads, and which bias flags it fixes.
 _GROUPED = {"llama": True, "qwen2": True, "deepseek_v2": False, "gpt2": False, "bert": False,
             "gpt_neox": False}
+EXPORTABLE = ("mha", "gqa", "mqa", "mla", "qv", "qvka")  # variants with an exact rewrite here
 HF_LATENT_EPS = 1e-6  # DeepseekV2RMSNorm's default, used for q_a_ and kv_a_layernorm
 TASK = {"bert": "AutoModel"}  # everything else loads with AutoModelForCausalLM
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "bert": "BertModel", "llama": "LlamaForCausalLM",
@@ -53,6 +54,9 @@ def _refuse(cfg: ModelConfig, why: str) -> CheckpointError:
 def pick_family(cfg: ModelConfig) -> str:
     """The stock family whose computation equals this lab layout, or a one-line refusal."""
     pos = cfg.position
+    if cfg.variant not in EXPORTABLE:
+        raise _refuse(cfg, f"no exact stock rewrite of {cfg.variant} attention yet (exportable: "
+                      f"{', '.join(EXPORTABLE)})")
     if pos == "agf":
         raise _refuse(cfg, "no stock class adds AGF's learned −α_h·ln(1 + |i − j|) logit bias")
     if pos == "alibi":

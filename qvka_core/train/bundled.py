@@ -3,7 +3,8 @@
 Config (all variants share it): d_model 128, 4 heads of 32, 2 pre-norm layers, LayerNorm,
 GELU FFN 512, tied embeddings, RoPE by default, max_seq_len 128, vocab = the Austen BPE
 (4096). Variant options chosen for d 128: gqa 2 KV heads, mla kv_lora_rank 64 (2·head_dim)
-with a 16-wide decoupled RoPE key, qvka d_ctx = head_dim (32).
+with a 16-wide decoupled RoPE key, qvka d_ctx = head_dim (32), vshared one V head shared by
+the 4 per-head keys (n_v_heads 1, its spec's default: TrainArgs has no field for it).
 
 `BUNDLED` lists every bundled checkpoint name with its TrainArgs overrides.
 """
@@ -36,6 +37,7 @@ VARIANT_OPTIONS: dict[str, dict[str, Any]] = {
     "mla": {"kv_lora_rank": 64},
     "qv": {},
     "qvka": {"d_ctx": 32},
+    "vshared": {},  # n_v_heads = 1, the spec's default (one V for all heads, paper §8)
 }
 POSITION_PAIRS = ("mha", "qv", "qvka")  # also trained with agf and sinusoidal positions
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qvka_core.attention.registry import variant_options
 from qvka_core.config import ModelConfig
 from qvka_core.errors import ConfigError, RunError
 from qvka_core.model import Transformer
@@ -67,6 +68,12 @@ def init_distributed(device_kind: str) -> Dist:
                 local_rank=int(os.environ.get("LOCAL_RANK", "0")), owns_group=owns)
 
 
+def _option_names() -> list[str]:
+    """Variant options a run may set (`variant_options()`); TrainArgs carries those it has
+    a field for, read by name (None: the variant's default)."""
+    return [o.name for o in variant_options(scope="model")]
+
+
 def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
     """The from-scratch model: preset, then variant (via presets.recost), then overrides."""
     seq = args.seq_len
@@ -86,8 +93,8 @@ def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
     if args.n_heads is not None:  # head_dim follows; KV heads are re-derived by the variant
         cfg = cfg.with_attention(n_heads=args.n_heads, head_dim=None, n_kv_heads=None)
     attn: dict[str, object] = {}
-    for name in ("position", "n_kv_heads", "d_ctx", "kv_lora_rank"):
-        if getattr(args, name) is not None:
+    for name in ("position", *_option_names()):  # the variants' options, from their specs
+        if getattr(args, name, None) is not None:
             attn[name] = getattr(args, name)
     kind = args.variant or cfg.variant
     if kind != cfg.variant:
@@ -105,9 +112,8 @@ def build_model(args: TrainArgs,
     if args.init:
         from qvka_core.checkpoints import load_checkpoint
 
-        fixed = [n for n in ("n_kv_heads", "d_ctx", "kv_lora_rank", "n_layers", "n_heads",
-                             "embed_scale")
-                 if getattr(args, n) is not None]
+        fixed = [n for n in (*_option_names(), "n_layers", "n_heads", "embed_scale")
+                 if getattr(args, n, None) is not None]
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} cannot be set with init (the checkpoint "
                               "fixes the architecture; convert it first for other options)")

@@ -31,40 +31,6 @@ PAPER = [  # Tables 3-4 of arXiv 2603.15665 as reported by secondary summaries (
 ]
 
 
-# The three attentions the lab is about, as the paper defines them (notes/paper.md §2.1,
-# §2.5, §2.6; arXiv 2603.15665): what is scored against what, and what is cached.
-FORMULAS = [
-    ("MHA (Vaswani et al. 2017)", r"Q = XW_Q,\; K = XW_K,\; V = XW_V,\qquad "
-     r"\mathrm{Attn} = \mathrm{softmax}\!\left(\frac{QK^\top}{\sqrt{d}}\right)V",
-     "Queries are scored against keys, a projection of their own; the cache holds K and V."),
-    ("QV: the value is its own key", r"Q = XW_Q,\; V = XW_V,\qquad "
-     r"\mathrm{Attn} = \mathrm{softmax}\!\left(\frac{QV^\top}{\sqrt{d}}\right)V",
-     "No W_K at all: a quarter fewer attention projections and half the KV cache (V only). "
-     "The paper's claim: a key is only the value after \"deep matching\", so the value can "
-     "stand in for it."),
-    ("QV-Ka: the key after the value, plus context",
-     r"G = X W_{\mathrm{ctx}},\qquad K_i = [\,G \,;\, V_i\,]\, W_{K,i},\qquad "
-     r"\mathrm{Attn}_i = \mathrm{softmax}\!\left(\frac{Q_i K_i^\top}{\sqrt{d}}\right)V_i",
-     "Each head's key is computed from its own value V_i and a small context vector G "
-     "(d_ctx wide, one W_ctx shared by all heads): far fewer key parameters than MHA's "
-     "W_K. The cache holds K and V as MHA's does, or V and G with K recomputed."),
-]
-
-
-def explain() -> None:
-    """The variants in a few sentences and their formulas (st.latex)."""
-    st.subheader("What QV and QV-Ka change")
-    st.markdown(
-        "Every variant here keeps the queries Q and the values V. They differ in what the "
-        "queries are scored against, and in what a decoder must cache per token. GQA and "
-        "MQA share one K and V among several query heads; MLA caches a small latent instead "
-        "of K and V. The paper goes further and asks whether a separate key is needed at all.")
-    for title, formula, text in FORMULAS:
-        st.markdown(f"**{title}**")
-        st.latex(formula)
-        st.caption(text)
-
-
 def home() -> None:
     st.title("QV-Ka Lab")  # the first paint: drawn before app_shared imports torch
     import app_shared as ui
@@ -90,7 +56,9 @@ def home() -> None:
             with ui.guarded(False):
                 items = ui.warm_all()
                 st.success(f"{len(items)} conversions are cached.")
-    explain()
+    import app_home
+
+    app_home.explain_variants(ui.is_presenting())
 
     st.subheader("The spectrum: " + " → ".join(  # every registered variant, in order
         ui.costs_view.label(v) for v in ui.available_variants()))

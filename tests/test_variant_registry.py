@@ -96,3 +96,45 @@ def test_convert_to_a_variant_without_converter_is_one_line(toy, tmp_path, capsy
         f"error: no conversion to toy; variants with a converter: "
         f"{', '.join(convertible_variants())}"]
     assert "Traceback" not in out.err and not (tmp_path / "o").exists()
+
+
+def test_every_builtin_variant_explains_itself_on_home() -> None:
+    """Home draws each variant's formula and diagram from its spec: all built-ins have one,
+    and the diagram carries what the accounting says is cached (a cached tensor that the
+    diagram leaves out would be a wrong picture)."""
+    import app_home
+
+    for name in available_variants():
+        ex = get_variant(name).explainer
+        assert ex is not None and ex.formula and ex.projects and ex.scores and ex.caches, name
+    cached = {"mha": "K", "qv": "V", "mla": "c"}
+    for name, first in cached.items():
+        assert get_variant(name).explainer.caches[0].startswith(first)
+    assert "K" not in "".join(get_variant("qv").explainer.caches)  # QV caches no key
+    page = app_home.diagram_html(get_variant("qv").explainer, present=False)
+    assert page.count("vd-chip'") == 4  # Q, V | Q·Vᵀ | V
+
+
+def test_a_runtime_variant_brings_its_own_tab_to_home(toy) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from qvka_core.attention.registry import Explainer
+
+    spec = dataclasses.replace(get_variant(toy), explainer=Explainer(
+        r"\mathrm{Toy} = QK^\top", "a toy <b>explained</b>", ("Q", "K"), "Q·Kᵀ", ("K",)))
+    unregister_variant(toy)
+    register_variant(spec)
+
+    def script() -> None:
+        import app_home
+
+        app_home.explain_variants(present=False)
+
+    at = AppTest.from_function(script)
+    at.run()
+    assert not at.exception
+    labels = [t.label for t in at.tabs]
+    assert labels == [get_variant(v).label or v.upper() for v in available_variants()]
+    assert labels.index("Toy") == available_variants().index(toy)  # its spectrum place
+    assert any(r"\mathrm{Toy}" in el.value for el in at.latex)
+    assert any("explained" in c.value for c in at.caption)

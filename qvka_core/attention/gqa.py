@@ -17,7 +17,13 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
+from qvka_core.attention.registry import (
+    Conversion,
+    Explainer,
+    VariantOption,
+    VariantSpec,
+    register_variant,
+)
 from qvka_core.config import AttentionConfig
 
 
@@ -101,7 +107,8 @@ _CONVERT = "qvka_core.convert.api:run_kv_sharing"
 
 
 def _spec(name: str, description: str, rank: int, normalize, method: str,
-          options: tuple[VariantOption, ...] = ()) -> VariantSpec:
+          options: tuple[VariantOption, ...] = (), explainer: Explainer | None = None
+          ) -> VariantSpec:
     return VariantSpec(
         name=name,
         module=GQAttention,
@@ -118,6 +125,7 @@ def _spec(name: str, description: str, rank: int, normalize, method: str,
         conversion=Conversion(method=method, run=_CONVERT,
                               options=tuple(o.name for o in options)),
         dense="qvka_core.convert.weights:gqa_dense",
+        explainer=explainer,
     )
 
 
@@ -125,13 +133,31 @@ register_variant(_spec(
     "mha", "Multi-head attention: every query head has its own K and V head (Vaswani et al.).",
     10, lambda c: {"n_kv_heads": c.n_heads},
     "replicate/mean-pool KV heads (GQA uptraining, Ainslie et al. 2023)",
+    explainer=Explainer(
+        r"Q_i = XW_{Q,i},\; K_i = XW_{K,i},\; V_i = XW_{V,i},\qquad \mathrm{Attn}_i = "
+        r"\mathrm{softmax}\!\left(\frac{Q_iK_i^\top}{\sqrt{d}}\right)V_i",
+        "Every query head is scored against a key of its own, a projection separate from the "
+        "value; the cache holds K and V of every head.",
+        ("Q", "K", "V"), "Q·Kᵀ", ("K (every head)", "V (every head)")),
 ))
 register_variant(_spec(
     "gqa", "Grouped-query attention: query heads share K/V heads in groups (Ainslie et al.).",
     20, lambda c: {}, _POOL, (GQA_KV_HEADS,),
+    explainer=Explainer(
+        r"K_g = XW_{K,g},\; V_g = XW_{V,g},\qquad \mathrm{Attn}_i = \mathrm{softmax}\!\left("
+        r"\frac{Q_iK_{g(i)}^\top}{\sqrt{d}}\right)V_{g(i)}",
+        "Query heads share K and V in groups: the cache shrinks by the group size, the keys "
+        "stay a projection of their own.",
+        ("Q", "K (per group)", "V (per group)"), "Q·Kᵀ (group's K)",
+        ("K (per group)", "V (per group)")),
 ))
 register_variant(_spec(
     "mqa", "Multi-query attention: all query heads share one K and one V head (Shazeer).",
     30, lambda c: {"n_kv_heads": 1},
     "mean-pool all KV heads into one (GQA uptraining, Ainslie et al. 2023)",
+    explainer=Explainer(
+        r"K = XW_K,\; V = XW_V,\qquad \mathrm{Attn}_i = \mathrm{softmax}\!\left("
+        r"\frac{Q_iK^\top}{\sqrt{d}}\right)V",
+        "All query heads share one K and one V: the smallest KV-sharing cache.",
+        ("Q", "K (one)", "V (one)"), "Q·Kᵀ (shared K)", ("K (one head)", "V (one head)")),
 ))

@@ -22,7 +22,13 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
+from qvka_core.attention.registry import (
+    Conversion,
+    Explainer,
+    VariantOption,
+    VariantSpec,
+    register_variant,
+)
 from qvka_core.config import AttentionConfig, ConfigError
 
 
@@ -197,6 +203,13 @@ register_variant(VariantSpec(
         calibrate=lambda opts: True),
     label="QV-Ka",
     dense="qvka_core.convert.weights:qvka_dense",
+    explainer=Explainer(
+        r"G = X W_{\mathrm{ctx}},\qquad K_i = [\,G \,;\, V_i\,]\, W_{K,i},\qquad "
+        r"\mathrm{Attn}_i = \mathrm{softmax}\!\left(\frac{Q_i K_i^\top}{\sqrt{d}}\right)V_i",
+        "Each head's key is computed after its value, from V_i and a small context vector G "
+        "(d_ctx wide, one W_ctx for all heads): far fewer key parameters than W_K. The cache "
+        "holds K and V, or V and G with K recomputed (§2.6).",
+        ("Q", "V", "G (d_ctx)"), "Q·Kᵀ, K = [G ; V]·W_K", ("K, V", "or V, G")),
 ))
 
 register_variant(VariantSpec(
@@ -217,4 +230,10 @@ register_variant(VariantSpec(
         "under RoPE)", run="qvka_core.convert.api:run_qv", options=("n_kv_heads", "qv_fit"),
         calibrate=lambda opts: opts.get("qv_fit") != "drop"),
     dense="qvka_core.convert.weights:qv_dense",
+    explainer=Explainer(
+        r"Q = XW_Q,\; V = XW_V,\qquad \mathrm{Attn} = \mathrm{softmax}\!\left("
+        r"\frac{QV^\top}{\sqrt{d}}\right)V",
+        "No W_K at all: the value is its own key (the paper's claim: a key is only the value "
+        "after \"deep matching\"). The cache holds V only, in the model's own grouping (§2.5).",
+        ("Q", "V"), "Q·Vᵀ", ("V",)),
 ))

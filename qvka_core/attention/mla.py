@@ -22,7 +22,13 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
+from qvka_core.attention.registry import (
+    Conversion,
+    Explainer,
+    VariantOption,
+    VariantSpec,
+    register_variant,
+)
 from qvka_core.config import AttentionConfig, ConfigError
 from qvka_core.norms import RMSNorm
 
@@ -206,6 +212,13 @@ register_variant(VariantSpec(
         run="qvka_core.convert.api:run_mla",
         options=("kv_lora_rank", "qk_rope_head_dim", "latent_norm"),
         calibrate=lambda opts: True),  # latent statistics (rms weight, fold error)
+    explainer=Explainer(
+        r"c = XW_{DKV},\; K_i = [\,cW_{UK,i} \,;\, \mathrm{RoPE}(XW_{KR})\,],\; "
+        r"V_i = cW_{UV,i},\qquad \mathrm{Attn}_i = \mathrm{softmax}\!\left(\frac{Q_iK_i^\top}"
+        r"{\sqrt{d}}\right)V_i",
+        "K and V are up-projected from one small latent c that every head shares; only c and "
+        "a narrow RoPE key are cached (DeepSeek-V2's 576 elements per token per layer).",
+        ("Q", "latent c", "RoPE key k_R"), "Q·Kᵀ (K from c and k_R)", ("c", "k_R")),
 ))
 
 

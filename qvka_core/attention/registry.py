@@ -112,6 +112,26 @@ class Conversion:
 
 
 @dataclass(frozen=True)
+class Explainer:
+    """What Home shows of a variant: its attention as a formula, one sentence, and the three
+    facts its small diagram draws.
+
+    Attributes:
+        formula: LaTeX, as the paper writes it (arXiv 2603.15665 §2 for the built-ins).
+        text: one or two sentences: what it drops or shares, and why.
+        projects: what each token's input x is projected to (e.g. ("Q", "K", "V")).
+        scores: what a query is scored against (e.g. "Q·Kᵀ").
+        caches: what a decoder keeps per token and layer (e.g. ("K", "V")).
+    """
+
+    formula: str
+    text: str
+    projects: tuple[str, ...]
+    scores: str
+    caches: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VariantSpec:
     """Everything the rest of the lab needs to know about one attention variant.
 
@@ -140,6 +160,7 @@ class VariantSpec:
         dense: layer -> {"wq", "wk", "wv", "wo", "bq", "bk", "bv", "bo"}: the layer as dense
             float64 Q/K/V/O matrices in `nn.Linear` layout, K and V with the same number of
             heads (a function or "module:function"); None: not a conversion source.
+        explainer: its formula and diagram for Home (`Explainer`); None: the description.
     """
 
     name: str
@@ -159,6 +180,7 @@ class VariantSpec:
     conversion: Conversion | None = None
     label: str = ""
     dense: Callable[[Any], dict[str, Any]] | str | None = None
+    explainer: Explainer | None = None
 
     @property
     def display(self) -> str:

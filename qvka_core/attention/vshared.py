@@ -31,7 +31,13 @@ from torch import Tensor, nn
 
 from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl, repeat_kv
-from qvka_core.attention.registry import Conversion, VariantOption, VariantSpec, register_variant
+from qvka_core.attention.registry import (
+    Conversion,
+    Explainer,
+    VariantOption,
+    VariantSpec,
+    register_variant,
+)
 from qvka_core.config import AttentionConfig
 from qvka_core.errors import ConfigError
 
@@ -172,4 +178,11 @@ register_variant(VariantSpec(
         run=_convert, options=("n_v_heads",)),
     dense=_dense,
     label="V-shared",
+    explainer=Explainer(
+        r"K_i = XW_{K,i},\; V_g = XW_{V,g},\qquad \mathrm{Attn}_i = \mathrm{softmax}\!\left("
+        r"\frac{Q_iK_i^\top}{\sqrt{d}}\right)V_{g(i)}",
+        "The paper's proposed direction (§8, a reconstruction): keep a key per head for "
+        "matching, share only the content V across heads or groups.",
+        ("Q", "K (every head)", "V (per group)"), "Q·Kᵀ (own K)",
+        ("K (every head)", "V (per group)")),
 ))

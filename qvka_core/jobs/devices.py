@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from qvka_core.errors import RunError
+from qvka_core.processes import total_memory_bytes
 
 CPU_THREADS_NOTE = "CPU jobs share the machine's cores; one CPU job runs at a time."
 
@@ -43,10 +44,7 @@ def memory_bytes(kind: str) -> int | None:
     """Physical memory of this machine ("cpu") or of its smallest visible GPU ("cuda");
     None when unknown or absent."""
     if kind == "cpu":
-        try:
-            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, OSError, ValueError):
-            return None
+        return total_memory_bytes()
     n = cuda_device_count()
     if not n or os.environ.get("QVKA_FAKE_GPUS"):
         return None

@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 
 from qvka_core.errors import DataError
+from qvka_core.paths import ASSETS  # the wheel's qvka_core/_assets, else the checkout's assets/
 
 if TYPE_CHECKING:
     from qvka_core.tokenizer import TextTokenizer
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CORPUS_PATH = ASSETS / "corpus" / "austen.txt.gz"
 CORPUS_SHA256 = "d6597d2e564a5d667375a4be868d0780a9b5e682be6d46ed9cc06e45d6a6dd09"
 TOKENIZER_PATH = ASSETS / "tokenizer" / "austen-bpe.json"

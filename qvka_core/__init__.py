@@ -8,8 +8,7 @@ does not load torch; see docs/ARCHITECTURE.md for the layers.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qvka_core.lazy import lazy_exports
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -26,14 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qvka_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this hook
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from qvka_core.errors import DataError
-from qvka_core.paths import ASSETS  # the wheel's qvka_core/_assets, else the checkout's assets/
+from qvka_core.paths import ASSETS, cache_root  # assets: the wheel's, else the checkout's
 
 if TYPE_CHECKING:
     from qvka_core.tokenizer import TextTokenizer
@@ -226,8 +226,6 @@ def _disk_cache_path(parts: list[tuple[str, str]], tokenizer: TextTokenizer) -> 
     to_str = getattr(tokenizer.backend, "to_str", None)
     if to_str is None:
         return None
-    from qvka_core.checkpoints.embedded import cache_root
-
     h = hashlib.sha256(b"tokens-v1")
     h.update(to_str().encode())
     h.update(str(tokenizer.eos_id).encode())

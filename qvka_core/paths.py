@@ -3,7 +3,9 @@
 - assets (bundled checkpoints, corpus, tokenizer, paper-mini results): `qvka_core/_assets`
   in an installed wheel, else the checkout's `assets/`;
 - the runs folder: $QVKA_RUNS, else the checkout's `runs/` when qvka_core is run from one,
-  else a per-user data folder (installed: site-packages is no place for runs).
+  else a per-user data folder (installed: site-packages is no place for runs);
+- the machine-wide cache (converted models, tokenised corpora): $QVKA_CACHE, else
+  ~/.cache/qvka-lab.
 """
 
 from __future__ import annotations
@@ -46,3 +48,8 @@ def runs_root() -> Path:
     if os.environ.get(RUNS_ENV):
         return Path(os.environ[RUNS_ENV])
     return (PROJECT_ROOT if in_checkout() else user_data_dir()) / "runs"
+
+
+def cache_root() -> Path:
+    """$QVKA_CACHE, else ~/.cache/qvka-lab (not created here)."""
+    return Path(os.environ.get("QVKA_CACHE") or Path.home() / ".cache" / "qvka-lab")

@@ -5,7 +5,7 @@
 - `unconverted_source`: the model a checkpoint (or `--init X --variant Y`) was converted
   from, which is the distillation teacher and the recovery reference.
 - `recovery`: validation loss against tokens seen, as a share of the original's loss.
-- `rss_bytes` (from qvka_core.processes) / `gpu_memory`: memory used by a training process and
+- `rss_bytes` (from qvka_core.machine) / `gpu_memory`: memory used by a training process and
   on the GPUs.
 - `progress_of`: a live run's progress line (step, ETA, tokens/s, device, memory).
 - `busy` / `poll_seconds`: whether, and how often, a page must keep refreshing runs.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qvka_core.errors import LabError
-from qvka_core.processes import rss_bytes
+from qvka_core.machine import rss_bytes
 
 
 def _json(path: Path) -> dict[str, Any]:

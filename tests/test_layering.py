@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("qvka_core.errors", "qvka_core.paths", "qvka_core.limits",
                     "qvka_core.config", "qvka_core.presets", "qvka_core.stats",
-                    "qvka_core.processes", "qvka_core.hardware")),
+                    "qvka_core.machine", "qvka_core.hardware", "qvka_core.lazy")),
     ("variant specs and accounting", ("qvka_core.attention.registry", "qvka_core.accounting")),
     ("torch modules", ("qvka_core.attention", "qvka_core.norms", "qvka_core.positions",
                        "qvka_core.model", "qvka_core.measure", "qvka_core.tokenizer",
@@ -51,8 +51,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
         "recost defaults per variant; moving to the variant specs (issue 12)",
     ("qvka_core.limits", "qvka_core.accounting"):
         "limits.training_parts sizes a run's memory from the parameter count",
-    ("qvka_core.limits", "qvka_core.jobs.devices"):
-        "limits.fits compares against this machine's memory, probed in jobs.devices",
     ("qvka_core.hardware", "qvka_core.accounting"):
         "GPU roofline figures from the accounted FLOPs",
     ("qvka_core.checkpoints.resolve", "qvka_core.convert"):
@@ -192,3 +190,26 @@ def test_type_checking_imports_and_downward_imports_pass() -> None:
               "from qvka_core.errors import ConfigError\n")
     edges = {"qvka_core.config": imports_of(source, "qvka_core.config", False, set())}
     assert violations(edges) == []
+
+
+LIGHT = {
+    "import": "import qvka_core.config, qvka_core.jobs, qvka_core.train.flags, qvka_core.paths",
+    "--help": "from qvka_core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+              "    pass",
+    "train --help": "from qvka_core.cli import main\ntry:\n    main(['train', '--help'])\n"
+                    "except SystemExit:\n    pass",
+    "jobs --help": "from qvka_core.cli import main\ntry:\n    main(['jobs', '--help'])\n"
+                   "except SystemExit:\n    pass",
+}
+
+
+@pytest.mark.parametrize("what", sorted(LIGHT))
+def test_light_entry_points_load_no_torch(what: str) -> None:
+    """Configs, the job queue's records and the train/jobs help never need torch."""
+    import subprocess
+    import sys
+
+    code = LIGHT[what] + "\nimport sys\nprint('TORCH', 'torch' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "TORCH False"

@@ -143,3 +143,21 @@ def test_submit_stores_train_args_as_data(tmp_path: Path,
         jobs.submit({"steps": 3, "name": "x"}, device="cpu", root=tmp_path)
     with pytest.raises(LabError, match="invalid train option"):
         jobs.submit(["--steps", "3", "--quiet"], device="cpu", root=tmp_path)
+
+
+def test_jobs_submit_takes_the_train_flags_directly_or_after_dashes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qvka_core.cli import main
+    from qvka_core.jobs import api
+
+    monkeypatch.setattr(api, "_spawn_worker", lambda run_dir: 0)  # nothing is started
+    base = ["jobs", "--runs", str(tmp_path), "submit", "--device", "cpu"]
+    assert main([*base, "--name", "direct", "--variant", "qv", "--steps", "3",
+                 "--seq-len", "32"]) == 0
+    assert main([*base, "--name", "dashes", "--steps", "9", "--", "--variant", "qv",
+                 "--steps", "3", "--seq-len", "32"]) == 0  # after -- wins
+    records = [read_job(tmp_path / n)["train"] for n in ("direct", "dashes")]
+    for record in records:
+        assert (record["variant"], record["steps"], record["seq_len"]) == ("qv", 3, 32)
+    assert {k: v for k, v in records[0].items() if k != "name"} == {
+        k: v for k, v in records[1].items() if k != "name"}

@@ -84,7 +84,7 @@ def available_variants() -> list[str]:
 
 
 def get_variant(name: str) -> VariantSpec:
-    from qvka_core.config import ConfigError
+    from qvka_core.errors import ConfigError  # not config: config imports this registry
 
     _ensure_loaded()
     if name not in _REGISTRY:

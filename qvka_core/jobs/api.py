@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qvka_core import processes
+from qvka_core import machine
 from qvka_core.errors import RunError
 from qvka_core.jobs.devices import resolve_device
 from qvka_core.jobs.estimate import check_memory, preflight
@@ -34,7 +34,7 @@ from qvka_core.jobs.store import (
 )
 from qvka_core.jobs.worker import child_env
 from qvka_core.train.args import TrainArgs
-from qvka_core.train.flags import argv_fields
+from qvka_core.train.flags import argv_fields, flag_of
 
 DEFAULT_TRAINER = (sys.executable, "-m", "qvka_core", "train")
 QUEUE_FIELDS = ("out", "name", "resume")  # the queue sets these (device: the `device` argument)
@@ -70,9 +70,7 @@ def _given_fields(train_args: Any) -> tuple[dict[str, Any], list[str]]:
         fields = train_args.to_dict()
         return {k: v for k, v in fields.items() if k not in QUEUE_FIELDS}, []
     if isinstance(train_args, dict):
-        if any(k in train_args for k in QUEUE_FIELDS):
-            raise RunError("out, name and resume are set by the job queue; remove them from "
-                           "the train options (use resume() to continue a run)")
+        _refuse_queue_fields([k for k in QUEUE_FIELDS if k in train_args])
         return dict(train_args), []
     if not isinstance(train_args, (list, tuple)) or not all(
             isinstance(a, (str, int, float)) for a in train_args):
@@ -80,11 +78,15 @@ def _given_fields(train_args: Any) -> tuple[dict[str, Any], list[str]]:
                        "strings (the options of `train`)")
     argv = [str(a) for a in train_args]
     fields, rest = argv_fields(argv)
-    if any(a in ("--out", "--name", "--resume") or a.startswith(("--out=", "--name="))
-           for a in argv) or any(k in fields for k in QUEUE_FIELDS):
-        raise RunError("--out, --name and --resume are set by the job queue; remove them "
-                       "from the train options (use resume() to continue a run)")
+    _refuse_queue_fields([k for k in QUEUE_FIELDS if k in fields])
     return fields, rest
+
+
+def _refuse_queue_fields(given: list[str]) -> None:
+    if given:
+        flags = ", ".join(flag_of(k) for k in given)
+        raise RunError(f"{flags} {'is' if len(given) == 1 else 'are'} set by the job queue; "
+                       "remove it from the train options (use resume() to continue a run)")
 
 
 def _record(fields: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -101,7 +103,7 @@ def _spawn_worker(run_dir: Path) -> int:
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, env=child_env())
     _CHILDREN.append(proc)
-    update_job(run_dir, worker_pid=proc.pid, worker_created=processes.create_time(proc.pid))
+    update_job(run_dir, worker_pid=proc.pid, worker_created=machine.create_time(proc.pid))
     return proc.pid
 
 

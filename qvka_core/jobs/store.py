@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qvka_core import paths, processes
+from qvka_core import machine, paths
 from qvka_core.errors import RunError
 from qvka_core.train.flags import argv_fields
 
@@ -219,5 +219,5 @@ def pid_alive(pid: int | None, must_contain: str | None = None,
               created: float | None = None) -> bool:
     """True if `pid` is a live process (not a zombie) that is the one recorded: started at
     `created` (its psutil create_time, recorded beside the pid) and with `must_contain` in
-    its command line. Both guard against a recycled pid (qvka_core.processes)."""
-    return processes.alive(pid, must_contain, created)
+    its command line. Both guard against a recycled pid (qvka_core.machine)."""
+    return machine.alive(pid, must_contain, created)

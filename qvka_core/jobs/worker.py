@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qvka_core import processes
+from qvka_core import machine
 from qvka_core.errors import RunError
 from qvka_core.jobs.store import (
     CANCEL_FILE,
@@ -134,7 +134,7 @@ def main(run_dir_arg: str) -> int:
         raise RunError(f"{run_dir} is not a job folder (no {JOB_FILE}); the worker runs "
                        "only jobs queued by `jobs submit`")
     job = update_job(run_dir, worker_pid=os.getpid(),
-                     worker_created=processes.create_time(os.getpid()))
+                     worker_created=machine.create_time(os.getpid()))
     _log(f"queued {job['id']} (#{job['seq']}) for {', '.join(job['slots'])}")
     held: tuple[list[str], list[int]] | None = None
     announced = False
@@ -158,7 +158,7 @@ def main(run_dir_arg: str) -> int:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr,
                             pass_fds=fds, env=env, cwd=os.getcwd())
     update_job(run_dir, started_at=now_iso(), train_pid=proc.pid,
-               train_created=processes.create_time(proc.pid), assigned=slots,
+               train_created=machine.create_time(proc.pid), assigned=slots,
                exit_code=None, finished_at=None)
 
     def _forward(signum: int, _frame: Any) -> None:

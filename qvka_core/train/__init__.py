@@ -9,8 +9,7 @@ Names are imported on first use (PEP 562): `qvka_core.train.args` (the run recor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from qvka_core.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainArgs": "qvka_core.train.args",
@@ -26,10 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'qvka_core.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -107,8 +107,9 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     return str(f.default)
 
 
-def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainArgs field, grouped by the class's sections, plus --config.
+def add_train_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainArgs field (but those in `skip`, which the caller sets), grouped by
+    the class's sections, plus --config.
 
     Every flag defaults to argparse.SUPPRESS, so the namespace holds only what was given
     (build_args tells "not given" from "given the default")."""
@@ -118,6 +119,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     docs = field_docs()
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(TrainArgs):
+        if f.name in skip:
+            continue
         section, doc = docs.get(f.name, ("options", ""))
         group = groups.get(section) or groups.setdefault(
             section, parser.add_argument_group(section))

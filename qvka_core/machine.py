@@ -1,5 +1,6 @@
-"""Process liveness and memory through psutil, so Linux and macOS alike keep the recycled-pid
-guard and the memory display (no /proc, no bare `os.kill(pid, 0)`).
+"""This machine: its processes, memory and GPUs. Liveness and memory go through psutil, so
+Linux and macOS alike keep the recycled-pid guard and the memory display (no /proc, no bare
+`os.kill(pid, 0)`); torch is imported only to count GPUs.
 
 A pid alone can name a stranger once its process has exited and the number was reused. The
 job queue records each process's start time (`create_time`) next to its pid; `alive` then
@@ -8,6 +9,8 @@ a process whose command line names the run).
 """
 
 from __future__ import annotations
+
+import os
 
 import psutil
 
@@ -69,3 +72,30 @@ def total_memory_bytes() -> int | None:
         return int(psutil.virtual_memory().total)
     except (psutil.Error, OSError):
         return None
+
+
+def cuda_device_count() -> int:
+    """Visible CUDA devices (0 without torch/CUDA). Honours CUDA_VISIBLE_DEVICES."""
+    if os.environ.get("QVKA_FAKE_GPUS"):  # tests: pretend to have N GPUs
+        return int(os.environ["QVKA_FAKE_GPUS"])
+    try:
+        import torch
+    except ImportError:
+        return 0
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - a broken driver means "no GPU" here
+        return 0
+
+
+def memory_bytes(kind: str) -> int | None:
+    """Physical memory of this machine ("cpu") or of its smallest visible GPU ("cuda");
+    None when unknown or absent."""
+    if kind == "cpu":
+        return total_memory_bytes()
+    n = cuda_device_count()
+    if not n or os.environ.get("QVKA_FAKE_GPUS"):
+        return None
+    import torch
+
+    return min(torch.cuda.get_device_properties(i).total_memory for i in range(n))

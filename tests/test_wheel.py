@@ -85,3 +85,7 @@ def test_qvka_costs_runs_from_the_installed_wheel_in_a_fresh_venv(wheel: Path,
     assert Path(where[0]).is_relative_to(venv)  # the installed copy, not the checkout
     assert where[1] == "True"  # the bundled corpus, shipped inside the package
     assert Path(where[2]) == away / ".local" / "share" / "qvka-lab" / "runs"  # not site-packages
+    app = subprocess.run([str(venv / "bin" / "qvka"), "app"], cwd=away, env=env,
+                         capture_output=True, text=True)  # the app is not in the wheel
+    assert app.returncode == 2 and app.stderr.count("\n") == 1
+    assert app.stderr.startswith("error: the app runs from a source checkout")

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "export": "export",
     "generate": "generate",
     "warm": "warm",
+    "app": "app",
 }
 
 

@@ -43,8 +43,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
     ("qvka_core.config", "qvka_core.attention.registry"):
         "AttentionConfig validates the variant name; variant options are leaving config for "
         "the registry's specs (issue 12, the variants half)",
-    ("qvka_core.accounting", "qvka_core.norms"):
-        "norm_params sits beside the torch norm modules, so costing loads torch through it",
     ("qvka_core.attention.registry", "qvka_core.attention"):
         "get_variant imports the package so every built-in variant has registered",
     ("qvka_core.presets", "qvka_core.attention.registry"):

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("qvka_core.errors", "qvka_core.paths", "qvka_core.limits",
                     "qvka_core.config", "qvka_core.presets", "qvka_core.stats",
-                    "qvka_core.machine", "qvka_core.hardware", "qvka_core.lazy")),
-    ("variant specs and accounting", ("qvka_core.attention.registry", "qvka_core.accounting")),
+                    "qvka_core.machine", "qvka_core.lazy")),
+    ("variant specs and accounting", ("qvka_core.attention.registry", "qvka_core.accounting",
+                                      "qvka_core.hardware")),
     ("torch modules", ("qvka_core.attention", "qvka_core.norms", "qvka_core.positions",
                        "qvka_core.model", "qvka_core.measure", "qvka_core.tokenizer",
                        "qvka_core.decode", "qvka_core.baselines")),
@@ -49,8 +50,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
         "recost defaults per variant; moving to the variant specs (issue 12)",
     ("qvka_core.limits", "qvka_core.accounting"):
         "limits.training_parts sizes a run's memory from the parameter count",
-    ("qvka_core.hardware", "qvka_core.accounting"):
-        "GPU roofline figures from the accounted FLOPs",
     ("qvka_core.checkpoints.resolve", "qvka_core.convert"):
         "load_checkpoint(name, variant=...) converts on load",
     ("qvka_core.checkpoints.hf", "qvka_core.export.restore"):

@@ -161,3 +161,22 @@ def test_jobs_submit_takes_the_train_flags_directly_or_after_dashes(
         assert (record["variant"], record["steps"], record["seq_len"]) == ("qv", 3, 32)
     assert {k: v for k, v in records[0].items() if k != "name"} == {
         k: v for k, v in records[1].items() if k != "name"}
+
+
+def _every_parser(parser: argparse.ArgumentParser):
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _every_parser(sub)
+
+
+@pytest.mark.parametrize("command", ["train", "jobs"])
+def test_every_flag_of_train_and_jobs_has_help(command: str) -> None:
+    from qvka_core.cli import build_parser
+
+    parser = build_parser(only=command)
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    missing = [f"{p.prog} {a.option_strings[0]}" for p in _every_parser(sub.choices[command])
+               for a in p._actions if a.option_strings and not a.help]
+    assert missing == []

@@ -23,11 +23,14 @@ HELP = "queue detached training runs; list, show, cancel, resume, rename, delete
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", default=None, help="runs root (default: $QVKA_RUNS or ./runs)")
+    parser.add_argument("--runs", default=None,
+                        help="runs root (default: $QVKA_RUNS, else the checkout's runs/)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     common = argparse.ArgumentParser(add_help=False)  # also accepted after the action
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    common.add_argument("--runs", default=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON instead of text")
+    common.add_argument("--runs", default=argparse.SUPPRESS,
+                        help="runs root (default: $QVKA_RUNS, else the checkout's runs/)")
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", parents=[common], help="every run with its true state")
     p = sub.add_parser("submit", parents=[common],

@@ -35,7 +35,7 @@ from qvka_core.train.args import DEVICES, DISTILL, SCHEDULES, TrainArgs
 CHOICES: dict[str, tuple[str, ...]] = {"schedule": SCHEDULES, "device": DEVICES,
                                        "distill": DISTILL}
 # Defaults computed at run time, described in words in --help.
-DEFAULT_WORDS = {"out": "$QVKA_RUNS, else runs"}
+DEFAULT_WORDS = {"out": "$QVKA_RUNS, else the checkout's runs/, else a per-user data folder"}
 FIELDS = tuple(f.name for f in dataclasses.fields(TrainArgs))
 CONFIG_DEST = "config"
 _SECTION = re.compile(r"#\s*-{2,}\s*(.+?)\s*-{2,}")

@@ -118,7 +118,7 @@ class TrainArgs:
 
     # --- output ----------------------------------------------------------------------------
     out: str = field(default_factory=lambda: str(paths.runs_root()))
-    """Parent directory of run directories (default: `qvka_core.paths.runs_root()`)."""
+    """Parent directory of run directories (`qvka_core.paths.runs_root()`)."""
     name: str | None = None
     """Run directory name under `out` (None: "<variant>-<position>-s<seed>", or
     "<init>-ft-s<seed>" when fine-tuning)."""

@@ -134,8 +134,7 @@ def submit(train_args: Any, *, name: str | None = None, device: str | None = Non
     if extra and trainer is None:
         raise RunError(f"invalid train option(s): {' '.join(extra)} (see `python -m "
                        "qvka_core train --help`)")
-    base = runs_root(root)
-    record = _record(fields, base)  # validated now: ConfigError before anything else
+    record = _record(fields, runs_root(root, create=False))  # ConfigError before anything
     if validate and trainer is None:
         preflight(record)  # e.g. a seq_len past the model's positions: refused, not queued
     slots, n_gpus = resolve_device(device, n_gpus)
@@ -143,6 +142,7 @@ def submit(train_args: Any, *, name: str | None = None, device: str | None = Non
         check_memory(record, "cuda" if slots[0].startswith("cuda") else "cpu")
     if trainer is None:
         trainer = trainer_prefix(n_gpus)
+    base = runs_root(root)  # created now that the run is accepted
     used = _names_in_use(base)
     if name is not None:
         job_id = slugify(name)

@@ -45,7 +45,7 @@ def launch_grid(steps_mult: float, seeds: int, device: str, *,
             continue
         tags = {"grid": paper.GRID_NAME, "cell": r["cell"], "position": r["position"],
                 "seed": r["seed"]}
-        queued.append(jobs.submit(r["argv"], name=r["name"], device=device, root=root,
+        queued.append(jobs.submit(r["train"], name=r["name"], device=device, root=root,
                                   tags=tags)["id"])
     return queued, skipped
 

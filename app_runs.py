@@ -26,9 +26,7 @@ PRESET_BASES = ["austen"]  # from-scratch bases that train on CPU with the bundl
 _LOCK = threading.Lock()
 
 
-def runs_root() -> Path:
-    """$QVKA_RUNS or ./runs (read on every call, so tests can point it elsewhere)."""
-    return jobs.runs_root()
+runs_root = jobs.runs_root  # $QVKA_RUNS, else the checkout's runs/ (read on every call)
 
 
 # --- checkpoints and conversions ----------------------------------------------------------------
@@ -200,11 +198,12 @@ def _unique(base: str, used: set[str]) -> str:
 def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: str,
                 steps: int, batch: int, seq_len: int, lr: float, seed: int,
                 distill: bool, prefix: str, control: bool = False) -> list[dict[str, Any]]:
-    """One {name, argv, teacher} per variant, every run under the same budget.
+    """One {name, train (TrainArgs fields), teacher} per variant, every run under the same
+    budget.
 
-    Preset base: trained from scratch (`--preset base --variant v`). Checkpoint base:
-    `--init base`, converted on load when v differs from the checkpoint's variant; its
-    unconverted source is the `--reference` (and, with `distill`, the teacher; RunError if
+    Preset base: trained from scratch (preset=base, variant=v). Checkpoint base:
+    init=base, converted on load when v differs from the checkpoint's variant; its
+    unconverted source is the `reference` (and, with `distill`, the teacher; RunError if
     there is none). With `control`, one more run fine-tunes that unconverted source itself
     under the same budget and data: how much of a healed conversion's recovery is only
     fine-tuning on this text."""
@@ -212,39 +211,39 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
         raise RunError("choose at least one variant")
     root = runs_root()
     used = {p.name for p in root.iterdir()} if root.is_dir() else set()
-    budget = ["--data", data, "--steps", str(steps), "--batch", str(batch), "--seq-len",
-              str(seq_len), "--lr", str(lr), "--seed", str(seed), "--warmup",
-              str(max(1, steps // 10)), "--eval-every", str(max(1, steps // 8)),
-              "--eval-batches", "2", "--log-every", str(max(1, steps // 40)),
-              "--checkpoint-every", str(max(1, steps // 4)), "--quiet"]
+    budget = {"data": data, "steps": steps, "batch": batch, "seq_len": seq_len, "lr": lr,
+              "seed": seed, "warmup": max(1, steps // 10), "eval_every": max(1, steps // 8),
+              "eval_batches": 2, "log_every": max(1, steps // 40),
+              "checkpoint_every": max(1, steps // 4)}
     plans = []
     for v in variants:
         if from_checkpoint:
             own = runview.checkpoint_variant(base)
-            argv = ["--init", base] + (["--variant", v] if v != own else [])
+            train = {"init": base, **({"variant": v} if v != own else {})}
         else:
-            argv = ["--preset", base, "--variant", v]
+            train = {"preset": base, "variant": v}
         teacher = runview.unconverted_source(base, v) if from_checkpoint else None
         if distill:
             if teacher is None:
                 raise RunError(f"distillation needs an unconverted source: {base!r} with "
                                f"variant {v!r} is not a converted model (turn distillation off)")
-            argv += ["--distill", "logits", "--teacher", teacher]
+            train.update(distill="logits", teacher=teacher)
         if teacher is not None:  # the recovery baseline, measured on the run's own windows
-            argv += ["--reference", teacher]
+            train["reference"] = teacher
         name = _unique(f"{jobs.slugify(prefix)[:50]}-{v}", used)
-        jobs.preflight(argv + budget)  # what the trainer would refuse: refused in the form
-        plans.append({"name": name, "argv": argv + budget, "teacher": teacher})
+        train.update(budget)
+        jobs.preflight(train)  # what the trainer would refuse: refused in the form
+        plans.append({"name": name, "train": train, "teacher": teacher})
     if control:
         sources = {p["teacher"] for p in plans if p["teacher"]}
         if not sources:
             raise RunError(f"a control needs a converted model: {base!r} has no unconverted "
                            "source to fine-tune beside it")
         for source in sorted(sources):
-            argv = ["--init", source, "--reference", source] + budget
-            jobs.preflight(argv)
+            train = {"init": source, "reference": source, **budget}
+            jobs.preflight(train)
             plans.append({"name": _unique(f"{jobs.slugify(prefix)[:42]}-control", used),
-                          "argv": argv, "teacher": None, "control": source})
+                          "train": train, "teacher": None, "control": source})
     return plans
 
 
@@ -254,7 +253,7 @@ def estimate(plan: dict[str, Any], device: str, n_gpus: int) -> dict[str, Any]:
 
     kind = "cuda" if device.startswith("cuda") or (device == "auto" and
                                                   jobs.devices()["cuda"]) else "cpu"
-    return calibrated_estimate(plan["argv"], device=kind, n_gpus=n_gpus, root=runs_root())
+    return calibrated_estimate(plan["train"], device=kind, n_gpus=n_gpus, root=runs_root())
 
 
 def estimate_lines(plans: list[dict[str, Any]], device: str,
@@ -292,7 +291,7 @@ def launch_once(plans: list[dict[str, Any]], device: str, n_gpus: int
 
 def launch(plans: list[dict[str, Any]], device: str, n_gpus: int) -> list[dict[str, Any]]:
     """Queue every plan (detached jobs that outlive the page); returns their statuses."""
-    return [jobs.submit(p["argv"], name=p["name"], device=device, n_gpus=n_gpus,
+    return [jobs.submit(p["train"], name=p["name"], device=device, n_gpus=n_gpus,
                         root=runs_root(), tags={"page": "finetune", **(
                             {"control": p["control"]} if p.get("control") else {})})
             for p in plans]
@@ -344,11 +343,10 @@ def recovery_frame(statuses: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[s
     original's), and notes."""
     rows, notes = [], []
     for s in statuses:
-        argv = [str(a) for a in s.get("argv") or []]
-        init = runview.argv_option(argv, "--init")
+        train = runview.train_record(s)
+        init, variant = train.get("init"), train.get("variant")
         metrics = jobs.read_metrics(s["run_dir"])
-        variant = runview.argv_option(argv, "--variant")
-        control = (init is not None and runview.argv_option(argv, "--reference") == init
+        control = (init is not None and train.get("reference") == init
                    and runview.unconverted_source(init, variant) is None)  # not converted
         if control:
             original = next((r["ref_val_loss"] for r in metrics
@@ -420,7 +418,7 @@ def run_explorer_target(status: dict[str, Any]) -> tuple[str, list[str]] | None:
     closest to it."""
     from qvka_core.checkpoints.resolve import user_checkpoints
 
-    init = runview.argv_option([str(a) for a in status.get("argv") or []], "--init")
+    init = runview.train_record(status).get("init")
     if status["id"] in user_checkpoints():  # with its lineage: original, converted, healed
         chain: list[str] = []
         name: str | None = status["id"]

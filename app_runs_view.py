@@ -54,7 +54,8 @@ def with_share(frame: pd.DataFrame, statuses: list[dict[str, Any]]) -> pd.DataFr
     return frame.assign(share=share)
 
 
-def estimate_caption(argv: list[str], device: str, n_gpus: int = 1) -> tuple[float, str]:
-    """(seconds, "calibrated on ... " or "uncalibrated: ...") for one run of `argv`."""
-    est = calibrated_estimate(argv, root=jobs.runs_root(), device=device, n_gpus=n_gpus)
+def estimate_caption(train: Any, device: str, n_gpus: int = 1) -> tuple[float, str]:
+    """(seconds, "calibrated on ... " or "uncalibrated: ...") for one run (its TrainArgs, a
+    dict of its fields, or argv)."""
+    est = calibrated_estimate(train, root=jobs.runs_root(), device=device, n_gpus=n_gpus)
     return est["calibrated_seconds"] or est["seconds"], est["basis"]

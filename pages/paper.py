@@ -82,7 +82,7 @@ both = g4.toggle("QV-Ka under sinusoidal PE too", value=False, key="pp_qvka_both
                  help="off: the paper's 6 cells; on: QV-Ka under sinusoidal PE as well")
 with ui.guarded(False):
     runs = paper.grid_runs(seeds=list(range(seeds)), steps_mult=mult, qvka_both=both)
-    sec, basis = arv.estimate_caption(runs[0]["argv"], "cpu" if device == "cpu" else "cuda")
+    sec, basis = arv.estimate_caption(runs[0]["train"], "cpu" if device == "cpu" else "cuda")
     st.caption(f"{len(runs)} runs, one at a time per device; ~{sec:,.0f} s each, "
                f"~{len(runs) * sec / 60:,.0f} min in all — {basis}.")
     if st.button("Launch the grid", key="pp_launch", type="primary"):

@@ -27,7 +27,12 @@ from typing import Any
 from qvka_core.attention.registry import get_variant
 from qvka_core.config import ModelConfig
 from qvka_core.errors import ConfigError
-from qvka_core.norms import norm_params
+
+
+def norm_params(kind: str, dim: int, bias: bool = True) -> int:
+    """Weights of one norm: RMSNorm a scale; LayerNorm a scale and (with bias) a shift."""
+    return dim if kind == "rmsnorm" else dim * (2 if bias else 1)
+
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
 

@@ -27,11 +27,11 @@ import torch
 from torch import Tensor
 
 from qvka_core.errors import DataError
+from qvka_core.paths import ASSETS, cache_root  # assets: the wheel's, else the checkout's
 
 if TYPE_CHECKING:
     from qvka_core.tokenizer import TextTokenizer
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CORPUS_PATH = ASSETS / "corpus" / "austen.txt.gz"
 CORPUS_SHA256 = "d6597d2e564a5d667375a4be868d0780a9b5e682be6d46ed9cc06e45d6a6dd09"
 TOKENIZER_PATH = ASSETS / "tokenizer" / "austen-bpe.json"
@@ -226,8 +226,6 @@ def _disk_cache_path(parts: list[tuple[str, str]], tokenizer: TextTokenizer) -> 
     to_str = getattr(tokenizer.backend, "to_str", None)
     if to_str is None:
         return None
-    from qvka_core.checkpoints.embedded import cache_root
-
     h = hashlib.sha256(b"tokens-v1")
     h.update(to_str().encode())
     h.update(str(tokenizer.eos_id).encode())

@@ -18,6 +18,7 @@ import os
 from typing import Any
 
 from qvka_core.errors import ConfigError
+from qvka_core.machine import memory_bytes
 
 GiB = 2**30
 # Sanity caps: the largest value a field accepts at all (the memory check comes after).
@@ -64,8 +65,6 @@ def check_finite(name: str, value: Any, *, minimum: float | None = None,
 
 
 def memory_capacity(kind: str = "cpu") -> int | None:
-    from qvka_core.jobs.devices import memory_bytes
-
     return memory_bytes("cuda" if kind.startswith("cuda") else "cpu")
 
 

@@ -26,7 +26,3 @@ def make_norm(kind: str, dim: int, eps: float, bias: bool = True) -> nn.Module:
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=eps, bias=bias)
     raise ValueError(f"norm must be 'layernorm' or 'rmsnorm', got {kind!r}")
-
-
-def norm_params(kind: str, dim: int, bias: bool = True) -> int:
-    return dim if kind == "rmsnorm" else dim * (2 if bias else 1)

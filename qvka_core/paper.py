@@ -23,6 +23,7 @@ from typing import Any
 
 from qvka_core import stats
 from qvka_core.errors import RunError
+from qvka_core.train.flags import to_argv
 
 SOURCE = ("[S] reported by secondary summaries of arXiv 2603.15665 (Tables 3-4); "
           "single runs, no variance reported")
@@ -86,14 +87,15 @@ def grid_runs(*, seeds: tuple[int, ...] | list[int] = SEEDS, cells: list[str] | 
               positions: list[str] | None = None, steps_mult: float = 1.0,
               budget: dict[str, int | float] | None = None, qvka_both: bool = False,
               prefix: str = GRID_NAME) -> list[dict[str, Any]]:
-    """Every run of the grid: [{"name", "cell", "position", "seed", "argv"}, ...].
+    """Every run of the grid: [{"name", "cell", "position", "seed", "train", "argv"}, ...].
 
     QV-Ka cells run under AGF only, as in the paper (6 cells x 5 seeds = 30 runs); with
     `qvka_both` they also run under sinusoidal PE (8 cells, 40 runs). Every cell has the
     bundled d128 decoder with 16 heads of 8 and √d-scaled embeddings under both position
     schemes, so a cell differs from another only in attention and positions; seed s fixes
     the data order (and the shared parts of the initialisation) in every cell, so cells
-    pair by seed. `argv` holds the train options without --out/--name/--device. Order:
+    pair by seed. `train` holds the TrainArgs fields without out/name/device, `argv` the same
+    as train options (for command lines). Order:
     seed-major, so a partial grid already covers every cell once.
     """
     cells = list(cells or CELLS)
@@ -119,18 +121,17 @@ def grid_runs(*, seeds: tuple[int, ...] | list[int] = SEEDS, cells: list[str] | 
                 if cell.startswith("qvka") and pos != "agf" and not qvka_both:
                     continue
                 spec = CELLS[cell]
-                argv = ["--preset", "austen", "--n-heads", str(N_HEADS), "--embed-scale", "on",
-                        "--variant", spec["variant"], "--position", POSITIONS[pos],
-                        "--data", "austen", "--seed", str(seed), "--steps", str(steps),
-                        "--warmup", str(max(1, steps // 10))]
-                for key in ("batch", "seq_len", "lr", "eval_batches"):
-                    argv += [f"--{key.replace('_', '-')}", str(b[key])]
-                for key, value in every.items():
-                    argv += [f"--{key.replace('_', '-')}", str(value)]
+                train: dict[str, Any] = {
+                    "preset": "austen", "n_heads": N_HEADS, "embed_scale": True,
+                    "variant": spec["variant"], "position": POSITIONS[pos], "data": "austen",
+                    "seed": seed, "steps": steps, "warmup": max(1, steps // 10),
+                    **{key: b[key] for key in ("batch", "seq_len", "lr", "eval_batches")},
+                    **every}
                 if spec["d_ctx"] is not None:
-                    argv += ["--d-ctx", str(spec["d_ctx"])]
+                    train["d_ctx"] = spec["d_ctx"]
                 runs.append({"name": f"{prefix}-{cell}-{pos}-s{seed}", "cell": cell,
-                             "position": POSITIONS[pos], "seed": seed, "argv": argv})
+                             "position": POSITIONS[pos], "seed": seed, "train": train,
+                             "argv": to_argv(train)})
     if not runs:
         raise RunError("the grid selection is empty (QV-Ka runs under AGF unless qvka_both)")
     return runs
@@ -149,7 +150,7 @@ def submit_grid(*, root: str | Path | None = None, device: str = "cpu",
     """
     from qvka_core import jobs
 
-    return [jobs.submit(r["argv"], name=r["name"], device=device, root=root, trainer=trainer,
+    return [jobs.submit(r["train"], name=r["name"], device=device, root=root, trainer=trainer,
                         tags={"grid": GRID_NAME, "cell": r["cell"], "position": r["position"],
                               "seed": r["seed"]})
             for r in grid_runs(**kwargs)]
@@ -161,28 +162,23 @@ def run_grid_local(out: str | Path = "runs", *, device: str = "cpu",
     """Run the grid here, one run after another (scripted use), resumably: finished runs are
     skipped and a run that was interrupted continues from its last checkpoint. `shard`
     (i, n) takes every n-th run from the i-th, so n processes can share the grid."""
-    from qvka_core.cli import _Parser
-    from qvka_core.cli import train as train_cli
     from qvka_core.train import run
+    from qvka_core.train.flags import args_from_fields
 
     index, count = shard
     if not (isinstance(count, int) and count >= 1 and isinstance(index, int)
             and 0 <= index < count):
         raise RunError(f"shard must be I/N with 0 <= I < N, got {index}/{count}")
-    parser = _Parser(prog="train")
-    train_cli.add_arguments(parser)
     done = []
     for r in grid_runs(**kwargs)[index::count]:
         run_dir = Path(out) / r["name"]
         if _final(run_dir) is not None:
             continue
-        extra = ["--out", str(out), "--name", r["name"], "--device", device]
+        fields = {**r["train"], "out": str(out), "name": r["name"], "device": device,
+                  "resume": (run_dir / "config.json").exists()}
         if threads is not None:
-            extra += ["--threads", str(threads)]
-        if (run_dir / "config.json").exists():
-            extra.append("--resume")
-        ns = parser.parse_args(r["argv"] + extra)
-        result = run(train_cli.build_args(ns))
+            fields["threads"] = threads
+        result = run(args_from_fields(fields))
         done.append({"name": r["name"], "state": result.state, "val_loss": result.val_loss,
                      "val_acc": result.val_acc})
     return done

@@ -5,7 +5,8 @@
 - `unconverted_source`: the model a checkpoint (or `--init X --variant Y`) was converted
   from, which is the distillation teacher and the recovery reference.
 - `recovery`: validation loss against tokens seen, as a share of the original's loss.
-- `rss_bytes` / `gpu_memory`: memory in use by a training process and on the GPUs.
+- `rss_bytes` (from qvka_core.machine) / `gpu_memory`: memory used by a training process and
+  on the GPUs.
 - `progress_of`: a live run's progress line (step, ETA, tokens/s, device, memory).
 - `busy` / `poll_seconds`: whether, and how often, a page must keep refreshing runs.
 - `explorer_target`: the Explorer view closest to a model; `origin`: what a user checkpoint
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qvka_core.errors import LabError
+from qvka_core.machine import rss_bytes
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -142,34 +144,35 @@ def _costs(config_path: str, mtime_ns: int) -> tuple[str, int | None, int | None
     return cfg.variant, sum(param_breakdown(cfg).values()), int(kv_cache_bytes_per_token(cfg))
 
 
-def argv_option(argv: list[str], flag: str) -> str | None:
-    return next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == flag), None)
+def train_record(status: dict[str, Any]) -> dict[str, Any]:
+    """The TrainArgs fields of a run: its job record, else (a run started by `train`
+    directly) the `train` object of its config.json; {} when neither exists yet."""
+    if status.get("train") or not status.get("run_dir"):
+        return status.get("train") or {}
+    return _json(Path(status["run_dir"]) / "config.json").get("train") or {}
 
 
 def run_row(status: dict[str, Any]) -> dict[str, Any]:
     """One row of the results table for a `jobs.job_status` dict."""
     run_dir = Path(status["run_dir"])
     cfg_path = run_dir / "config.json"
-    argv = [str(a) for a in status.get("argv") or []]
+    train = train_record(status)
+    init, preset = train.get("init"), train.get("preset")
     if cfg_path.exists():
         variant, params, kv = _costs(str(cfg_path), cfg_path.stat().st_mtime_ns)
     else:
-        init = argv_option(argv, "--init")
-        variant = argv_option(argv, "--variant") or (checkpoint_variant(init) if init else None)
+        variant = train.get("variant") or (checkpoint_variant(init) if init else None)
         variant, params, kv = variant or "?", None, None
     last = status.get("last_metrics") or {}
     last_val = status.get("last_val") or {}
     speed = next((r.get("tokens_per_s") for r in [last] if r.get("tokens_per_s")), None)
     final, ref = last_val.get("val_loss"), status.get("ref_val_loss")
-    trained = _json(cfg_path).get("train") or {}  # runs started outside the queue have no argv
-    init = argv_option(argv, "--init") or trained.get("init")
-    preset = argv_option(argv, "--preset") or trained.get("preset")
     return {
         "run": status["id"], "state": status["state"], "name": status.get("name"),
         "variant": variant,
         "base": ref_label(str(init)) if init else preset or "austen",
         "params": params, "KV bytes/token": kv, "step": status.get("step"),
-        "steps": int(status.get("total_steps") or argv_option(argv, "--steps") or 0) or None,
+        "steps": int(status.get("total_steps") or train.get("steps") or 0) or None,
         "final val loss": final,
         "vs original": round(final / ref, 4) if final is not None and ref else None,
         "tokens/s": None if speed is None else round(speed),
@@ -188,19 +191,6 @@ def ref_label(ref: str) -> str:
     if path.name == "checkpoint" and path.parent.name:
         return f"run: {path.parent.name}"
     return ref
-
-
-def rss_bytes(pid: int | None) -> int | None:
-    """Resident memory of a live process (Linux /proc), else None."""
-    if not pid:
-        return None
-    try:
-        for line in Path(f"/proc/{int(pid)}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 def gpu_memory() -> list[dict[str, Any]]:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from qvka_core.checkpoints.store import LoadedModel, save_checkpoint
 from qvka_core.errors import CheckpointError
+from qvka_core.paths import cache_root  # re-exported: convert.cache imports it from here
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ EMBEDDED: dict[str, dict[str, Any]] = {
         "d_model 576, from GGUF Q4_1 (cached as bf16 after the first load; Apache-2.0)",
     },
 }
-
-
-def cache_root() -> Path:
-    """$QVKA_CACHE, else ~/.cache/qvka-lab."""
-    return Path(os.environ.get("QVKA_CACHE") or Path.home() / ".cache" / "qvka-lab")
 
 
 def package_dir(module: str, pip_name: str) -> Path:

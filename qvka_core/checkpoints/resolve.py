@@ -18,7 +18,7 @@ from qvka_core.checkpoints.store import FORMAT, LoadedModel, read_config_json
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError, ConfigError
 
-BUNDLED_DIR = paths.PROJECT_ROOT / "assets" / "checkpoints"
+BUNDLED_DIR = paths.ASSETS / "checkpoints"
 
 
 def runs_dir() -> Path:

@@ -12,13 +12,13 @@ import sys
 
 from qvka_core import limits
 from qvka_core.cli.output import check_output_file, json_text
-from qvka_core.train.args import default_runs_root
+from qvka_core.paths import runs_root
 
 HELP = "the paper-mini grid (list or queue its runs) and the summary of finished runs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", default=default_runs_root(),
+    parser.add_argument("--runs", default=str(runs_root()),
                         help="runs root (default: $QVKA_RUNS, else runs)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     common = argparse.ArgumentParser(add_help=False)  # also accepted after the action

@@ -9,53 +9,23 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
 
 from qvka_core.cli.output import json_text
-from qvka_core.train.args import TrainArgs, default_runs_root
+from qvka_core.paths import runs_root
+from qvka_core.train.flags import add_train_flags, build_args, parse_train_argv
 
 HELP = "train a model (from a preset or a checkpoint) on Austen or a text file"
 
-# CLI flag -> TrainArgs field, where the names differ beyond '-' vs '_'.
-_FIELDS = [f.name for f in dataclasses.fields(TrainArgs)]
+__all__ = ["HELP", "add_arguments", "build_args", "parse_train_argv", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("model")
-    g.add_argument("--preset", help="model preset (default: austen, the bundled d128 decoder)")
-    g.add_argument("--variant", help="attention variant: mha, gqa, mqa, mla, qvka, qv")
-    g.add_argument("--position", help="rope, sinusoidal, learned, agf, alibi or none")
-    g.add_argument("--n-kv-heads", type=int)
-    g.add_argument("--d-ctx", type=int, help="QV-Ka context width (default head_dim)")
-    g.add_argument("--kv-lora-rank", type=int, help="MLA latent width")
-    g.add_argument("--n-layers", type=int)
-    g.add_argument("--n-heads", type=int, help="query heads (head_dim = d_model / n_heads)")
-    g.add_argument("--embed-scale", type=_on_off, metavar="on|off",
-                   help="scale token embeddings by sqrt(d_model), init d^-1/2 (default: only "
-                   "under sinusoidal positions)")
-    g.add_argument("--init", help="start from this checkpoint (name or directory)")
-    g = parser.add_argument_group("data and optimisation")
-    g.add_argument("--data", help="'austen' (default) or a UTF-8 text file")
-    g.add_argument("--tokenizer", help="tokenizer.json for from-scratch runs")
-    for flag, kind in (("steps", int), ("batch", int), ("seq-len", int), ("lr", float),
-                       ("warmup", int), ("weight-decay", float), ("grad-clip", float),
-                       ("seed", int), ("eval-every", int), ("eval-batches", int),
-                       ("log-every", int), ("checkpoint-every", int), ("threads", int),
-                       ("temperature", float), ("distill-weight", float)):
-        g.add_argument(f"--{flag}", type=kind)
-    g.add_argument("--schedule", help="cosine (default) or constant")
-    g.add_argument("--device", help="auto (default), cpu, cuda or mps")
-    g.add_argument("--distill", help="none (default), logits or hidden")
-    g.add_argument("--teacher", help="teacher checkpoint for --distill")
-    g.add_argument("--reference", help="checkpoint whose validation loss on this run's windows "
-                   "is recorded at step 0 (default: the teacher); the recovery baseline")
-    g = parser.add_argument_group("output")
-    g.add_argument("--out", help="parent directory of runs (default: $QVKA_RUNS, else runs)")
-    g.add_argument("--name", help="run name (default: <variant>-<position>-s<seed>)")
-    g.add_argument("--resume", action="store_true", help="continue out/name from its checkpoint")
+    """The TrainArgs flags (generated from the dataclass) plus this command's own."""
+    add_train_flags(parser)
+    g = parser.add_argument_group("command")
     g.add_argument("--quiet", action="store_true", help="no per-step progress lines")
     g = parser.add_argument_group("grids")
     g.add_argument("--grid", choices=["paper-mini"],
@@ -83,49 +53,6 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _on_off(text: str) -> bool:
-    if text not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-    return text == "on"
-
-
-class _RaisingParser(argparse.ArgumentParser):
-    """The train parser for options given as data (jobs submit/estimate, pages): a bad
-    option is a RunError, printed once by the caller, not a line on stderr + SystemExit."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        from qvka_core.errors import RunError
-
-        raise RunError(f"invalid train option: {message} (see `python -m qvka_core train "
-                       "--help`)")
-
-
-def parse_train_argv(argv: list[str]) -> TrainArgs:
-    """TrainArgs from train options (["--variant", "qv", "--steps", "50", ...])."""
-    parser = _RaisingParser(prog="train", add_help=False)
-    add_arguments(parser)
-    return build_args(parser.parse_args(argv))
-
-
-def _given(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if k in _FIELDS and v is not None}
-
-
-def build_args(ns: argparse.Namespace) -> TrainArgs:
-    """TrainArgs from the flags; with --resume, the stored arguments plus the given flags."""
-    given = _given(ns)
-    given.pop("resume", None)
-    if ns.resume:
-        out, name = given.get("out") or default_runs_root(), given.get("name")
-        if name is None:
-            from qvka_core.errors import RunError
-
-            raise RunError("--resume needs --name (the run directory under --out)")
-        stored = TrainArgs.from_run_dir(Path(out) / name)
-        return stored.replace(**given, resume=True)
-    return TrainArgs(**given)
-
-
 def _progress(record: dict[str, Any]) -> None:
     parts = [f"step {record['step']}"]
     for key in ("loss", "val_loss", "val_acc", "lr", "tokens_per_s"):
@@ -139,10 +66,11 @@ def _run_grid(args: argparse.Namespace) -> int:
     from qvka_core.cli.paper import _check_steps_mult
 
     _check_steps_mult(args.steps_mult)
-    out = args.out or default_runs_root()
-    done = paper.run_grid_local(out, device=args.device or "cpu", steps_mult=args.steps_mult,
+    out = getattr(args, "out", None) or str(runs_root())
+    done = paper.run_grid_local(out, device=getattr(args, "device", None) or "cpu",
+                                steps_mult=args.steps_mult,
                                 qvka_both=args.qvka_both, shard=args.shard,
-                                threads=args.threads)
+                                threads=getattr(args, "threads", None))
     for r in done:  # one line per finished run
         loss = r.get("val_loss")
         print(f"{r.get('name')}: {r.get('state')}, val_loss "

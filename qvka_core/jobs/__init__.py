@@ -2,7 +2,7 @@
 crash recovery. The run directory (under $QVKA_RUNS or ./runs) is the single source of truth.
 
     from qvka_core import jobs
-    st = jobs.submit(["--preset", "austen", "--variant", "qv", "--steps", "200"], name="qv-s0")
+    st = jobs.submit({"preset": "austen", "variant": "qv", "steps": 200}, name="qv-s0")
     jobs.list_jobs(); jobs.job_status(st["run_dir"]); jobs.cancel("qv-s0"); jobs.resume("qv-s0")
 
 Importing this package does not import torch (`estimate` and `devices` import it lazily).

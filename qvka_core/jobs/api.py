@@ -7,7 +7,6 @@ dicts; user mistakes raise `RunError` with a message that says what to do instea
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qvka_core import machine
 from qvka_core.errors import RunError
 from qvka_core.jobs.devices import resolve_device
 from qvka_core.jobs.estimate import check_memory, preflight
@@ -32,10 +32,12 @@ from qvka_core.jobs.store import (
     slugify,
     update_job,
 )
-from qvka_core.jobs.worker import REPO_ROOT
+from qvka_core.jobs.worker import child_env
+from qvka_core.train.args import TrainArgs
+from qvka_core.train.flags import argv_fields, flag_of
 
 DEFAULT_TRAINER = (sys.executable, "-m", "qvka_core", "train")
-RESERVED_OPTIONS = ("--out", "--name", "--resume")
+QUEUE_FIELDS = ("out", "name", "resume")  # the queue sets these (device: the `device` argument)
 _CHILDREN: list[subprocess.Popen[bytes]] = []  # detached workers started here (reaped lazily)
 
 
@@ -44,35 +46,10 @@ def _reap() -> None:
     _CHILDREN[:] = [p for p in _CHILDREN if p.poll() is None]
 
 
-def _option(argv: list[str], flag: str) -> str | None:
-    """The value of `--flag V` or `--flag=V` in argv (last one wins)."""
-    value = None
-    for i, tok in enumerate(argv):
-        if tok == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif tok.startswith(flag + "="):
-            value = tok.split("=", 1)[1]
-    return value
-
-
-def _without_option(argv: list[str], flag: str) -> list[str]:
-    out: list[str] = []
-    skip = False
-    for tok in argv:
-        if skip:
-            skip = False
-        elif tok == flag:
-            skip = True
-        elif not tok.startswith(flag + "="):
-            out.append(tok)
-    return out
-
-
-def _auto_name(argv: list[str]) -> str:
-    init = _option(argv, "--init")
-    base = Path(init).name if init else (_option(argv, "--variant") or "run")
-    return slugify(f"{base}-{_option(argv, '--position') or 'default'}-s"
-                   f"{_option(argv, '--seed') or 0}")
+def _auto_name(train: dict[str, Any]) -> str:
+    init = train.get("init")
+    base = Path(init).name if init else (train.get("variant") or "run")
+    return slugify(f"{base}-{train.get('position') or 'default'}-s{train.get('seed') or 0}")
 
 
 def _names_in_use(root: Path) -> set[str]:
@@ -86,47 +63,61 @@ def _names_in_use(root: Path) -> set[str]:
     return used
 
 
-def _validate_argv(argv: list[str]) -> None:
-    """Parse argv with the train command's own parser, if it exists, for early errors."""
-    if not all(isinstance(a, str) for a in argv):
-        raise RunError("argv must be a list of strings (the options of `train`)")
-    for flag in RESERVED_OPTIONS:
-        if _option(argv, flag) is not None or flag in argv:
-            raise RunError(f"{flag} is set by the job queue; remove it from the train options "
-                           "(use resume() to continue a run)")
-    try:
-        from qvka_core.cli.train import parse_train_argv
-    except ImportError:
-        return
-    parse_train_argv(argv)  # ConfigError naming the field, before anything is queued
+def _given_fields(train_args: Any) -> tuple[dict[str, Any], list[str]]:
+    """(TrainArgs fields given, tokens for a custom trainer) from TrainArgs, a dict of its
+    fields, or train options (["--variant", "qv", ...]); the queue's own fields refused."""
+    if isinstance(train_args, TrainArgs):
+        fields = train_args.to_dict()
+        return {k: v for k, v in fields.items() if k not in QUEUE_FIELDS}, []
+    if isinstance(train_args, dict):
+        _refuse_queue_fields([k for k in QUEUE_FIELDS if k in train_args])
+        return dict(train_args), []
+    if not isinstance(train_args, (list, tuple)) or not all(
+            isinstance(a, (str, int, float)) for a in train_args):
+        raise RunError("train options must be TrainArgs, a dict of its fields or a list of "
+                       "strings (the options of `train`)")
+    argv = [str(a) for a in train_args]
+    fields, rest = argv_fields(argv)
+    _refuse_queue_fields([k for k in QUEUE_FIELDS if k in fields])
+    return fields, rest
+
+
+def _refuse_queue_fields(given: list[str]) -> None:
+    if given:
+        flags = ", ".join(flag_of(k) for k in given)
+        raise RunError(f"{flags} {'is' if len(given) == 1 else 'are'} set by the job queue; "
+                       "remove it from the train options (use resume() to continue a run)")
+
+
+def _record(fields: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The run record stored in job.json: the validated TrainArgs as data (ConfigError
+    naming the field before anything is queued); its name is the job id, set once known."""
+    given = {k: v for k, v in fields.items() if k not in QUEUE_FIELDS and v is not None}
+    return TrainArgs(**given, out=str(base)).to_dict()
 
 
 def _spawn_worker(run_dir: Path) -> int:
     """Start the detached worker for `run_dir`; returns its pid."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["PYTHONUNBUFFERED"] = "1"
-    script = Path(__file__).with_name("worker.py")
     with open(run_dir / "log.txt", "ab") as log:
-        proc = subprocess.Popen([sys.executable, str(script), str(run_dir)],
+        proc = subprocess.Popen([sys.executable, "-m", "qvka_core.jobs", str(run_dir)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=env)
+                                start_new_session=True, close_fds=True, env=child_env())
     _CHILDREN.append(proc)
-    update_job(run_dir, worker_pid=proc.pid)
+    update_job(run_dir, worker_pid=proc.pid, worker_created=machine.create_time(proc.pid))
     return proc.pid
 
 
-def submit(argv: list[str], *, name: str | None = None, device: str | None = None,
+def submit(train_args: Any, *, name: str | None = None, device: str | None = None,
            n_gpus: int = 1, root: str | Path | None = None,
            trainer: list[str] | None = None, tags: dict[str, Any] | None = None,
            validate: bool = True, force_memory: bool = False) -> dict[str, Any]:
-    """Queue one training run (the options of `python -m qvka_core train`) and return its status.
+    """Queue one training run and return its status; job.json stores it as a TrainArgs record.
 
     Args:
-        argv: train options, e.g. ["--preset", "austen", "--variant", "qv", "--steps", "50"];
-            --out/--name/--resume are the queue's. A --device in argv is used when `device`
-            is None.
+        train_args: `TrainArgs`, a dict of its fields ({"variant": "qv", "steps": 50}) or
+            train options (["--variant", "qv", "--steps", "50"]); out/name/resume are the
+            queue's. A device among them is used when `device` is None. With a custom
+            `trainer`, options that are not TrainArgs fields are passed on to it.
         name: display name and run directory id (slugified; must be unused). None: derived
             from variant, position and seed (made unique with a -2, -3 suffix).
         device: "cpu", "cuda:N", "cuda" (any free GPU) or "auto" (a GPU if any, else cpu).
@@ -137,20 +128,21 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
             (refused otherwise, with the estimate and the memory in the error).
     """
     _reap()
-    argv = [str(a) for a in argv]
-    device = device or _option(argv, "--device") or "auto"
-    argv = _without_option(argv, "--device")
+    fields, extra = _given_fields(train_args)
+    device = device or fields.pop("device", None) or "auto"
+    fields.pop("device", None)
+    if extra and trainer is None:
+        raise RunError(f"invalid train option(s): {' '.join(extra)} (see `python -m "
+                       "qvka_core train --help`)")
+    record = _record(fields, runs_root(root, create=False))  # ConfigError before anything
     if validate and trainer is None:
-        _validate_argv(argv)
-        preflight(argv)  # e.g. a seq_len past the model's positions: refused, not queued
-    elif any(flag in argv for flag in RESERVED_OPTIONS):
-        raise RunError(f"{', '.join(RESERVED_OPTIONS)} are set by the job queue")
+        preflight(record)  # e.g. a seq_len past the model's positions: refused, not queued
     slots, n_gpus = resolve_device(device, n_gpus)
     if validate and trainer is None and not force_memory:
-        check_memory(argv, "cuda" if slots[0].startswith("cuda") else "cpu")
-    base = runs_root(root)
+        check_memory(record, "cuda" if slots[0].startswith("cuda") else "cpu")
     if trainer is None:
         trainer = trainer_prefix(n_gpus)
+    base = runs_root(root)  # created now that the run is accepted
     used = _names_in_use(base)
     if name is not None:
         job_id = slugify(name)
@@ -158,7 +150,7 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
             raise RunError(f"a run named {job_id!r} already exists under {base}; choose "
                            "another name (runs are never overwritten)")
     else:
-        stem = _auto_name(argv)
+        stem = _auto_name(fields)
         job_id, k = stem, 1
         while job_id in used:
             k += 1
@@ -171,10 +163,12 @@ def submit(argv: list[str], *, name: str | None = None, device: str | None = Non
     except OSError as exc:  # a read-only runs folder, say
         raise RunError(f"cannot create {run_dir}: {exc.strerror}") from exc
     job = {
-        "id": job_id, "name": job_id, "argv": argv, "device": device, "slots": slots,
+        "id": job_id, "name": job_id, "train": {**record, "name": job_id}, "device": device,
+        "slots": slots, "extra_argv": extra,
         "n_gpus": n_gpus, "trainer": list(trainer), "seq": next_seq(base),
         "submitted_at": now_iso(), "submitted_ts": time.time(), "started_at": None,
-        "finished_at": None, "exit_code": None, "worker_pid": None, "train_pid": None,
+        "finished_at": None, "exit_code": None, "worker_pid": None, "worker_created": None,
+        "train_pid": None, "train_created": None,
         "assigned": None, "cancelled": False, "resume": False, "attempts": [],
         "tags": tags or {}, "force_memory": bool(force_memory),
     }
@@ -214,7 +208,7 @@ def resume(job_id: str, *, steps: int | None = None,
            root: str | Path | None = None) -> dict[str, Any]:
     """Requeue a crashed, cancelled or failed job in the same run directory with --resume.
 
-    The same argv is used (a new `steps` may extend the run); metrics already written are
+    The same run record is used (a new `steps` may extend the run); metrics already written are
     kept up to the last checkpoint, where the trainer continues. A job that never started is
     simply requeued.
     """
@@ -237,15 +231,16 @@ def resume(job_id: str, *, steps: int | None = None,
             raise RunError(f"run {job_id!r} is {status['state']}; only crashed, cancelled or "
                            "failed runs can be resumed")
         job = read_job(run_dir) or {}
-        argv = list(job["argv"])
+        train = dict(job.get("train") or {})
         if steps is not None:
-            argv = _without_option(argv, "--steps") + ["--steps", str(steps)]
+            train["steps"] = steps
         attempt = {k: job.get(k) for k in ("seq", "started_at", "finished_at", "exit_code")}
         current = dict(job)
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
-        current.update(argv=argv, seq=seq, submitted_at=now_iso(), submitted_ts=time.time(),
+        current.update(train=train, seq=seq, submitted_at=now_iso(), submitted_ts=time.time(),
                        started_at=None, finished_at=None, exit_code=None, worker_pid=None,
-                       train_pid=None, assigned=None, cancelled=False,
+                       worker_created=None, train_pid=None, train_created=None,
+                       assigned=None, cancelled=False,
                        resume=(run_dir / "config.json").exists(),
                        attempts=[*job.get("attempts", []), attempt])
         atomic_write_json(run_dir / JOB_FILE, current)

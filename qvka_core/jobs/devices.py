@@ -1,6 +1,7 @@
 """Device discovery and the device slots a job may use ("cpu", "cuda:0", "cuda:1", ...).
 
-One job runs per slot at a time: the CPU is one slot, each GPU is one slot.
+One job runs per slot at a time: the CPU is one slot, each GPU is one slot. Counting GPUs and
+their memory is qvka_core.machine's (re-exported here).
 """
 
 from __future__ import annotations
@@ -9,22 +10,11 @@ import os
 from typing import Any
 
 from qvka_core.errors import RunError
+from qvka_core.machine import cuda_device_count, memory_bytes
+
+__all__ = ["cuda_device_count", "devices", "memory_bytes", "resolve_device"]
 
 CPU_THREADS_NOTE = "CPU jobs share the machine's cores; one CPU job runs at a time."
-
-
-def cuda_device_count() -> int:
-    """Visible CUDA devices (0 without torch/CUDA). Honours CUDA_VISIBLE_DEVICES."""
-    if os.environ.get("QVKA_FAKE_GPUS"):  # tests: pretend to have N GPUs
-        return int(os.environ["QVKA_FAKE_GPUS"])
-    try:
-        import torch
-    except ImportError:
-        return 0
-    try:
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # noqa: BLE001 - a broken driver means "no GPU" here
-        return 0
 
 
 def devices() -> dict[str, Any]:
@@ -37,22 +27,6 @@ def devices() -> dict[str, Any]:
         names = [torch.cuda.get_device_name(i) for i in range(n)]
     return {"cuda": n > 0, "gpu_count": n, "gpu_names": names,
             "slots": ["cpu"] + [f"cuda:{i}" for i in range(n)], "note": CPU_THREADS_NOTE}
-
-
-def memory_bytes(kind: str) -> int | None:
-    """Physical memory of this machine ("cpu") or of its smallest visible GPU ("cuda");
-    None when unknown or absent."""
-    if kind == "cpu":
-        try:
-            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (AttributeError, OSError, ValueError):
-            return None
-    n = cuda_device_count()
-    if not n or os.environ.get("QVKA_FAKE_GPUS"):
-        return None
-    import torch
-
-    return min(torch.cuda.get_device_properties(i).total_memory for i in range(n))
 
 
 def resolve_device(device: str, n_gpus: int = 1) -> tuple[list[str], int]:

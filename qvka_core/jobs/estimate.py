@@ -26,8 +26,8 @@ DEFAULT_GPU = "H100 SXM"
 
 def args_from_argv(argv: list[str]) -> Any:
     """A `TrainArgs` from train options (["--variant", "qv", "--steps", "50", ...]), parsed
-    by the train command's own parser; a bad option is one RunError."""
-    from qvka_core.cli.train import parse_train_argv
+    by the train command's own (generated) parser; a bad option is one RunError."""
+    from qvka_core.train.flags import parse_train_argv
 
     return parse_train_argv(argv)
 

@@ -109,7 +109,8 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
     Keys: id, name, run_dir, managed, state, message, step, total_steps, seq, device,
     assigned, submitted_at, started_at, finished_at, exit_code, queue_position, starting
     (next in line with its slots free), resumable, resume_from, last_metrics, last_val,
-    ref_val_loss (the reference model's loss on the run's windows, if it has one), argv.
+    ref_val_loss (the reference model's loss on the run's windows, if it has one), train
+    (the run record: TrainArgs fields, from job.json).
     """
     run_dir = resolve(run_dir, root)
     base = run_dir.parent
@@ -127,14 +128,14 @@ def job_status(run_dir: str | Path, *, root: str | Path | None = None) -> dict[s
         "last_val": _last_val(metrics), "trainer_state": st.get("state"),
     }
     for key in ("seq", "device", "assigned", "submitted_at", "started_at", "finished_at",
-                "exit_code", "argv", "n_gpus", "tags"):
+                "exit_code", "train", "n_gpus", "tags"):
         out[key] = (job or {}).get(key)
     state, message = _derive(run_dir, base, job, st, step, out)
     # A final status is written a moment before the trainer and its worker exit; until they
     # have, the worker may still write job.json, so resuming or deleting must wait.
     out["exiting"] = job is not None and state not in ACTIVE and (
-        pid_alive(job.get("train_pid"), run_dir.name)
-        or pid_alive(job.get("worker_pid"), run_dir.name))
+        pid_alive(job.get("train_pid"), run_dir.name, job.get("train_created"))
+        or pid_alive(job.get("worker_pid"), run_dir.name, job.get("worker_created")))
     if out["exiting"]:
         message = f"{message} (stopping)" if message else "stopping"
     out["state"], out["message"] = state, message
@@ -168,8 +169,8 @@ def _derive(run_dir: Path, root: Path, job: dict[str, Any] | None, st: dict[str,
         if cancel_requested:
             return "cancelled", "cancelled before it started"
         return "crashed", "the queue worker died before the job started — resume requeues it"
-    train_alive = pid_alive(job.get("train_pid"), run_dir.name)
-    worker_alive = pid_alive(job.get("worker_pid"), run_dir.name)
+    train_alive = pid_alive(job.get("train_pid"), run_dir.name, job.get("train_created"))
+    worker_alive = pid_alive(job.get("worker_pid"), run_dir.name, job.get("worker_created"))
     if train_alive or (worker_alive and not job.get("finished_at")):
         if st_state in ("completed", "failed", "cancelled", "diverged"):
             return st_state, st_msg  # final status written; the process is exiting

@@ -3,12 +3,18 @@
 A job's run directory is the single source of truth. Besides the trainer's own files
 (config.json, status.json, metrics.jsonl, log.txt, checkpoint/) it holds `job.json`:
 
-    id, name, argv, device, slots, n_gpus, trainer, seq, submitted_at, started_at,
-    finished_at, exit_code, worker_pid, train_pid, assigned, cancel_requested_at, attempts
+    id, name, train, device, slots, n_gpus, trainer, seq, submitted_at, started_at,
+    finished_at, exit_code, worker_pid, worker_created, train_pid, train_created (psutil
+    create_times: the recycled-pid guard), assigned, cancel_requested_at, attempts
+
+`train` is the run record: the run's `TrainArgs` as data (`TrainArgs.to_dict()`; out/name/
+device/resume are the queue's, set by the worker). `extra_argv` holds options for a custom
+trainer that are not TrainArgs fields (tests' fake trainer). Records written before the
+record existed hold `argv` (train options) instead; `read_job` converts them on read.
 
 Every write is atomic (temp file + os.replace) and read-modify-write cycles hold an fcntl
 lock on RUN_DIR/.job.lock, so the submitting process and the worker never lose each
-other's fields. Stdlib only: the detached worker imports this without torch.
+other's fields. No torch: the detached worker imports this (and `train.flags`) only.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from qvka_core import paths
+from qvka_core import machine, paths
 from qvka_core.errors import RunError
+from qvka_core.train.flags import argv_fields
 
 JOB_FILE = "job.json"
 CANCEL_FILE = "CANCEL"
@@ -160,8 +167,27 @@ def next_seq(root: Path) -> int:
 
 # --- job.json ---------------------------------------------------------------------------------
 def read_job(run_dir: Path) -> dict[str, Any] | None:
-    """The job record of `run_dir`, or None for runs not made through the queue."""
-    return read_json(run_dir / JOB_FILE)
+    """The job record of `run_dir`, or None for runs not made through the queue. A record
+    from before `train` existed (train options as `argv`) is returned converted."""
+    job = read_json(run_dir / JOB_FILE)
+    return upgrade_job(job) if job is not None else None
+
+
+def upgrade_job(job: dict[str, Any]) -> dict[str, Any]:
+    """An old record's `argv` as the `train` fields it gives (+ `extra_argv`, the tokens
+    that are not train options); a current record unchanged. Values are typed, not
+    validated together: an old run shows even if today's rules would refuse it."""
+    if "train" in job or "argv" not in job:
+        return job
+    argv = [str(a) for a in job.pop("argv") or []]
+    try:
+        fields, rest = argv_fields(argv)
+    except RunError:  # a value today's parser refuses: keep the tokens as they were
+        fields, rest = {}, argv
+    job["train"] = fields
+    if rest:
+        job["extra_argv"] = rest
+    return job
 
 
 def update_job(run_dir: Path, **changes: Any) -> dict[str, Any]:
@@ -189,29 +215,9 @@ def iter_run_dirs(root: Path) -> Iterator[Path]:
 
 
 # --- processes --------------------------------------------------------------------------------
-def pid_alive(pid: int | None, must_contain: str | None = None) -> bool:
-    """True if `pid` is a live process (not a zombie) whose command line holds `must_contain`.
-
-    The command-line check (Linux /proc) guards against a recycled pid.
-    """
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    proc = Path(f"/proc/{pid}")
-    if proc.exists():
-        try:
-            stat = (proc / "stat").read_text()
-            if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-                return False
-            if must_contain is not None:
-                cmdline = (proc / "cmdline").read_bytes().replace(b"\x00", b" ").decode(
-                    "utf-8", "replace")
-                return must_contain in cmdline
-        except OSError:
-            return False
-    return True
+def pid_alive(pid: int | None, must_contain: str | None = None,
+              created: float | None = None) -> bool:
+    """True if `pid` is a live process (not a zombie) that is the one recorded: started at
+    `created` (its psutil create_time, recorded beside the pid) and with `must_contain` in
+    its command line. Both guard against a recycled pid (qvka_core.machine)."""
+    return machine.alive(pid, must_contain, created)

@@ -1,6 +1,6 @@
 """The detached queue worker: one per submitted job, no daemon.
 
-`submit` starts `python qvka_core/jobs/worker.py RUN_DIR` in a new session (stdout/stderr
+`submit` starts `python -m qvka_core.jobs RUN_DIR` (this module) in a new session (stdout/stderr
 appended to RUN_DIR/log.txt). The worker
 
 1. waits until its job is the oldest waiting job among those that share a device slot
@@ -12,8 +12,8 @@ appended to RUN_DIR/log.txt). The worker
 3. records started_at, train_pid, exit_code and finished_at in job.json.
 
 A cancel before the trainer starts (CANCEL file or job.json "cancelled") ends the worker.
-Run as a script it imports only the stdlib and `qvka_core.jobs.store` (no torch): a
-stub `qvka_core` package object is installed so the package's heavy __init__ is skipped.
+It imports no torch (the package's names load on first use). The trainer gets the run
+record (job.json's `train`) as train options, with the queue's --device/--out/--name/--resume.
 """
 
 from __future__ import annotations
@@ -26,17 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__" and "qvka_core" not in sys.modules:  # pragma: no cover - bootstrap
-    import types
-
-    _pkg_dir = Path(__file__).resolve().parents[1]
-    _stub = types.ModuleType("qvka_core")
-    _stub.__path__ = [str(_pkg_dir)]  # type: ignore[attr-defined]
-    sys.modules["qvka_core"] = _stub
-    sys.path.insert(0, str(_pkg_dir.parent))
-
-from qvka_core.errors import RunError  # noqa: E402
-from qvka_core.jobs.store import (  # noqa: E402
+from qvka_core import machine
+from qvka_core.errors import RunError
+from qvka_core.jobs.store import (
     CANCEL_FILE,
     JOB_FILE,
     now_iso,
@@ -45,12 +37,15 @@ from qvka_core.jobs.store import (  # noqa: E402
     slot_lock_path,
     try_lock,
     update_job,
+    upgrade_job,
 )
+from qvka_core.train.flags import to_argv
 
 POLL_S = 0.5
 PENDING_GRACE_S = 60.0  # a job whose worker pid is not yet recorded counts as alive this long
 FORCE_MEMORY_ENV = "QVKA_FORCE_MEMORY"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder holding qvka_core/
+ATTEMPT_FIELDS = ("out", "name", "resume", "device")  # set per attempt by trainer_command
 
 
 def _log(message: str) -> None:
@@ -67,7 +62,7 @@ def is_waiting(job: dict[str, Any], run_dir: Path, now: float | None = None) -> 
     if pid is None:
         age = (now or time.time()) - float(job.get("submitted_ts", 0.0))
         return age < PENDING_GRACE_S
-    return pid_alive(pid, run_dir.name)
+    return pid_alive(pid, run_dir.name, job.get("worker_created"))
 
 
 def jobs_ahead(root: Path, job: dict[str, Any]) -> list[dict[str, Any]]:
@@ -106,21 +101,29 @@ def acquire_slots(root: Path, job: dict[str, Any]) -> tuple[list[str], list[int]
 def trainer_command(job: dict[str, Any], run_dir: Path,
                     slots: list[str]) -> tuple[list[str], dict[str, str]]:
     """The trainer argv and environment for `job` on `slots`."""
-    argv = list(job["argv"])
+    job = upgrade_job(dict(job))
+    argv = to_argv(job.get("train") or {}, skip=ATTEMPT_FIELDS) + list(job.get("extra_argv") or [])
     gpu = [s.split(":", 1)[1] for s in slots if s.startswith("cuda")]
     argv += ["--device", "cuda" if gpu else "cpu"]
     argv += ["--out", str(run_dir.parent), "--name", run_dir.name]
     if job.get("resume"):
         argv.append("--resume")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["PYTHONUNBUFFERED"] = "1"
+    env = child_env()
     if job.get("force_memory"):  # submitted with --force-memory: the trainer skips its check
         env[FORCE_MEMORY_ENV] = "1"
     if gpu:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu)
     return list(job["trainer"]) + argv, env
+
+
+def child_env() -> dict[str, str]:
+    """This environment, with the folder that holds this qvka_core first on PYTHONPATH (a
+    checkout or site-packages alike) and unbuffered output for log.txt."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PACKAGE_PARENT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def main(run_dir_arg: str) -> int:
@@ -130,7 +133,8 @@ def main(run_dir_arg: str) -> int:
     if not (run_dir / JOB_FILE).is_file():  # only job folders: nothing written elsewhere
         raise RunError(f"{run_dir} is not a job folder (no {JOB_FILE}); the worker runs "
                        "only jobs queued by `jobs submit`")
-    job = update_job(run_dir, worker_pid=os.getpid())
+    job = update_job(run_dir, worker_pid=os.getpid(),
+                     worker_created=machine.create_time(os.getpid()))
     _log(f"queued {job['id']} (#{job['seq']}) for {', '.join(job['slots'])}")
     held: tuple[list[str], list[int]] | None = None
     announced = False
@@ -153,7 +157,8 @@ def main(run_dir_arg: str) -> int:
     _log(f"start on {', '.join(slots)}: {' '.join(cmd)}")
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr,
                             pass_fds=fds, env=env, cwd=os.getcwd())
-    update_job(run_dir, started_at=now_iso(), train_pid=proc.pid, assigned=slots,
+    update_job(run_dir, started_at=now_iso(), train_pid=proc.pid,
+               train_created=machine.create_time(proc.pid), assigned=slots,
                exit_code=None, finished_at=None)
 
     def _forward(signum: int, _frame: Any) -> None:
@@ -170,9 +175,3 @@ def main(run_dir_arg: str) -> int:
     _log(f"trainer exited with code {code}")
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover - exercised through subprocesses
-    if len(sys.argv) != 2:
-        sys.stderr.write("usage: worker.py RUN_DIR\n")
-        raise SystemExit(2)
-    raise SystemExit(main(sys.argv[1]))

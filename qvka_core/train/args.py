@@ -15,18 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qvka_core import limits
+from qvka_core import limits, paths
 from qvka_core.config import POSITIONS
 from qvka_core.errors import ConfigError
 
 SCHEDULES = ("cosine", "constant")
 
-
-def default_runs_root() -> str:
-    """$QVKA_RUNS, else <project>/runs: where the job queue, the pages and `checkpoints` look."""
-    from qvka_core.paths import runs_root
-
-    return str(runs_root())
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DISTILL = ("none", "logits", "hidden")
@@ -123,8 +117,8 @@ class TrainArgs:
     recovery is measured against, at the same context length. None: the teacher, if any."""
 
     # --- output ----------------------------------------------------------------------------
-    out: str = field(default_factory=default_runs_root)
-    """Parent directory of run directories ($QVKA_RUNS, else runs)."""
+    out: str = field(default_factory=lambda: str(paths.runs_root()))
+    """Parent directory of run directories (`qvka_core.paths.runs_root()`)."""
     name: str | None = None
     """Run directory name under `out` (None: "<variant>-<position>-s<seed>", or
     "<init>-ft-s<seed>" when fine-tuning)."""

@@ -1,0 +1,212 @@
+"""The import graph points one way (docs/ARCHITECTURE.md): read with `ast` from every module
+of qvka_core, function-local imports and `importlib.import_module("literal")` included (only
+`if TYPE_CHECKING:` blocks are skipped: they never run), so a cycle cannot hide inside a
+function.
+
+Rules: qvka_core never imports streamlit, the app (app*.py) or pages; nothing in qvka_core
+outside cli/ (and `python -m qvka_core`'s __main__) imports qvka_core.cli; and a module imports
+only its own layer or lower ones (LAYERS), except the edges listed in KNOWN_UPWARD, each
+with its reason. That list may only shrink: an entry that no longer exists fails too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first. A module belongs to the longest prefix listed; it may import its layer and below.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("foundation", ("qvka_core.errors", "qvka_core.paths", "qvka_core.limits",
+                    "qvka_core.config", "qvka_core.presets", "qvka_core.stats",
+                    "qvka_core.machine", "qvka_core.lazy")),
+    ("variant specs and accounting", ("qvka_core.attention.registry", "qvka_core.accounting",
+                                      "qvka_core.hardware")),
+    ("torch modules", ("qvka_core.attention", "qvka_core.norms", "qvka_core.positions",
+                       "qvka_core.model", "qvka_core.measure", "qvka_core.tokenizer",
+                       "qvka_core.decode", "qvka_core.baselines")),
+    ("checkpoint storage", ("qvka_core.checkpoints", "qvka_core.checkpoint_slots",
+                            "qvka_core.data")),
+    ("conversion and export", ("qvka_core.convert", "qvka_core.export")),
+    ("runs: train, jobs, paper, analysis", ("qvka_core.train", "qvka_core.jobs",
+                                            "qvka_core.paper", "qvka_core.analysis",
+                                            "qvka_core.runview")),
+    ("interfaces", ("qvka_core.cli", "qvka_core.__main__")),
+]
+# The package __init__ only re-exports on first use (PEP 562); it sits above everything.
+PACKAGE_INIT = "qvka_core"
+
+# (importer, imported): upward edges that exist today, with why. Remove an entry with its edge.
+KNOWN_UPWARD: dict[tuple[str, str], str] = {
+    ("qvka_core.config", "qvka_core.attention.registry"):
+        "AttentionConfig validates the variant name; variant options are leaving config for "
+        "the registry's specs (issue 12, the variants half)",
+    ("qvka_core.attention.registry", "qvka_core.attention"):
+        "get_variant imports the package so every built-in variant has registered",
+    ("qvka_core.presets", "qvka_core.attention.registry"):
+        "recost defaults per variant; moving to the variant specs (issue 12)",
+    ("qvka_core.limits", "qvka_core.accounting"):
+        "limits.training_parts sizes a run's memory from the parameter count",
+    ("qvka_core.checkpoints.resolve", "qvka_core.convert"):
+        "load_checkpoint(name, variant=...) converts on load",
+    ("qvka_core.checkpoints.hf", "qvka_core.export.restore"):
+        "a folder exported to HF format loads back into our variant",
+    ("qvka_core.train.engine", "qvka_core.jobs.estimate"):
+        "the trainer refuses a run past the device's memory with the jobs estimate",
+}
+
+FORBIDDEN_ANYWHERE = ("streamlit", "app", "app_shared", "app_runs", "app_paper", "app_decode",
+                      "app_present", "pages")
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skipped
+
+
+def imports_of(source: str, name: str, is_package: bool, known: set[str]) -> set[str]:
+    """Every module `source` (module `name`) imports, anywhere in its body; `from X import y`
+    counts X.y when that is a module in `known`."""
+    tree = ast.parse(source)
+    skipped = _type_checking_nodes(tree)
+    package = name if is_package else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found |= {f"{module}.{a.name}" for a in node.names if f"{module}.{a.name}" in known}
+        elif (isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module")
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            found.add(str(node.args[0].value))  # importlib.import_module("qvka_core.x")
+    return found
+
+
+def graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """{module: modules it imports} for qvka_core."""
+    paths = sorted((root / "qvka_core").rglob("*.py"))
+    known = {module_name(p, root) for p in paths}
+    return {module_name(p, root): imports_of(p.read_text(encoding="utf-8"),
+                                             module_name(p, root), p.name == "__init__.py",
+                                             known)
+            for p in paths}
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for index, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), index)
+    return None if best is None else best[1]
+
+
+def violations(edges: dict[str, set[str]]) -> list[str]:
+    """Every broken rule, one line each."""
+    out = []
+    for importer, imported in sorted(edges.items()):
+        for target in sorted(imported):
+            top = target.split(".")[0]
+            if top in FORBIDDEN_ANYWHERE or top.startswith("app_"):
+                out.append(f"{importer} imports {target} (qvka_core never imports the app)")
+                continue
+            if not target.startswith("qvka_core"):
+                continue
+            in_cli = importer.startswith("qvka_core.cli") or importer == "qvka_core.__main__"
+            if (target == "qvka_core.cli" or target.startswith("qvka_core.cli.")) and not in_cli:
+                out.append(f"{importer} imports {target} (only cli/ imports the CLI)")
+                continue
+            if importer == PACKAGE_INIT or target == PACKAGE_INIT:
+                continue
+            low, high = layer_of(importer), layer_of(target)
+            if low is None or high is None:
+                out.append(f"{importer} or {target} is in no layer: add it to LAYERS")
+            elif high > low and (importer, target) not in KNOWN_UPWARD:
+                out.append(f"{importer} ({LAYERS[low][0]}) imports {target} "
+                           f"({LAYERS[high][0]}), a higher layer")
+    return out
+
+
+def test_the_real_tree_keeps_its_layers() -> None:
+    assert violations(graph()) == []
+
+
+def test_every_known_upward_edge_still_exists() -> None:
+    edges = graph()
+    stale = [edge for edge in KNOWN_UPWARD if edge[1] not in edges.get(edge[0], set())]
+    assert stale == [], "remove these from KNOWN_UPWARD: the edges are gone"
+
+
+SYNTHETIC = {
+    "qvka_core.jobs.bad": ("def f():\n    from qvka_core.cli.train import add_arguments\n",
+                           "only cli/ imports the CLI"),
+    "qvka_core.analysis.bad": ("import os\nif os.environ:\n    import streamlit as st\n",
+                               "never imports the app"),
+    "qvka_core.runview2": ("def g():\n    import app_runs\n", "never imports the app"),
+    "qvka_core.config2": ("def h():\n    from qvka_core.train import engine\n",
+                          "a higher layer"),
+    "qvka_core.paths2": ("import importlib\nm = importlib.import_module('qvka_core.model')\n",
+                         "a higher layer"),
+    "qvka_core.errors2": ("from .model import Transformer\n", "a higher layer"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(SYNTHETIC))
+def test_a_forbidden_import_is_caught_even_inside_a_function(module: str) -> None:
+    source, reason = SYNTHETIC[module]
+    known = {"qvka_core.train.engine", "qvka_core.model", "qvka_core.cli.train"}
+    name = module.rstrip("2")
+    edges = {name: imports_of(source, name, False, known)}
+    found = violations(edges)
+    assert found and all(reason in line for line in found), found
+
+
+def test_type_checking_imports_and_downward_imports_pass() -> None:
+    source = ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+              "    from qvka_core.model import Transformer\n"
+              "from qvka_core.errors import ConfigError\n")
+    edges = {"qvka_core.config": imports_of(source, "qvka_core.config", False, set())}
+    assert violations(edges) == []
+
+
+LIGHT = {
+    "import": "import qvka_core.config, qvka_core.jobs, qvka_core.train.flags, qvka_core.paths",
+    "--help": "from qvka_core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
+              "    pass",
+    "train --help": "from qvka_core.cli import main\ntry:\n    main(['train', '--help'])\n"
+                    "except SystemExit:\n    pass",
+    "jobs --help": "from qvka_core.cli import main\ntry:\n    main(['jobs', '--help'])\n"
+                   "except SystemExit:\n    pass",
+}
+
+
+@pytest.mark.parametrize("what", sorted(LIGHT))
+def test_light_entry_points_load_no_torch(what: str) -> None:
+    """Configs, the job queue's records and the train/jobs help never need torch."""
+    import subprocess
+    import sys
+
+    code = LIGHT[what] + "\nimport sys\nprint('TORCH', 'torch' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "TORCH False"

@@ -29,7 +29,8 @@ def test_every_field_is_a_flag_with_its_docstring_as_help() -> None:
     actions = {a.dest: a for a in _parser()._actions}
     for f in dataclasses.fields(TrainArgs):
         action = actions[f.name]
-        assert action.option_strings == ["--" + f.name.replace("_", "-")]
+        name = f.name.rstrip("s") if f.name in flags.MAPPING_FIELDS else f.name  # NAME=VALUE
+        assert action.option_strings == ["--" + name.replace("_", "-")]
         assert action.help and len(action.help) > 15, f.name
     # Help comes from the field docstrings in args.py (read as text here, not via flags):
     source = (ROOT / "qvka_core" / "train" / "args.py").read_text(encoding="utf-8")
@@ -180,3 +181,24 @@ def test_every_flag_of_train_and_jobs_has_help(command: str) -> None:
     missing = [f"{p.prog} {a.option_strings[0]}" for p in _every_parser(sub.choices[command])
                for a in p._actions if a.option_strings and not a.help]
     assert missing == []
+
+
+def test_any_variant_option_is_a_named_flag_and_round_trips() -> None:
+    """A variant whose option TrainArgs has no field for (vshared's n_v_heads) is trained by
+    name: the flag, the run record and the argv shown for it agree, and the model built from
+    it has that many V heads (counted on the built module's weights)."""
+    from qvka_core.train.flags import parse_train_argv, to_argv
+    from qvka_core.train.setup import model_config
+
+    args = parse_train_argv(["--preset", "austen", "--variant", "vshared",
+                             "--variant-option", "n_v_heads=2"])
+    assert args.variant_options == {"n_v_heads": 2}
+    again = parse_train_argv(to_argv(args.to_dict()))
+    assert again == args
+    from qvka_core.model import Transformer
+
+    cfg = model_config(args, vocab_size=64)
+    v_rows = Transformer(cfg).layers[0].attn.v_proj.weight.shape[0]
+    assert v_rows == 2 * cfg.attention.head_dim  # two shared V heads, not one per query head
+    with pytest.raises(ConfigError, match="unknown option 'nope'"):
+        model_config(parse_train_argv(["--preset", "austen", "--variant-option", "nope=1"]), 64)

@@ -47,6 +47,10 @@ class TrainArgs:
     """QV-Ka context width (None: head_dim)."""
     kv_lora_rank: int | None = None
     """MLA latent width (None: recost's default, 4·head_dim capped at d_model)."""
+    variant_options: dict[str, Any] = field(default_factory=dict)
+    """Any other variant option by name, as NAME=VALUE on the command line (e.g. n_v_heads=2
+    for vshared; `python -m qvka_core variants` lists each variant's options); checked by
+    the variant's spec."""
     n_layers: int | None = None
     """Override the preset's layer count."""
     n_heads: int | None = None
@@ -131,6 +135,10 @@ class TrainArgs:
         if self.warmup is None and isinstance(self.steps, int):
             object.__setattr__(self, "warmup", min(100, self.steps // 10))
         _check_int_fields(self)
+        if not isinstance(self.variant_options, dict) or not all(
+                isinstance(k, str) for k in self.variant_options):
+            raise ConfigError("variant_options must be a mapping of option names to values, "
+                              f"got {self.variant_options!r}")
         if self.init is None and not self.preset:
             raise ConfigError("preset must be given when init is not (a from-scratch run)")
         if self.position is not None and self.position not in POSITIONS:

@@ -75,6 +75,22 @@ def field_docs() -> dict[str, tuple[str, str]]:
     return out
 
 
+MAPPING_FIELDS = ("variant_options",)  # dict fields: one NAME=VALUE flag, repeatable
+
+
+def _name_value(text: str) -> tuple[str, Any]:
+    """"n_v_heads=2" -> ("n_v_heads", 2): the value read as JSON where it parses (numbers,
+    true/false), else kept as text ("vg")."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return name.strip().replace("-", "_"), value
+
+
 def _on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
@@ -129,6 +145,11 @@ def add_train_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = 
         text += f" (default: {default})" if default and default != "unset" else ""
         base, _optional = _kind(f.name)
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        if f.name in MAPPING_FIELDS:
+            kw.update(type=_name_value, action="append", metavar="NAME=VALUE",
+                      help=text.replace(" (default: {})", "") + "; repeat for several")
+            group.add_argument(flag_of(f.name.rstrip("s")), **kw)
+            continue
         if is_switch(f.name):
             kw["action"] = "store_true"
         elif base is bool:
@@ -147,6 +168,10 @@ def given_fields(ns: argparse.Namespace) -> dict[str, Any]:
     if config:
         values.update(read_config_file(config))
     values.update({k: v for k, v in vars(ns).items() if k in FIELDS and v is not None})
+    for name in MAPPING_FIELDS:  # flags give [(key, value), ...]; --config gives a mapping
+        if isinstance(values.get(name), list):
+            values[name] = {**(read_config_file(config).get(name) or {} if config else {}),
+                            **dict(values[name])}
     return values
 
 
@@ -221,7 +246,11 @@ def to_argv(fields: dict[str, Any], *, skip: tuple[str, ...] = ()) -> list[str]:
         value = fields.get(name)
         if name in skip or value is None:
             continue
-        if is_switch(name):
+        if name in MAPPING_FIELDS:
+            for key, item in value.items():
+                text = item if isinstance(item, str) else json.dumps(item)
+                argv += [flag_of(name.rstrip("s")), f"{key}={text}"]
+        elif is_switch(name):
             argv += [flag_of(name)] if value else []
         elif isinstance(value, bool):
             argv += [flag_of(name), "on" if value else "off"]

@@ -74,6 +74,16 @@ def _option_names() -> list[str]:
     return [o.name for o in variant_options(scope="model")]
 
 
+def _named_options(args: TrainArgs) -> dict[str, object]:
+    """`args.variant_options`, each a known variant option of a model's architecture."""
+    known = _option_names()
+    for name in args.variant_options:
+        if name not in known:
+            raise ConfigError(f"variant_options: unknown option {name!r}; options: "
+                              f"{', '.join(known)}")
+    return dict(args.variant_options)
+
+
 def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
     """The from-scratch model: preset, then variant (via presets.recost), then overrides."""
     seq = args.seq_len
@@ -96,6 +106,7 @@ def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
     for name in ("position", *_option_names()):  # the variants' options, from their specs
         if getattr(args, name, None) is not None:
             attn[name] = getattr(args, name)
+    attn.update(_named_options(args))
     kind = args.variant or cfg.variant
     if kind != cfg.variant:
         from qvka_core.presets import recost
@@ -113,7 +124,7 @@ def build_model(args: TrainArgs,
         from qvka_core.checkpoints import load_checkpoint
 
         fixed = [n for n in (*_option_names(), "n_layers", "n_heads", "embed_scale")
-                 if getattr(args, n, None) is not None]
+                 if getattr(args, n, None) is not None] + list(args.variant_options)
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} cannot be set with init (the checkpoint "
                               "fixes the architecture; convert it first for other options)")

@@ -102,4 +102,8 @@ for file in files:
 router = st.navigation(pages)  # the sidebar's page titles, before any page runs
 app_present.presentation_toggle()
 app_present.export_size_picker()
-router.run()
+st.session_state[app_present.ROUTED] = True  # pages check it (app_shared.page_setup)
+try:
+    router.run()
+finally:
+    st.session_state[app_present.ROUTED] = False

@@ -11,6 +11,7 @@ import streamlit as st
 
 KEY = "presentation"
 PARAM = "present"
+ROUTED = "_routed_by_app"  # session_state flag: this script run goes through app.py's router
 
 # Streamlit's own text in large type: widget labels, text, captions, tabs, metric tiles.
 # Metric values wrap instead of being cut with "…" in narrow columns.

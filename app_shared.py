@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from app_present import (
+    ROUTED,
     export_size,
     is_presenting,  # noqa: F401 (re-exported for the pages)
     table,  # noqa: F401 (re-exported for the pages)
@@ -291,19 +292,23 @@ def split_list(raw: str) -> list[str]:
 
 
 # --- presentation mode, errors, downloads ---------------------------------------------------------
+_REROUTED = "_rerouted_once"
+
+
 def _leave_pages_directory_mode() -> None:
     """Until some session runs app.py, Streamlit treats the pages/ folder as the old
     auto-discovered navigation and runs a deep-linked page (/explorer?...) on its own, without
-    app.py's router and page config. Switch to st.navigation mode and rerun through app.py.
-    This reads a Streamlit internal (requirements.txt caps streamlit at the versions tested);
-    should it move, deep links degrade to the page without the router instead of failing."""
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:
-        return
-    if getattr(PagesManager, "uses_pages_directory", False):
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+    app.py's router and page config. app.py marks the runs it routes (app_present.ROUTED);
+    a page run without that mark declares the navigation (public `st.navigation`, which ends
+    the folder mode for the server) and reruns, this time through app.py."""
+    if st.session_state.get(ROUTED) or st.session_state.get(_REROUTED):
+        return  # routed, or a page run as the main script (AppTest): draw it as it is
+    st.session_state[_REROUTED] = True
+    root = Path(__file__).parent
+    st.navigation([st.Page(str(root / "app.py"), default=True),  # same pages as app.py's,
+                   *(st.Page(str(f)) for f in sorted((root / "pages").glob("*.py")))],
+                  position="hidden")  # so the rerun keeps the deep-linked page
+    st.rerun()
 
 
 def page_setup() -> bool:

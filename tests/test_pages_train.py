@@ -33,9 +33,9 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "runs"
     root.mkdir()
     monkeypatch.setenv("QVKA_RUNS", str(root))
-    # AppTest resets PagesManager.uses_pages_directory before every run, so page_setup's
-    # one-time router switch would st.rerun() on every run and swallow button clicks. The
-    # real server switches once per process; in tests app.py's st.navigation is already active.
+    # page_setup reroutes a page run that did not come through app.py's router once per
+    # session (a deep link on a fresh server); AppTest runs pages through app.py already, and
+    # the extra rerun would swallow the first button click.
     monkeypatch.setattr(app_shared, "_leave_pages_directory_mode", lambda: None)
     yield root
     for status in jobs.list_jobs(root):

@@ -82,14 +82,11 @@ def checkpoint_choices() -> dict[str, str]:
     return out
 
 
-@st.cache_resource(show_spinner="Loading the source model…", max_entries=6)
 def load_source(ref: str) -> Any:
-    """A LoadedModel (eval, no grads); shared by every session: never mutate it."""
-    from qvka_core.checkpoints import load_checkpoint
+    """A LoadedModel from the app's one model cache (`app_models`); never mutate it."""
+    from app_models import load_shared
 
-    loaded = load_checkpoint(ref)
-    loaded.model.eval().requires_grad_(False)
-    return loaded
+    return load_shared(ref)
 
 
 @st.cache_resource(show_spinner=False)

@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from app_models import load_shared
 from app_present import (
     ROUTED,
     export_size,
@@ -109,12 +110,11 @@ def load_model(family: str, variant: str, stamp: str = "") -> Any:
         LOAD_CALLS[(family, variant)] += 1
     if family == "random":
         return _explore.random_model(variant)
-    from qvka_core.checkpoints import load_checkpoint
 
     if family == "austen":
-        loaded = load_checkpoint(f"austen-{variant}")
+        loaded = load_shared(f"austen-{variant}", stamp)
     elif family == "runs":
-        loaded = load_checkpoint(variant)  # a run or saved conversion, by name
+        loaded = load_shared(variant, stamp)  # a run or saved conversion, by name
     elif family in _BASES:
         loaded = _load_base(_BASES[family])
         if variant != loaded.config.variant:
@@ -204,11 +204,8 @@ def warm_all() -> list[Any]:
     return items
 
 
-@st.cache_resource(show_spinner="Loading pretrained weights…")
 def _load_base(name: str) -> Any:
-    from qvka_core.checkpoints import load_checkpoint
-
-    return load_checkpoint(name)
+    return load_shared(name)
 
 
 @st.cache_data(show_spinner="Running the models…", max_entries=96)

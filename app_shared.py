@@ -14,25 +14,29 @@ from typing import Any
 
 import streamlit as st
 
-from app_models import load_shared
 from app_present import (
-    ROUTED,
+    ensure_routed,
     export_size,
     is_presenting,  # noqa: F401 (re-exported for the pages)
     table,  # noqa: F401 (re-exported for the pages)
 )
-from qvka_core.analysis import (
+
+# A deep link on a fresh server runs its page without app.py: reroute before torch loads.
+ensure_routed()
+
+from app_models import load_shared  # noqa: E402
+from qvka_core.analysis import (  # noqa: E402
     costs_view,  # noqa: F401 (re-exported for the pages)
     figures,
     vectors,  # noqa: F401 (re-exported)
     views,  # noqa: F401 (re-exported)
 )
-from qvka_core.analysis import explorer as _explore
-from qvka_core.analysis import export as exports  # noqa: F401 (re-exported)
-from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS  # noqa: F401 (re-exported)
-from qvka_core.attention import available_variants, convertible_variants
-from qvka_core.convert import warm as _warm
-from qvka_core.errors import LabError
+from qvka_core.analysis import explorer as _explore  # noqa: E402
+from qvka_core.analysis import export as exports  # noqa: E402, F401 (re-exported)
+from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS  # noqa: E402, F401 (re-exported)
+from qvka_core.attention import available_variants, convertible_variants  # noqa: E402
+from qvka_core.convert import warm as _warm  # noqa: E402
+from qvka_core.errors import LabError  # noqa: E402
 
 # --- model families ---------------------------------------------------------------------------
 FAMILIES: dict[str, str] = {  # short: the select box is a third of the page wide
@@ -289,23 +293,8 @@ def split_list(raw: str) -> list[str]:
 
 
 # --- presentation mode, errors, downloads ---------------------------------------------------------
-_REROUTED = "_rerouted_once"
-
-
 def _leave_pages_directory_mode() -> None:
-    """Until some session runs app.py, Streamlit treats the pages/ folder as the old
-    auto-discovered navigation and runs a deep-linked page (/explorer?...) on its own, without
-    app.py's router and page config. app.py marks the runs it routes (app_present.ROUTED);
-    a page run without that mark declares the navigation (public `st.navigation`, which ends
-    the folder mode for the server) and reruns, this time through app.py."""
-    if st.session_state.get(ROUTED) or st.session_state.get(_REROUTED):
-        return  # routed, or a page run as the main script (AppTest): draw it as it is
-    st.session_state[_REROUTED] = True
-    root = Path(__file__).parent
-    st.navigation([st.Page(str(root / "app.py"), default=True),  # same pages as app.py's,
-                   *(st.Page(str(f)) for f in sorted((root / "pages").glob("*.py")))],
-                  position="hidden")  # so the rerun keeps the deep-linked page
-    st.rerun()
+    ensure_routed()  # every run: a page reached without app.py's router (app_present)
 
 
 def page_setup() -> bool:

@@ -28,6 +28,19 @@ READ_BARS = """() => [...document.querySelectorAll('.kv-bar')].map(el => ({
 TOKENS = "() => document.querySelectorAll('span.tok').length"
 
 
+def watch_bars(page, n_tokens: int, timeout_ms: int) -> list[dict]:
+    """Every cache-bar state the page draws (read every 0.1 s) until `n_tokens` tokens are
+    shown and the page settles."""
+    seen: set[tuple] = set()
+    deadline = time.monotonic() + timeout_ms / 1000
+    while page.evaluate(TOKENS) < n_tokens and time.monotonic() < deadline:
+        seen.update(tuple(sorted(b.items())) for b in page.evaluate(READ_BARS))
+        page.wait_for_timeout(100)
+    settle(page, timeout_ms)
+    seen.update(tuple(sorted(b.items())) for b in page.evaluate(READ_BARS))
+    return [dict(b) for b in sorted(seen)]
+
+
 def choose(page, label: str, option: str) -> None:
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
     box.locator("input").click()
@@ -47,13 +60,7 @@ def test_three_variants_decode_side_by_side(app_url: str, page, shots: Path) -> 
     prompt.press("Control+Enter")
     settle(page, TIMEOUT)
     page.get_by_role("button", name="Decode", exact=True).click()
-    seen: set[tuple] = set()  # every bar state drawn while the tokens stream in
-    deadline = time.monotonic() + TIMEOUT / 1000
-    while page.evaluate(TOKENS) < 3 * 24 and time.monotonic() < deadline:
-        seen.update(tuple(sorted(b.items())) for b in page.evaluate(READ_BARS))
-        page.wait_for_timeout(100)
-    settle(page, TIMEOUT)
-    seen.update(tuple(sorted(b.items())) for b in page.evaluate(READ_BARS))
+    bars = watch_bars(page, 3 * 24, TIMEOUT)  # every bar state drawn while tokens stream in
 
     texts = page.locator(".decode-text")
     assert texts.count() == 3
@@ -62,10 +69,9 @@ def test_three_variants_decode_side_by_side(app_url: str, page, shots: Path) -> 
         assert tokens.count() == 24  # the default number of new tokens
         assert texts.nth(i).inner_text().startswith("It is a truth universally")
         assert tokens.first.get_attribute("title").count("%") == 5  # hover: top-5
-    bars = [dict(b) for b in seen]
     for variant in ["mha", "qv", "qvka"]:
         states = [b for b in bars if b["variant"] == variant and b["positions"] > 0]
-        assert len(states) >= 4, (variant, sorted(seen)[:6])  # seen while it streamed
+        assert len(states) >= 4, (variant, bars[:6])  # seen while it streamed
         for b in states:
             assert b["measured"] == b["formula"] == PER_POSITION[variant] * b["positions"]
     final = [page.locator(".kv-bar").nth(i) for i in range(3)]

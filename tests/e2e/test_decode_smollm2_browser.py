@@ -11,22 +11,18 @@ cache) hold K and V of the 3 KV heads, QV keeps the grouping and holds V only.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import settle
+from tests.e2e.test_decode_browser import watch_bars
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 300_000  # ms: three 135M models load (and, on a cold cache, convert) on 2 cores
-NEW_TOKENS = 12
+NEW_TOKENS = 24  # the page's default
 LAYERS, KV_HEADS, HEAD_DIM = 30, 3, 64
 TENSORS = {"gqa": 2, "qv": 1, "qvka": 2}  # cached tensors per position and layer: K+V, V, K+V
-READ_BARS = """() => [...document.querySelectorAll('.kv-bar')].map(el => ({
-  variant: el.dataset.variant, positions: +el.dataset.positions,
-  measured: +el.dataset.measured, formula: +el.dataset.formula}))"""
-TOKENS = "() => document.querySelectorAll('span.tok').length"
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +56,21 @@ def test_smollm2_and_its_conversions_decode_side_by_side(
     variants = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Variants")
     for v in TENSORS:  # the family's default selection is exactly these three
         assert variants.get_by_text(v, exact=True).count() == 1
-    page.get_by_label("New tokens").press("Home")  # the slider to 1, then up to NEW_TOKENS
-    for _ in range(NEW_TOKENS - 1):
-        page.get_by_label("New tokens").press("ArrowRight")
-    settle(page, TIMEOUT)
     prompt = page.get_by_label("Prompt")
     prompt.fill("The key idea of attention is")
     prompt.press("Control+Enter")
     settle(page, TIMEOUT)
     page.get_by_role("button", name="Decode", exact=True).click()
-    seen: set[tuple] = set()
-    deadline = time.monotonic() + TIMEOUT / 1000
-    while page.evaluate(TOKENS) < 3 * NEW_TOKENS and time.monotonic() < deadline:
-        seen.update(tuple(sorted(b.items())) for b in page.evaluate(READ_BARS))
-        page.wait_for_timeout(100)
-    settle(page, TIMEOUT)
-    seen.update(tuple(sorted(b.items())) for b in page.evaluate(READ_BARS))
+    bars = watch_bars(page, 3 * NEW_TOKENS, TIMEOUT)
 
     texts = page.locator(".decode-text")
     assert texts.count() == 3
     for i in range(3):
         assert texts.nth(i).locator("span.tok").count() == NEW_TOKENS
         assert texts.nth(i).inner_text().startswith("The key idea of attention is")
-    bars = [dict(b) for b in seen]
     for variant, per in per_position.items():
         states = [b for b in bars if b["variant"] == variant and b["positions"] > 0]
-        assert len(states) >= 2, (variant, sorted(seen)[:6])  # the prompt, then decode steps
+        assert len(states) >= 2, (variant, bars[:6])  # the prompt, then decode steps
         for b in states:
             assert b["measured"] == b["formula"] == per * b["positions"], (variant, b)
     page.screenshot(path=str(shots / "decode-smollm2-1280x720.png"))

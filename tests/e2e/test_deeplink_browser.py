@@ -5,16 +5,14 @@ not as a bare page script, and without any Streamlit internal (app_shared.page_s
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from tests.e2e.conftest import ARGS, CHROMIUM, serve_app, settle
+from tests.e2e.conftest import serve_app, settle
 
 pytestmark = pytest.mark.browser
 
 
-def test_a_deep_link_on_a_fresh_server_opens_through_the_router() -> None:
-    with serve_app() as url, sync_playwright() as p:  # its own server: nothing ran app.py yet
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+def test_a_deep_link_on_a_fresh_server_opens_through_the_router(browser) -> None:
+    with serve_app() as url:  # its own server: nothing has run app.py there yet
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.goto(f"{url}/costs?present=1", wait_until="domcontentloaded")
         page.get_by_role("heading", name="Costs").first.wait_for(timeout=120_000)
@@ -27,4 +25,4 @@ def test_a_deep_link_on_a_fresh_server_opens_through_the_router() -> None:
             has_text="Presentation mode").locator("input")
         assert toggle.is_checked()  # ?present=1 was read by app.py's toggle
         assert "/costs" in page.url
-        browser.close()
+        page.close()

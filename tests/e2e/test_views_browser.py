@@ -60,14 +60,16 @@ def test_difference_tab_matches_heads_in_presentation_mode(runs_server: str, bro
     page.get_by_text("heads matched to a different index in B").wait_for(timeout=TIMEOUT)
     page.get_by_text("B's head", exact=False).first.wait_for()  # the matched map's title
     page.screenshot(path=str(shots / "views-difference-1280.png"))
-    page.locator('[data-testid="stDataFrame"]:visible').last.scroll_into_view_if_needed()
+    page.locator('[data-testid="stTable"]:visible').last.scroll_into_view_if_needed()  # large
     page.screenshot(path=str(shots / "views-difference-matched-1280.png"))
     page.get_by_role("tab", name="KV groups").click()
     page.get_by_text("gqa — layer 0: KV head 0").wait_for()  # the caption names the layer
     page.screenshot(path=str(shots / "views-kv-groups-1280.png"))
     page.get_by_role("tab", name="Statistics").click()
     page.get_by_text("query 0 left out").wait_for()
-    page.locator('[data-testid="stDataFrame"]:visible').last.scroll_into_view_if_needed()
+    cell = page.locator('[data-testid="stTable"]:visible td').last
+    cell.scroll_into_view_if_needed()
+    assert cell.evaluate("el => parseFloat(getComputedStyle(el).fontSize)") >= 20  # back row
     page.screenshot(path=str(shots / "views-statistics-1280.png"))
     ctx.close()
 

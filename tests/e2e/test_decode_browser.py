@@ -41,12 +41,12 @@ def watch_bars(page, n_tokens: int, timeout_ms: int) -> list[dict]:
     return [dict(b) for b in sorted(seen)]
 
 
-def choose(page, label: str, option: str) -> None:
+def choose(page, label: str, option: str, timeout_ms: int = TIMEOUT) -> None:
     box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
     box.locator("input").click()
     box.locator("input").fill(option)
     page.get_by_role("option", name=option, exact=True).click()
-    settle(page, TIMEOUT)
+    settle(page, timeout_ms)
 
 
 def test_three_variants_decode_side_by_side(app_url: str, page, shots: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import settle
-from tests.e2e.test_decode_browser import watch_bars
+from tests.e2e.test_decode_browser import choose, watch_bars
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 TIMEOUT = 300_000  # ms: three 135M models load (and, on a cold cache, convert) on 2 cores
@@ -36,14 +36,6 @@ def smollm2_bytes_per_element() -> int:
     return next(load_checkpoint("smollm2-135m").model.parameters()).element_size()
 
 
-def choose(page, label: str, option: str) -> None:
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label)
-    box.locator("input").click()
-    box.locator("input").fill(option)
-    page.get_by_role("option", name=option, exact=True).click()
-    settle(page, TIMEOUT)
-
-
 def test_smollm2_and_its_conversions_decode_side_by_side(
         smollm2_bytes_per_element: int, app_url: str, page, shots: Path) -> None:
     per_position = {v: LAYERS * n * KV_HEADS * HEAD_DIM * smollm2_bytes_per_element
@@ -52,7 +44,7 @@ def test_smollm2_and_its_conversions_decode_side_by_side(
     page.goto(f"{app_url}/decode", wait_until="domcontentloaded")
     page.get_by_role("heading", name="Decode side by side").wait_for(timeout=TIMEOUT)
     settle(page, TIMEOUT)
-    choose(page, "Model family", "SmolLM2-135M + conversions")
+    choose(page, "Model family", "SmolLM2-135M + conversions", TIMEOUT)
     variants = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Variants")
     for v in TENSORS:  # the family's default selection is exactly these three
         assert variants.get_by_text(v, exact=True).count() == 1

@@ -9,7 +9,7 @@ import html
 
 import streamlit as st
 
-from qvka_core.attention.registry import Explainer, available_variants, get_variant
+from qvka_core.variants.registry import Explainer, available_variants, get_variant
 
 _ROWS = (("projects x to", "proj"), ("scores against", "score"), ("caches", "cache"))
 _COLOURS = {"proj": "#1f77b4", "score": "#7b3fa0", "cache": "#d35400"}

@@ -32,14 +32,14 @@ runs_root = jobs.runs_root  # $QVKA_RUNS, else the checkout's runs/ (read on eve
 # --- checkpoints and conversions ----------------------------------------------------------------
 def convert_targets() -> list[str]:
     """Variants the Convert page offers: those whose spec has a converter."""
-    from qvka_core.attention.registry import convertible_variants
+    from qvka_core.variants.registry import convertible_variants
 
     return convertible_variants()
 
 
 def without_converter() -> list[str]:
     """Registered variants `convert` cannot build (left out of the Convert page's list)."""
-    from qvka_core.attention.registry import available_variants
+    from qvka_core.variants.registry import available_variants
 
     return [v for v in available_variants() if v not in convert_targets()]
 
@@ -47,7 +47,7 @@ def without_converter() -> list[str]:
 def convert_options(to: str) -> list[Any]:
     """The Convert page's widgets for `to`: the `VariantOption`s its conversion takes
     (integers as number boxes, choices as radios), in the spec's order."""
-    from qvka_core.attention.registry import get_variant
+    from qvka_core.variants.registry import get_variant
 
     spec = get_variant(to)
     names = spec.conversion.options if spec.conversion is not None else ()

@@ -34,9 +34,9 @@ from qvka_core.analysis import (  # noqa: E402
 from qvka_core.analysis import explorer as _explore  # noqa: E402
 from qvka_core.analysis import export as exports  # noqa: E402, F401 (re-exported)
 from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS  # noqa: E402, F401 (re-exported)
-from qvka_core.attention import available_variants, convertible_variants  # noqa: E402
 from qvka_core.convert import warm as _warm  # noqa: E402
 from qvka_core.errors import LabError  # noqa: E402
+from qvka_core.variants import available_variants, convertible_variants  # noqa: E402
 
 # --- model families ---------------------------------------------------------------------------
 FAMILIES: dict[str, str] = {  # short: the select box is a third of the page wide

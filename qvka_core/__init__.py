@@ -17,9 +17,9 @@ _EXPORTS = {
     "ModelConfig": "qvka_core.config",
     "ModelOutput": "qvka_core.model",
     "Transformer": "qvka_core.model",
-    "available_variants": "qvka_core.attention",
+    "available_variants": "qvka_core.variants",
     "build_attention": "qvka_core.attention",
-    "get_variant": "qvka_core.attention",
+    "get_variant": "qvka_core.variants",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qvka_core.attention.registry import get_variant
 from qvka_core.config import ModelConfig
 from qvka_core.errors import ConfigError
+from qvka_core.variants.registry import get_variant
 
 
 def norm_params(kind: str, dim: int, bias: bool = True) -> int:

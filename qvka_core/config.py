@@ -49,7 +49,7 @@ class AttentionConfig:
     o_bias: bool = False
     dropout: float = 0.0
     # Variant knobs. Their defaults, rules and help are owned by the variant's spec
-    # (`VariantSpec.options`, in qvka_core/attention/<variant>.py); these flat fields stay so
+    # (`VariantSpec.options`, qvka_core/variants/<variant>/__init__.py); these flat fields stay so
     # that existing checkpoints' config.json files keep loading. A variant added later keeps
     # its knobs in `options` instead (read them with `cfg.option(name)`).
     d_ctx: int | None = None  # QV-Ka (keyless.py)
@@ -67,7 +67,7 @@ class AttentionConfig:
     `AttentionConfig(kind="qvka", ..., options={"d_ctx": 16})`."""
 
     def __post_init__(self) -> None:
-        from qvka_core.attention.registry import get_variant  # late: registry imports us
+        from qvka_core.variants.registry import get_variant  # late: registry imports us
 
         spec = get_variant(self.kind)  # raises ConfigError listing the valid names
         options = self._take_options(spec)
@@ -163,7 +163,7 @@ class AttentionConfig:
 
         `changes` may name variant options that have no flat field (e.g. V-shared's
         n_v_heads); they go to `options`. Changing `kind` drops the old variant's options."""
-        from qvka_core.attention.registry import variant_options
+        from qvka_core.variants.registry import variant_options
 
         extra = {k: changes.pop(k) for k in list(changes) if k not in _ATTENTION_FIELDS}
         kind = changes.get("kind", self.kind)

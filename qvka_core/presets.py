@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qvka_core.attention.registry import get_variant
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
+from qvka_core.variants.registry import get_variant
 
 
 def _bert(name: str, notes: str, *, d: int, layers: int, heads: int, ffn: int) -> ModelConfig:

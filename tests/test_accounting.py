@@ -16,12 +16,12 @@ from qvka_core.accounting import (
     kv_cache_elems_per_token,
     param_breakdown,
 )
-from qvka_core.attention import available_variants
-from qvka_core.attention.registry import demo_options
 from qvka_core.config import AttentionConfig, ConfigError, ModelConfig
 from qvka_core.measure import measure
 from qvka_core.model import Transformer
 from qvka_core.presets import get_preset, recost
+from qvka_core.variants import available_variants
+from qvka_core.variants.registry import demo_options
 
 
 def _small(**attn: object) -> ModelConfig:

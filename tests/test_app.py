@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import app_shared
-from qvka_core.attention import available_variants
+from qvka_core.variants import available_variants
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 EXPLORER = str(Path(__file__).resolve().parents[1] / "pages" / "explorer.py")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from qvka_core import AttentionConfig, ModelConfig, Transformer, available_variants, get_variant
-from qvka_core.attention.registry import demo_options
+from qvka_core.variants.registry import demo_options
 
 VARIANTS = available_variants()
 POSITIONS = ["rope", "agf", "alibi", "sinusoidal", "learned", "none"]

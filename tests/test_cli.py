@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from qvka_core.attention import available_variants
 from qvka_core.cli import main
+from qvka_core.variants import available_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import qvka_core.convert.api as convert_api
-from qvka_core.convert import convert_cached
+from qvka_core.convert import cache, convert_cached
 
 
 def test_second_request_is_served_from_disk_with_identical_weights(tmp_path, monkeypatch):
@@ -98,14 +98,14 @@ def test_warm_converts_every_offered_variant_once(tmp_path, monkeypatch, capsys)
     calls = count_conversions(monkeypatch)
     assert main(["warm"]) == 0
     out = capsys.readouterr().out
-    from qvka_core.attention import convertible_variants
+    from qvka_core.variants import convertible_variants
 
     expected = [v for v in convertible_variants() if v != "mha"]  # the base is not converted
     assert {"gqa", "mqa", "mla", "qv", "qvka"} <= set(expected)
     assert sorted(calls) == sorted(expected)
     assert f"0 of {len(expected)} conversions cached already" in out
     for v in expected:  # exactly the entries the Explorer asks for
-        assert convert_cached.__module__ and warm.is_cached(
+        assert convert_cached.__module__ and cache.is_cached(
             "austen-mha", v, **warm.family_options(4, v))
     assert main(["warm", "--family", "austen"]) == 0
     n = len(expected)

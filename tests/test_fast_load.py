@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qvka_core.attention import available_variants
-from qvka_core.attention.registry import demo_options
 from qvka_core.checkpoints.store import build_with_state, load_state
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.model import Transformer
+from qvka_core.variants import available_variants
+from qvka_core.variants.registry import demo_options
 
 
 def _cfg(variant: str, position: str, tie: bool) -> ModelConfig:

@@ -23,9 +23,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("qvka_core.errors", "qvka_core.paths", "qvka_core.limits",
                     "qvka_core.config", "qvka_core.presets", "qvka_core.stats",
                     "qvka_core.machine", "qvka_core.lazy")),
-    ("variant specs and accounting", ("qvka_core.attention.registry", "qvka_core.accounting",
+    ("variant specs and accounting", ("qvka_core.variants", "qvka_core.accounting",
                                       "qvka_core.hardware")),
-    ("torch modules", ("qvka_core.attention", "qvka_core.norms", "qvka_core.positions",
+    # A variant's torch half (qvka_core/variants/<name>/attention.py) sits with the modules.
+    ("torch modules", ("qvka_core.variants.*.attention", "qvka_core.attention",
+                       "qvka_core.norms", "qvka_core.positions",
                        "qvka_core.model", "qvka_core.measure", "qvka_core.tokenizer",
                        "qvka_core.decode", "qvka_core.baselines")),
     ("checkpoint storage", ("qvka_core.checkpoints", "qvka_core.checkpoint_slots",
@@ -41,12 +43,10 @@ PACKAGE_INIT = "qvka_core"
 
 # (importer, imported): upward edges that exist today, with why. Remove an entry with its edge.
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("qvka_core.config", "qvka_core.attention.registry"):
+    ("qvka_core.config", "qvka_core.variants.registry"):
         "AttentionConfig validates the variant name; variant options are leaving config for "
         "the registry's specs (issue 12, the variants half)",
-    ("qvka_core.attention.registry", "qvka_core.attention"):
-        "get_variant imports the package so every built-in variant has registered",
-    ("qvka_core.presets", "qvka_core.attention.registry"):
+    ("qvka_core.presets", "qvka_core.variants.registry"):
         "recost defaults per variant; moving to the variant specs (issue 12)",
     ("qvka_core.limits", "qvka_core.accounting"):
         "limits.training_parts sizes a run's memory from the parameter count",
@@ -56,6 +56,13 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
         "a folder exported to HF format loads back into our variant",
     ("qvka_core.train.engine", "qvka_core.jobs.estimate"):
         "the trainer refuses a run past the device's memory with the jobs estimate",
+}
+
+# The lowest layers (foundation; variant specs and accounting) never import torch, so that
+# costing, config validation and every --help stay light. Exceptions, with why:
+TORCH_FREE_LAYERS = 2
+TORCH_ALLOWED: dict[str, str] = {
+    "qvka_core.machine": "counts CUDA devices inside a function, only when a caller asks",
 }
 
 FORBIDDEN_ANYWHERE = ("streamlit", "app", "app_shared", "app_runs", "app_paper", "app_decode",
@@ -111,11 +118,18 @@ def graph(root: Path = ROOT) -> dict[str, set[str]]:
             for p in paths}
 
 
+def _under(module: str, prefix: str) -> bool:
+    """`module` is `prefix` or inside it; a "*" in `prefix` matches one dotted name."""
+    parts, want = module.split("."), prefix.split(".")
+    head = parts[:len(want)]
+    return len(head) == len(want) and all(w in ("*", p) for w, p in zip(want, head, strict=True))
+
+
 def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None  # (prefix length, layer)
     for index, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
+            if _under(module, prefix):
                 if best is None or len(prefix) > best[0]:
                     best = (len(prefix), index)
     return None if best is None else best[1]
@@ -129,6 +143,12 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
             top = target.split(".")[0]
             if top in FORBIDDEN_ANYWHERE or top.startswith("app_"):
                 out.append(f"{importer} imports {target} (qvka_core never imports the app)")
+                continue
+            if top == "torch":
+                low = layer_of(importer)
+                if low is not None and low < TORCH_FREE_LAYERS and importer not in TORCH_ALLOWED:
+                    out.append(f"{importer} ({LAYERS[low][0]}) imports {target} (no torch "
+                               "below the torch modules)")
                 continue
             if not target.startswith("qvka_core"):
                 continue
@@ -168,6 +188,10 @@ SYNTHETIC = {
     "qvka_core.paths2": ("import importlib\nm = importlib.import_module('qvka_core.model')\n",
                          "a higher layer"),
     "qvka_core.errors2": ("from .model import Transformer\n", "a higher layer"),
+    "qvka_core.variants.toy2": ("def k():\n    from torch import nn\n", "no torch"),
+    "qvka_core.accounting2": ("import torch.nn.functional as F\n", "no torch"),
+    "qvka_core.variants.other2": (  # a spec importing its own torch half
+        "from qvka_core.variants.other.attention import OtherAttention\n", "a higher layer"),
 }
 
 
@@ -189,14 +213,23 @@ def test_type_checking_imports_and_downward_imports_pass() -> None:
     assert violations(edges) == []
 
 
+def _cli(*argv: str) -> str:
+    """Code running `qvka ARGV` in-process and printing its exit status."""
+    return ("from qvka_core.cli import main\ntry:\n    rc = main(" + repr(list(argv)) + ")\n"
+            "except SystemExit as e:\n    rc = e.code or 0\nprint('RC', rc)")
+
+
 LIGHT = {
     "import": "import qvka_core.config, qvka_core.jobs, qvka_core.train.flags, qvka_core.paths",
-    "--help": "from qvka_core.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n"
-              "    pass",
-    "train --help": "from qvka_core.cli import main\ntry:\n    main(['train', '--help'])\n"
-                    "except SystemExit:\n    pass",
-    "jobs --help": "from qvka_core.cli import main\ntry:\n    main(['jobs', '--help'])\n"
-                   "except SystemExit:\n    pass",
+    "costing": "import qvka_core.variants, qvka_core.accounting, qvka_core.presets",
+    "costs --preset gpt2": _cli("costs", "--preset", "gpt2"),
+    "costs --json": _cli("costs", "--d-model", "64", "--n-heads", "4", "--n-layers", "2",
+                         "--json"),
+    "variants": _cli("variants"),
+    "--help": _cli("--help"),
+    **{f"{command} --help": _cli(command, "--help") for command in (
+        "costs", "convert", "train", "jobs", "paper", "attention", "checkpoints", "export",
+        "generate", "warm", "app", "variants")},
 }
 
 
@@ -209,4 +242,7 @@ def test_light_entry_points_load_no_torch(what: str) -> None:
     code = LIGHT[what] + "\nimport sys\nprint('TORCH', 'torch' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "TORCH False"
+    lines = out.strip().splitlines()
+    assert lines[-1] == "TORCH False"
+    if "main(" in LIGHT[what]:
+        assert lines[-2] == "RC 0", out[-500:]  # the command itself ran and succeeded

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from qvka_core.accounting import param_breakdown
-from qvka_core.attention import available_variants
 from qvka_core.config import ConfigError
 from qvka_core.model import Transformer
 from qvka_core.presets import get_preset, preset_names, recost
+from qvka_core.variants import available_variants
 
 transformers = pytest.importorskip("transformers")
 

@@ -73,7 +73,7 @@ def test_home_spectrum_shows_qv_below_gqa_for_smollm2() -> None:
 
 
 def test_spectrum_lists_every_registered_variant_and_marks_the_native_one() -> None:
-    from qvka_core.attention import available_variants
+    from qvka_core.variants import available_variants
 
     table = costs_view.spectrum(get_preset("smollm2-135m"))
     assert list(table["variant"]) == available_variants()

@@ -9,7 +9,13 @@ import json
 import pytest
 
 from qvka_core.analysis import costs_view, explorer
-from qvka_core.attention import (
+from qvka_core.cli import main
+from qvka_core.config import AttentionConfig, ModelConfig
+from qvka_core.convert import convert
+from qvka_core.errors import ConfigError
+from qvka_core.model import Transformer
+from qvka_core.presets import get_preset
+from qvka_core.variants import (
     VariantOption,
     available_variants,
     convertible_variants,
@@ -18,12 +24,6 @@ from qvka_core.attention import (
     unregister_variant,
     variant_options,
 )
-from qvka_core.cli import main
-from qvka_core.config import AttentionConfig, ModelConfig
-from qvka_core.convert import convert
-from qvka_core.errors import ConfigError
-from qvka_core.model import Transformer
-from qvka_core.presets import get_preset
 
 SHAPE = ["--d-model", "64", "--n-layers", "2", "--n-heads", "4"]
 
@@ -118,7 +118,7 @@ def test_every_builtin_variant_explains_itself_on_home() -> None:
 def test_a_runtime_variant_brings_its_own_tab_to_home(toy) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from qvka_core.attention.registry import Explainer
+    from qvka_core.variants.registry import Explainer
 
     spec = dataclasses.replace(get_variant(toy), explainer=Explainer(
         r"\mathrm{Toy} = QK^\top", "a toy <b>explained</b>", ("Q", "K"), "Q·Kᵀ", ("K",)))

@@ -32,8 +32,8 @@ def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool,
     "keyless": QV, QV-Ka) keep the model's KV grouping unless `n_kv_heads` asks for another
     (e.g. n_heads: one V head per query head); `qvka_cache` ("kv" or "vg") is what QV-Ka
     caches; `options` (variant option -> value) go to every variant that declares them."""
-    from qvka_core.attention.registry import get_variant
     from qvka_core.presets import recost
+    from qvka_core.variants.registry import get_variant
 
     if base.causal != causal:
         base = base.with_attention(causal=causal)
@@ -52,7 +52,7 @@ def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool,
 
 def label(variant: str) -> str:
     """A variant's display name from its spec ("QV-Ka", "V-shared"); unknown names as is."""
-    from qvka_core.attention.registry import variant_label
+    from qvka_core.variants.registry import variant_label
 
     return variant_label(variant)
 
@@ -160,8 +160,8 @@ def spectrum(base: ModelConfig, dtype: str = "bf16") -> pd.DataFrame:
     """Attention parameters and KV bytes per token of every registered variant on `base`'s
     dimensions (QV and QV-Ka keep its KV grouping); `native` marks the model's own."""
     from qvka_core.accounting import costs
-    from qvka_core.attention import available_variants
     from qvka_core.presets import recost
+    from qvka_core.variants import available_variants
 
     rows = []
     for v in available_variants():

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 
 from qvka_core.analysis import stats
-from qvka_core.attention.registry import DemoConfigs
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import LabError
 from qvka_core.model import Transformer
+from qvka_core.variants.registry import DemoConfigs
 
 EXPLORER_MAX_TOKENS = 256  # beyond this, heatmaps stop being readable and memory grows as T²
 

@@ -1,43 +1,17 @@
-"""Attention variants behind one interface. Importing this package registers the built-ins.
+"""The torch side of attention: the skeleton every variant's module subclasses
+(`AttentionBase`, the per-layer `LayerCache`), the kernels, and `build_attention`.
 
-To add a variant: write one module here that subclasses `AttentionBase` and calls
-`register_variant(VariantSpec(...))` (formulas, options, conversion), then import it below.
-Nothing else changes: `vshared.py` is the worked example.
+The variants themselves (spec + module) live in `qvka_core.variants`; this package builds the
+module a config's spec names, importing it only then.
 """
 
-from qvka_core.attention.registry import (  # noqa: I001  (registry first: variants use it)
-    Conversion,
-    VariantOption,
-    VariantSpec,
-    available_variants,
-    convertible_variants,
-    get_variant,
-    register_variant,
-    unregister_variant,
-    variant_options,
-)
 from qvka_core.attention.base import AttentionBase, AttentionOutput, LayerCache
-from qvka_core.attention import gqa, mla, keyless  # noqa: F401  (registration side effect)
-from qvka_core.attention import vshared  # noqa: F401
+from qvka_core.variants import get_variant, resolve
 
 
 def build_attention(cfg) -> AttentionBase:
-    """The attention module for a validated `AttentionConfig`."""
-    return get_variant(cfg.kind).module(cfg)
+    """The attention module for a validated `AttentionConfig` (its spec's `module`)."""
+    return resolve(get_variant(cfg.kind).module)(cfg)
 
 
-__all__ = [
-    "AttentionBase",
-    "AttentionOutput",
-    "Conversion",
-    "LayerCache",
-    "VariantOption",
-    "VariantSpec",
-    "available_variants",
-    "build_attention",
-    "convertible_variants",
-    "get_variant",
-    "register_variant",
-    "unregister_variant",
-    "variant_options",
-]
+__all__ = ["AttentionBase", "AttentionOutput", "LayerCache", "build_attention"]

@@ -35,8 +35,8 @@ def attention_maps(checkpoint: str, text: str, variant: str | None = None) -> di
     """Load `checkpoint`, run `text`, return the JSON-ready result described above."""
     import torch
 
-    from qvka_core.attention.registry import get_variant
     from qvka_core.checkpoints import load_checkpoint
+    from qvka_core.variants.registry import get_variant
 
     try:  # argv that is not UTF-8 arrives with surrogate escapes
         text.encode("utf-8")

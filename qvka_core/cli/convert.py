@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from qvka_core import limits
-from qvka_core.attention.registry import (
+from qvka_core.cli.options import add_option_flags
+from qvka_core.errors import CheckpointError, ConfigError, DataError
+from qvka_core.variants.registry import (
     VariantOption,
     available_variants,
     conversion_options,
@@ -26,8 +28,6 @@ from qvka_core.attention.registry import (
     get_variant,
     variant_options,
 )
-from qvka_core.cli.options import add_option_flags
-from qvka_core.errors import CheckpointError, ConfigError, DataError
 
 HELP = "Convert a checkpoint to another attention variant, with a fidelity report."
 MAX_TEXT_BYTES = 50_000_000

@@ -16,12 +16,12 @@ import argparse
 from typing import Any
 
 from qvka_core.accounting import CostReport, costs
-from qvka_core.attention.registry import VariantOption, available_variants, variant_options
 from qvka_core.cli.options import add_option_flags
 from qvka_core.cli.output import json_text
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
 from qvka_core.presets import get_preset, preset_names, recost
+from qvka_core.variants.registry import VariantOption, available_variants, variant_options
 
 HELP = "Analytic costs (params, FLOPs, KV cache, intensity) of a model under each variant."
 

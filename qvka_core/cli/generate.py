@@ -36,9 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qvka_core.attention.registry import get_variant
     from qvka_core.checkpoints import load_checkpoint
     from qvka_core.decode import Sampling, check_request, generate
+    from qvka_core.variants.registry import get_variant
 
     sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)  # checked first
     if args.max_new_tokens < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from qvka_core.attention.registry import VariantOption
+from qvka_core.variants.registry import VariantOption
 
 
 def add_option_flags(parser: argparse.ArgumentParser, options: list[VariantOption]) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from qvka_core.attention.registry import available_variants, get_variant
 from qvka_core.cli.output import json_text
+from qvka_core.variants.registry import available_variants, get_variant
 
 HELP = ("List the registered attention variants in spectrum order, with their options and "
         "whether `convert` can build them.")

@@ -3,32 +3,28 @@
     from qvka_core.convert import convert
     result = convert(load_checkpoint("smollm2-135m"), "mla", kv_lora_rank=128)
     result.model, result.config, result.report.to_dict()
+
+Names are imported on first use (PEP 562), so a light submodule (e.g. `convert.warm`'s family
+list, read by `warm --help`) loads no torch.
 """
 
-from qvka_core.convert.api import (
-    METHODS,
-    ConversionResult,
-    convert,
-    to_kv_sharing,
-    to_mla,
-    to_qv,
-    to_qvka,
-)
-from qvka_core.convert.cache import convert_cached
-from qvka_core.convert.calibration import input_covariances, token_batches
-from qvka_core.convert.report import ConversionReport, js_divergence
+from qvka_core.lazy import lazy_exports
 
-__all__ = [
-    "METHODS",
-    "ConversionReport",
-    "ConversionResult",
-    "convert",
-    "convert_cached",
-    "input_covariances",
-    "js_divergence",
-    "to_kv_sharing",
-    "to_mla",
-    "to_qv",
-    "to_qvka",
-    "token_batches",
-]
+_EXPORTS = {
+    "METHODS": "qvka_core.convert.api",
+    "ConversionResult": "qvka_core.convert.api",
+    "convert": "qvka_core.convert.api",
+    "to_kv_sharing": "qvka_core.convert.api",
+    "to_mla": "qvka_core.convert.api",
+    "to_qv": "qvka_core.convert.api",
+    "to_qvka": "qvka_core.convert.api",
+    "convert_cached": "qvka_core.convert.cache",
+    "input_covariances": "qvka_core.convert.calibration",
+    "token_batches": "qvka_core.convert.calibration",
+    "ConversionReport": "qvka_core.convert.report",
+    "js_divergence": "qvka_core.convert.report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from qvka_core.attention.registry import convertible_variants, get_variant
 from qvka_core.checkpoints.store import LoadedModel
 from qvka_core.config import ModelConfig
 from qvka_core.convert import mla as mla_mod
@@ -57,6 +56,7 @@ from qvka_core.convert.weights import (
 )
 from qvka_core.errors import ConfigError
 from qvka_core.model import Transformer
+from qvka_core.variants.registry import convertible_variants, get_variant
 
 LatentNorm = Literal["fold", "rms"]
 QV_DROP_METHOD = "drop K, score against V (post-hoc tying; lossy)"

@@ -15,15 +15,15 @@ from typing import Any
 
 from torch import Tensor
 
-from qvka_core.attention.registry import (  # noqa: F401 (conversion_* re-exported)
+from qvka_core.config import ModelConfig
+from qvka_core.convert.weights import assemble, extract_dense, regroup_kv
+from qvka_core.model import Transformer
+from qvka_core.variants.registry import (  # noqa: F401 (conversion_* re-exported)
     Conversion,
     conversion_for,
     conversion_options,
     resolve,
 )
-from qvka_core.config import ModelConfig
-from qvka_core.convert.weights import assemble, extract_dense, regroup_kv
-from qvka_core.model import Transformer
 
 Progress = Callable[[float, str], None]
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qvka_core.attention.registry import get_variant
 from qvka_core.config import ModelConfig
 from qvka_core.model import Transformer
+from qvka_core.variants.registry import get_variant
 
 
 @dataclass

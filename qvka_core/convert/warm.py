@@ -14,9 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from qvka_core.attention.gqa import default_kv_heads
-from qvka_core.attention.registry import convertible_variants, get_variant
-from qvka_core.convert.cache import convert_cached, is_cached
+from qvka_core.variants.gqa import default_kv_heads
+from qvka_core.variants.registry import convertible_variants, get_variant
 
 FAMILY_BASES = {"minilm": "minilm-l6", "smollm2": "smollm2-135m"}
 BASE_VARIANT = {"minilm-l6": "mha", "smollm2-135m": "gqa"}
@@ -62,6 +61,7 @@ class WarmItem:
 def plan(families: list[str] | None = None) -> list[WarmItem]:
     """The (family, variant) conversions the Explorer offers, base variants left out."""
     from qvka_core.checkpoints import load_checkpoint
+    from qvka_core.convert.cache import is_cached  # here: `warm --help` reads FAMILY_BASES
 
     items = []
     for fam in families or list(FAMILY_BASES):
@@ -80,6 +80,8 @@ def plan(families: list[str] | None = None) -> list[WarmItem]:
 def warm(items: list[WarmItem],
          progress: Callable[[float, str], None] | None = None) -> list[WarmItem]:
     """Convert every pending item into the cache; progress(fraction, message) as it goes."""
+    from qvka_core.convert.cache import convert_cached
+
     report = progress or (lambda f, m: None)
     todo = [it for it in items if it.state == "pending"]
     weights = [estimate_s(it.base, it.variant) for it in todo]

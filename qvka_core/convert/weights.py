@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from qvka_core.attention.base import AttentionBase
-from qvka_core.attention.registry import available_variants, get_variant, resolve
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
 from qvka_core.model import Transformer
+from qvka_core.variants.registry import available_variants, get_variant, resolve
 
 
 def sources() -> list[str]:

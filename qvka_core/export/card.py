@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from qvka_core.accounting import kv_cache_bytes_per_token, param_breakdown
-from qvka_core.attention.registry import get_variant
 from qvka_core.config import ModelConfig
+from qvka_core.variants.registry import get_variant
 
 
 def lineage(meta: dict[str, Any], directory: Path | None, depth: int = 0) -> list[str]:

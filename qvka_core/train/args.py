@@ -145,7 +145,7 @@ class TrainArgs:
             raise ConfigError(f"position must be one of {', '.join(POSITIONS)}, "
                               f"got {self.position!r}")
         if self.variant is not None:
-            from qvka_core.attention.registry import get_variant
+            from qvka_core.variants.registry import get_variant
 
             get_variant(self.variant)  # ConfigError listing the valid names
         if not isinstance(self.data, str) or not self.data:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from qvka_core.attention.registry import variant_options
 from qvka_core.config import ModelConfig
 from qvka_core.errors import ConfigError, RunError
 from qvka_core.model import Transformer
 from qvka_core.tokenizer import TextTokenizer
 from qvka_core.train.args import TrainArgs
 from qvka_core.train.bundled import AUSTEN_PRESET, austen_config
+from qvka_core.variants.registry import variant_options
 
 
 def resolve_device(name: str) -> torch.device:

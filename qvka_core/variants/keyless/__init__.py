@@ -1,4 +1,5 @@
-"""The paper's key-less variants (arXiv 2603.15665 §§4-7; notes/paper.md §2.5-2.6).
+"""The paper's key-less variants (arXiv 2603.15665 §§4-7; notes/paper.md §2.5-2.6): their specs
+(torch-free); the nn.Modules are `attention.py` beside this file.
 
 QV: no key projection; V is both what queries match against and what is carried:
     A_i = softmax(Q_i V_iᵀ / sqrt(d_h)) ,  O = (⊕ A_i V_i) W_O
@@ -15,102 +16,19 @@ The cache holds K and V (`qvka_cache="kv"`) or V and G with K recomputed ("vg", 
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
-
-from qvka_core.attention.base import AttentionBase, LayerCache
-from qvka_core.attention.kernels import Impl
-from qvka_core.attention.registry import (
+from qvka_core.errors import ConfigError
+from qvka_core.variants.registry import (
     Conversion,
     Explainer,
     VariantOption,
     VariantSpec,
     register_variant,
 )
-from qvka_core.config import AttentionConfig, ConfigError
 
-
-class QVAttention(AttentionBase):
-    """Scores against values: softmax(Q·Vᵀ/√d_h)·V."""
-
-    def __init__(self, cfg: AttentionConfig) -> None:
-        super().__init__(cfg)
-        h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, h * d, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
-
-    def forward_attn(self, x: Tensor, *, positions: range, key_padding_mask: Tensor | None,
-                     cache: LayerCache | None, impl: Impl, return_weights: bool):
-        cfg = self.cfg
-        q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
-        v = self.split_heads(self.v_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
-        if cache is not None:
-            v = cache.extend(v=v)["v"]  # (B, Hkv, S, D), never rotated
-        v_match = v
-        if cfg.position == "rope":
-            q = self.rotate(q, self.rope(positions, cfg.head_dim, q))
-            key_positions = range(v.shape[-2])
-            v_match = self.rotate(v, self.rope(key_positions, cfg.head_dim, v))
-        out, w = self.attend(q, v_match, v, q_positions=positions,
-                             key_padding_mask=key_padding_mask, impl=impl,
-                             return_weights=return_weights)
-        return self.o_proj(self.merge_heads(out)), w
-
-
-class QVKaAttention(AttentionBase):
-    """K_i = [G ; V_i]·W_K,i with G = x·W_ctx shared by the heads."""
-
-    def __init__(self, cfg: AttentionConfig) -> None:
-        super().__init__(cfg)
-        h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.d_model, h * d, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
-        self.ctx_proj = nn.Linear(cfg.d_model, cfg.d_ctx, bias=False)  # W_ctx
-        self.k_weight = nn.Parameter(torch.empty(g, cfg.d_ctx + d, d))  # W_K,i stacked
-        nn.init.uniform_(self.k_weight, -1 / math.sqrt(cfg.d_ctx + d), 1 / math.sqrt(cfg.d_ctx + d))
-        self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
-
-    def derive_keys(self, g: Tensor, v: Tensor) -> Tensor:
-        """[G ; V_i]·W_K,i without materialising the concatenation.
-
-        g: (B, 1, S, d_ctx) or (B, S, d_ctx); v: (B, Hkv, S, D) -> K (B, Hkv, S, D).
-        """
-        if g.dim() == 3:
-            g = g[:, None]  # (B, 1, S, d_ctx)
-        w_ctx, w_val = self.k_weight.split([self.cfg.d_ctx, self.cfg.head_dim], dim=1)
-        from_ctx = torch.einsum("bzsc,hcd->bhsd", g, w_ctx)  # (B, Hkv, S, D)
-        from_val = torch.einsum("bhse,hed->bhsd", v, w_val)  # (B, Hkv, S, D)
-        return from_ctx + from_val
-
-    def forward_attn(self, x: Tensor, *, positions: range, key_padding_mask: Tensor | None,
-                     cache: LayerCache | None, impl: Impl, return_weights: bool):
-        cfg = self.cfg
-        q = self.split_heads(self.q_proj(x), cfg.n_heads)  # (B, H, T, D)
-        v = self.split_heads(self.v_proj(x), cfg.n_kv_heads)  # (B, Hkv, T, D)
-        g = self.ctx_proj(x)[:, None]  # (B, 1, T, d_ctx)
-        rope = cfg.position == "rope"
-        if rope:
-            q = self.rotate(q, self.rope(positions, cfg.head_dim, q))
-        if cache is not None and cfg.qvka_cache == "vg":
-            full = cache.extend(v=v, g=g)
-            v, g = full["v"], full["g"]  # (B, Hkv, S, D), (B, 1, S, d_ctx)
-            k = self.derive_keys(g, v)  # recomputed for every cached position
-            if rope:
-                key_positions = range(v.shape[-2])
-                k = self.rotate(k, self.rope(key_positions, cfg.head_dim, k))
-        else:
-            k = self.derive_keys(g, v)  # (B, Hkv, T, D)
-            if rope:
-                k = self.rotate(k, self.rope(positions, cfg.head_dim, k))
-            if cache is not None:
-                full = cache.extend(k=k, v=v)
-                k, v = full["k"], full["v"]  # (B, Hkv, S, D)
-        out, w = self.attend(q, k, v, q_positions=positions, key_padding_mask=key_padding_mask,
-                             impl=impl, return_weights=return_weights)
-        return self.o_proj(self.merge_heads(out)), w
+if TYPE_CHECKING:
+    from qvka_core.config import AttentionConfig
 
 
 def _qv_params(c: AttentionConfig) -> dict[str, int]:
@@ -179,7 +97,7 @@ QV_OPTIONS = (
 
 register_variant(VariantSpec(
     name="qvka",
-    module=QVKaAttention,
+    module="qvka_core.variants.keyless.attention:QVKaAttention",
     description="QV-Ka: K derived after V from [ctx·W_ctx ; V]·W_K per head, no full W_K "
     "(the paper's proposal).",
     family="keyless",
@@ -214,7 +132,7 @@ register_variant(VariantSpec(
 
 register_variant(VariantSpec(
     name="qv",
-    module=QVAttention,
+    module="qvka_core.variants.keyless.attention:QVAttention",
     description="QV: no key at all; queries score directly against values, "
     "softmax(QVᵀ/√d)V (the paper's paradigm).",
     family="keyless",

@@ -1,7 +1,8 @@
 """The variant registry: name -> `VariantSpec`, and what a variant owns besides its maths.
 
-A variant is one module that defines an `AttentionBase` subclass and registers it with
-`register_variant(VariantSpec(...))`. The spec carries everything the rest of the lab needs:
+A variant is one package under `qvka_core/variants/` whose `__init__` registers a spec with
+`register_variant(VariantSpec(...))` and whose `attention.py` holds its `AttentionBase`
+subclass. This module imports no torch. The spec carries everything the rest of the lab needs:
 the accounting formulas, its options (`VariantOption`: CLI flags, page widgets, recost and
 demo defaults, validation), its conversion from the dense intermediate (`Conversion`, or None:
 then `convert` refuses it in one line) and its place on the spectrum. Config validation, the
@@ -137,8 +138,9 @@ class VariantSpec:
 
     Attributes:
         name: registry key, lowercase (e.g. "gqa").
-        module: the `AttentionBase` subclass (its `kv_groups()` is the head grouping the
-            Explorer draws; its `__init__` any special weight init).
+        module: the `AttentionBase` subclass, or "module:Class" naming it (imported only when
+            a model is built, so specs stay torch-free). Its `kv_groups()` is the head
+            grouping the Explorer draws; its `__init__` any special weight init.
         description: one line for `python -m qvka_core variants` and the pages.
         family: the spectrum group ("kv-sharing", "latent", "keyless", "v-sharing").
         normalize: cfg -> {field or option: value} applied before the shared checks
@@ -164,7 +166,7 @@ class VariantSpec:
     """
 
     name: str
-    module: type[AttentionBase]
+    module: type[AttentionBase] | str
     description: str
     family: str
     params: Callable[[AttentionConfig], dict[str, int]]
@@ -224,7 +226,7 @@ def unregister_variant(name: str) -> None:
 
 def _ensure_loaded() -> None:
     # Importing the package registers the built-in variants exactly once.
-    import qvka_core.attention  # noqa: F401
+    import qvka_core.variants  # noqa: F401
 
 
 def available_variants() -> list[str]:

@@ -48,23 +48,11 @@ class AttentionConfig:
     qkv_bias: bool = False
     o_bias: bool = False
     dropout: float = 0.0
-    # Variant knobs. Their defaults, rules and help are owned by the variant's spec
-    # (`VariantSpec.options`, qvka_core/variants/<variant>/__init__.py); these flat fields stay so
-    # that existing checkpoints' config.json files keep loading. A variant added later keeps
-    # its knobs in `options` instead (read them with `cfg.option(name)`).
-    d_ctx: int | None = None  # QV-Ka (keyless.py)
-    qvka_cache: Literal["kv", "vg"] = "kv"  # QV-Ka (keyless.py)
-    q_lora_rank: int | None = None  # MLA, HF names (mla.py)
-    kv_lora_rank: int | None = None
-    qk_nope_head_dim: int | None = None
-    qk_rope_head_dim: int | None = None
-    v_head_dim: int | None = None
-    mla_absorb_decode: bool = True  # decode in latent space with absorbed W_UK / W_UV
-    norm_eps: float = 1e-6  # MLA's latent RMSNorms
     options: tuple[tuple[str, Any], ...] = ()
-    """Variant options without a flat field, as sorted (name, value) pairs; a dict or a list
-    of pairs (config.json) is accepted. Any option, flat-backed ones too, may be given here:
-    `AttentionConfig(kind="qvka", ..., options={"d_ctx": 16})`."""
+    """The variant's own knobs (its spec's `VariantSpec.options`: QV-Ka's `d_ctx`, MLA's
+    `kv_lora_rank`, V-shared's `n_v_heads`, ...), as sorted (name, value) pairs with the
+    spec's defaults filled in; a dict or a list of pairs (config.json) is accepted. Read one
+    with `cfg.option(name)`. A name the variant does not declare is a ConfigError."""
 
     def __post_init__(self) -> None:
         from qvka_core.variants.registry import get_variant  # late: registry imports us
@@ -92,12 +80,11 @@ class AttentionConfig:
         )
         limits.check_finite("dropout", self.dropout)
         limits.check_finite("rope_theta", self.rope_theta, positive=True)
-        limits.check_finite("attention norm_eps", self.norm_eps, positive=True)
         self._set("options", tuple(sorted(options.items())))
         for name, value in spec.normalize(self).items():
             if name in _ATTENTION_FIELDS:
                 self._set(name, value)
-            else:
+            elif value is not None:
                 options[name] = value
         self._set("options", tuple(sorted(options.items())))
         _positive("n_kv_heads", self.n_kv_heads)
@@ -114,8 +101,9 @@ class AttentionConfig:
             opt.check(self.option(opt.name))
 
     def _take_options(self, spec: Any) -> dict[str, Any]:
-        """`options` as a dict of the spec's non-flat options (defaults filled); entries
-        naming a flat field are moved to it. Unknown or foreign names are a ConfigError."""
+        """`options` as a dict of the spec's options, defaults filled (an option that is a
+        field, n_kv_heads, is moved to it); a name the spec does not declare is a ConfigError
+        naming it and the variant's options."""
         raw = self.options
         try:
             given = dict(raw.items() if isinstance(raw, dict) else raw)
@@ -130,25 +118,39 @@ class AttentionConfig:
                               f"(its options: {mine})")
         out: dict[str, Any] = {}
         for name, opt in declared.items():
-            if name in _ATTENTION_FIELDS:
-                if name in given and given[name] is not None:
-                    flat = getattr(self, name)
-                    default = _FIELD_DEFAULTS.get(name)
-                    _require(flat in (default, given[name]),
-                             f"{name} is given twice with different values "
-                             f"({flat!r} and {given[name]!r} in options)")
-                    self._set(name, given[name])
-            elif given.get(name) is not None:
-                out[name] = given[name]
-            elif opt.default is not None:
-                out[name] = opt.default
+            value = given.get(name)
+            if name in _ATTENTION_FIELDS:  # n_kv_heads: a field that specs declare as an option
+                if value is not None:
+                    field_value = getattr(self, name)
+                    _require(field_value in (None, value), f"{name} is given twice with "
+                             f"different values ({field_value!r} and {value!r} in options)")
+                    self._set(name, value)
+                continue
+            if value is None:
+                value = opt.default
+            if value is not None:
+                out[name] = value
         return out
 
     def option(self, name: str) -> Any:
-        """The value of variant option `name` (a flat field or an `options` entry), or None."""
-        if name in _ATTENTION_FIELDS and name != "options":
-            return getattr(self, name)
+        """The value of variant option `name`, or None (not set, or not this variant's)."""
         return dict(self.options).get(name)
+
+    @classmethod
+    def make(cls, **fields_and_options: Any) -> AttentionConfig:
+        """A config from fields and variant options alike, by name:
+        `AttentionConfig.make(kind="qvka", d_model=64, n_heads=8, d_ctx=16)` puts `d_ctx` in
+        `options` (None leaves an option at its default)."""
+        from qvka_core.variants.registry import variant_options
+
+        fields = {k: v for k, v in fields_and_options.items() if k in _ATTENTION_FIELDS}
+        extra = {k: v for k, v in fields_and_options.items() if k not in _ATTENTION_FIELDS}
+        unknown = sorted(set(extra) - {o.name for o in variant_options(scope="model")})
+        _require(not unknown, f"unknown attention field(s): {', '.join(unknown)}")
+        base = fields.pop("options", ())
+        options = dict(base.items() if isinstance(base, dict) else base)
+        options.update({k: v for k, v in extra.items() if v is not None})
+        return cls(**fields, options=options)
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -161,8 +163,9 @@ class AttentionConfig:
     def replace(self, **changes: Any) -> AttentionConfig:
         """A new validated config; variant-derived fields are re-derived from scratch.
 
-        `changes` may name variant options that have no flat field (e.g. V-shared's
-        n_v_heads); they go to `options`. Changing `kind` drops the old variant's options."""
+        `changes` may name variant options (e.g. `d_ctx=16`, `n_v_heads=2`); they go to
+        `options`, None removing one (back to its default). Changing `kind` drops the old
+        variant's options."""
         from qvka_core.variants.registry import variant_options
 
         extra = {k: changes.pop(k) for k in list(changes) if k not in _ATTENTION_FIELDS}
@@ -173,13 +176,45 @@ class AttentionConfig:
             _require(not unknown, f"unknown attention field(s): {', '.join(unknown)}")
             base = changes.get("options", self.options if kind == self.kind else ())
             merged = dict(base.items() if isinstance(base, dict) else base)
-            merged.update({k: v for k, v in extra.items() if v is not None})
-            changes["options"] = merged
+            merged.update(extra)
+            changes["options"] = {k: v for k, v in merged.items() if v is not None}
         return dataclasses.replace(self, **changes)
 
 
 _ATTENTION_FIELDS = frozenset(f.name for f in dataclasses.fields(AttentionConfig))
-_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AttentionConfig)}
+
+# Variant knobs that were flat AttentionConfig fields in config.json files written before
+# they moved into `options` (old name -> option name), with the value every other variant
+# carried, which is dropped.
+_FLAT_OPTIONS = {"d_ctx": "d_ctx", "qvka_cache": "qvka_cache", "q_lora_rank": "q_lora_rank",
+                 "kv_lora_rank": "kv_lora_rank", "qk_nope_head_dim": "qk_nope_head_dim",
+                 "qk_rope_head_dim": "qk_rope_head_dim", "v_head_dim": "v_head_dim",
+                 "mla_absorb_decode": "mla_absorb_decode", "norm_eps": "latent_norm_eps"}
+_FLAT_FILLERS = {"qvka_cache": "kv", "mla_absorb_decode": True, "norm_eps": 1e-6}
+
+
+def _lift_flat_options(attn: dict[str, Any]) -> dict[str, Any]:
+    """An attention mapping from an older config.json with its flat variant knobs moved into
+    `options` (those of its own variant); None and the other variants' fillers are dropped."""
+    from qvka_core.variants.registry import get_variant
+
+    attn = dict(attn)
+    flat = {k: attn.pop(k) for k in list(attn) if k in _FLAT_OPTIONS}
+    if not flat:
+        return attn
+    mine = {o.name for o in get_variant(attn.get("kind", "mha")).model_options()}
+    options = dict(attn.get("options") or ())
+    for old, value in flat.items():
+        new = _FLAT_OPTIONS[old]
+        if new in mine and value is not None:
+            if options.get(new, value) != value:
+                raise ConfigError(f"config.attention.{old} ({value!r}) disagrees with its "
+                                  f"options entry ({options[new]!r})")
+            options[new] = value
+        elif value is not None and value != _FLAT_FILLERS.get(old):
+            raise ConfigError(f"config.attention.{old} does not apply to {attn.get('kind')!r}")
+    attn["options"] = options
+    return attn
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +322,7 @@ class ModelConfig:
         data = dict(data)
         attn = data.pop("attention", None)
         _require(isinstance(attn, dict), "config.attention must be a mapping")
+        attn = _lift_flat_options(attn)
         known_a = {f.name for f in dataclasses.fields(AttentionConfig)}
         known_m = {f.name for f in dataclasses.fields(cls)} - {"attention"}
         unknown = sorted((set(attn) - known_a) | (set(data) - known_m))

@@ -54,9 +54,9 @@ def _gpt2() -> ModelConfig:
 def _deepseek_v2_lite() -> ModelConfig:
     return ModelConfig(
         attention=AttentionConfig(
-            kind="mla", d_model=2048, n_heads=16, q_lora_rank=None, kv_lora_rank=512,
-            qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128, head_dim=128,
-            rope_theta=10000.0, norm_eps=1e-6,
+            kind="mla", d_model=2048, n_heads=16, head_dim=128, rope_theta=10000.0,
+            options={"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64,
+                     "v_head_dim": 128, "latent_norm_eps": 1e-6},
         ),
         n_layers=27, vocab_size=102400, ffn_dim=(2 + 6) * 1408, max_seq_len=32768,
         norm="rmsnorm", norm_eps=1e-6, mlp="swiglu", activation="silu", tie_embeddings=False,

@@ -27,7 +27,7 @@ from qvka_core.variants.registry import demo_options
 def _small(**attn: object) -> ModelConfig:
     model = {k: attn.pop(k) for k in list(attn) if k.startswith("m_")}
     return ModelConfig(
-        attention=AttentionConfig(d_model=32, n_heads=4, n_kv_heads=2, **attn),
+        attention=AttentionConfig.make(d_model=32, n_heads=4, n_kv_heads=2, **attn),
         n_layers=2, vocab_size=50, ffn_dim=48, max_seq_len=64,
         **{k[2:]: v for k, v in model.items()},
     )
@@ -89,7 +89,7 @@ def test_params_equal_built_model(layout: str, variant: str, extra: dict) -> Non
 def test_paper_section6_table() -> None:
     """notes/paper.md §6: d 1024, h 16, d_h 64, no biases, one attention module."""
     def attn(kind: str, **kw: object) -> int:
-        cfg = ModelConfig(attention=AttentionConfig(kind=kind, d_model=1024, n_heads=16, **kw),
+        cfg = ModelConfig(attention=AttentionConfig.make(kind=kind, d_model=1024, n_heads=16, **kw),
                           n_layers=1, vocab_size=10, ffn_dim=8)
         return sum(v for k, v in param_breakdown(cfg).items() if k.startswith("attention/"))
 
@@ -107,7 +107,7 @@ def test_deepseek_v2_mla_cache_576_per_layer() -> None:
     per_layer = {k: v // cfg.n_layers for k, v in kv_cache_elems_per_token(cfg).items()}
     assert per_layer == {"latent": 512, "k_rope": 64}
     # Full DeepSeek-V2 (128 heads of 128): MHA would cache 2·128·128 = 32,768, ~57x more.
-    big = ModelConfig(attention=AttentionConfig(kind="mla", d_model=5120, n_heads=128,
+    big = ModelConfig(attention=AttentionConfig.make(kind="mla", d_model=5120, n_heads=128,
                                                 head_dim=128, kv_lora_rank=512,
                                                 qk_rope_head_dim=64),
                       n_layers=1, vocab_size=10, ffn_dim=8)

@@ -18,7 +18,8 @@ POSITIONS = ["rope", "agf", "alibi", "sinusoidal", "learned", "none"]
 
 def tiny(kind: str, *, causal: bool = True, position: str = "rope", **attn) -> ModelConfig:
     attn.setdefault("n_kv_heads", 2)
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=4, causal=causal, position=position, **attn)
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=4, causal=causal, position=position,
+                             **attn)
     return ModelConfig(attention=a, n_layers=2, vocab_size=61, ffn_dim=48, max_seq_len=64)
 
 

@@ -15,12 +15,13 @@ from qvka_core import (
     available_variants,
     get_variant,
 )
+from qvka_core.variants import variant_options
 
 
 def attn(**kw) -> AttentionConfig:
     kw.setdefault("d_model", 64)
     kw.setdefault("n_heads", 8)
-    return AttentionConfig(**kw)
+    return AttentionConfig.make(**kw)
 
 
 def test_registry_lists_variants_in_spectrum_order():
@@ -40,9 +41,10 @@ def test_variants_force_their_kv_heads():
 
 def test_defaults_derive_from_head_dim():
     a = attn(kind="qvka")
-    assert a.head_dim == 8 and a.d_ctx == 8
+    assert a.head_dim == 8 and a.option("d_ctx") == 8
     m = attn(kind="mla")
-    assert (m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim, m.v_head_dim) == (32, 8, 4, 8)
+    widths = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    assert tuple(map(m.option, widths)) == (32, 8, 4, 8)
 
 
 @pytest.mark.parametrize(
@@ -103,3 +105,34 @@ def test_sequence_longer_than_max_is_a_clear_error():
                       vocab_size=10, ffn_dim=8, max_seq_len=8)
     with pytest.raises(ConfigError, match=r"sequence of 9 tokens exceeds max_seq_len \(8\)"):
         Transformer(cfg)(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_variant_knobs_are_options_not_fields() -> None:
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(AttentionConfig)}
+    every_option = {o.name for o in variant_options(scope="model")}
+    # Each knob lives in `options` only; n_kv_heads is the one shared field that GQA and the
+    # key-less variants also declare as an option (its flag and bounds).
+    assert every_option and fields & every_option == {"n_kv_heads"}
+    q = AttentionConfig.make(kind="qvka", d_model=64, n_heads=8, d_ctx=16, qvka_cache="vg")
+    assert dict(q.options) == {"d_ctx": 16, "qvka_cache": "vg"}
+    assert q == AttentionConfig(kind="qvka", d_model=64, n_heads=8,
+                                options={"d_ctx": 16, "qvka_cache": "vg"})
+    with pytest.raises(ConfigError, match="d_ctx do not apply to mha"):
+        AttentionConfig.make(kind="mha", d_model=64, n_heads=8, d_ctx=16)
+    with pytest.raises(ConfigError, match="unknown attention field"):
+        AttentionConfig.make(kind="mha", d_model=64, n_heads=8, d_ctxx=16)
+
+
+def test_a_flat_config_json_lifts_its_own_knobs_and_refuses_a_foreign_one() -> None:
+    base = {"kind": "mla", "d_model": 64, "n_heads": 8, "kv_lora_rank": 24, "d_ctx": None,
+            "qvka_cache": "kv", "norm_eps": 1e-3}
+    data = {"attention": base, "n_layers": 1, "vocab_size": 10, "ffn_dim": 8}
+    a = ModelConfig.from_dict(data).attention
+    assert tuple(map(a.option, ('kv_lora_rank', 'latent_norm_eps'))) == (24, 1e-3)
+    assert a.option("qvka_cache") is None  # QV-Ka's filler on an MLA config is dropped
+    with pytest.raises(ConfigError, match="d_ctx does not apply to 'mla'"):
+        ModelConfig.from_dict({**data, "attention": {**base, "d_ctx": 8}})
+    with pytest.raises(ConfigError, match="disagrees with its options entry"):
+        ModelConfig.from_dict({**data, "attention": {**base, "options": {"kv_lora_rank": 8}}})

@@ -34,7 +34,7 @@ REPORT_KEYS = {
 def tiny(kind: str = "gqa", n_heads: int = 4, n_kv_heads: int | None = 2, *,
          position: str = "rope", bias: bool = False, vocab: int = 64, **attn) -> Transformer:
     """A 2-layer Llama-style model with attention weights large enough to matter."""
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=n_heads, n_kv_heads=n_kv_heads,
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=n_heads, n_kv_heads=n_kv_heads,
                         position=position, qkv_bias=bias, **attn)
     cfg = ModelConfig(attention=a, n_layers=2, vocab_size=vocab, ffn_dim=64, max_seq_len=64,
                       norm="rmsnorm", mlp="swiglu", activation="silu")
@@ -127,7 +127,7 @@ def test_mla_truncation_and_rms_norm_are_lossy_and_reported() -> None:
     assert low.report.js_divergence_mean > full.report.js_divergence_mean
     assert low.report.diagnostics["per_layer"][0]["svd_energy_kept"] < 1.0
     assert low.report.kv_cache_bytes_per_token_after < full.report.kv_cache_bytes_per_token_after
-    assert rms.config.attention.norm_eps < 1.0
+    assert rms.config.attention.option("latent_norm_eps") < 1.0
     assert rms.report.hidden_cosine > 0.5
 
 
@@ -135,7 +135,7 @@ def test_mla_rope_with_several_kv_heads_rescales_theta() -> None:
     src = tiny("gqa", 4, 2)  # head_dim 8: keep 2 of 4 rotary pairs
     out = convert(src, "mla", qk_rope_head_dim=4, kv_lora_rank=16)
     a = out.config.attention
-    assert (a.qk_rope_head_dim, a.qk_nope_head_dim, a.v_head_dim) == (4, 4, 8)
+    assert tuple(map(a.option, ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"))) == (4, 4, 8)
     assert a.rope_theta == pytest.approx(10000.0 ** 0.5)
     assert any("shared RoPE key" in n for n in out.report.notes)
 
@@ -221,7 +221,7 @@ def test_qvka_fit_on_a_generic_source_improves_on_its_initialisation() -> None:
     out = convert(tiny("gqa", 4, 2), "qvka", d_ctx=4)
     for layer in out.report.diagnostics["per_layer"]:
         assert 0 < layer["fit_rel_error"] <= layer["fit_rel_error_init"] + 1e-12
-    assert out.config.attention.d_ctx == 4
+    assert out.config.attention.option("d_ctx") == 4
     assert any("random token ids" in n for n in out.report.notes)
 
 

@@ -9,7 +9,7 @@ from qvka_core import AttentionConfig, ModelConfig, Transformer
 
 
 def model(kind: str, n_kv_heads: int | None = None, **kw) -> Transformer:
-    a = AttentionConfig(kind=kind, d_model=48, n_heads=6, n_kv_heads=n_kv_heads, **kw)
+    a = AttentionConfig.make(kind=kind, d_model=48, n_heads=6, n_kv_heads=n_kv_heads, **kw)
     return Transformer(ModelConfig(attention=a, n_layers=2, vocab_size=40, ffn_dim=64)).eval()
 
 

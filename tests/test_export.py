@@ -36,7 +36,7 @@ def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
 
 
 def _llama(kind: str, *, n_kv: int = 6, tie: bool = False, **attn) -> ModelConfig:
-    a = AttentionConfig(kind=kind, d_model=48, n_heads=6, n_kv_heads=n_kv, position="rope",
+    a = AttentionConfig.make(kind=kind, d_model=48, n_heads=6, n_kv_heads=n_kv, position="rope",
                         rope_theta=5000.0, **attn)
     return ModelConfig(attention=a, n_layers=2, vocab_size=97, ffn_dim=64, max_seq_len=64,
                        norm="rmsnorm", norm_eps=1e-6, mlp="swiglu", activation="silu",
@@ -44,7 +44,7 @@ def _llama(kind: str, *, n_kv: int = 6, tie: bool = False, **attn) -> ModelConfi
 
 
 def _gpt2(kind: str, *, n_kv: int = 4, **attn) -> ModelConfig:
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=4, n_kv_heads=n_kv, position="learned",
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=4, n_kv_heads=n_kv, position="learned",
                         qkv_bias=True, o_bias=True, **attn)
     return ModelConfig(attention=a, n_layers=2, vocab_size=97, ffn_dim=64, max_seq_len=40,
                        norm="layernorm", mlp="gelu", activation="gelu_tanh", mlp_bias=True,
@@ -52,7 +52,7 @@ def _gpt2(kind: str, *, n_kv: int = 4, **attn) -> ModelConfig:
 
 
 def _bert(kind: str, **attn) -> ModelConfig:
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=4, causal=False, position="learned",
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=4, causal=False, position="learned",
                         qkv_bias=True, o_bias=True, **attn)
     return ModelConfig(attention=a, n_layers=2, vocab_size=97, ffn_dim=64, max_seq_len=40,
                        norm="layernorm", norm_eps=1e-12, prenorm=False, mlp="gelu",
@@ -63,7 +63,7 @@ def _bert(kind: str, **attn) -> ModelConfig:
 
 def _austen(kind: str, *, n_kv: int = 4, position: str = "rope", **attn) -> ModelConfig:
     """The bundled Austen layout: pre-norm LayerNorm, RoPE, GELU MLP, no biases, tied."""
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=4, n_kv_heads=n_kv, position=position,
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=4, n_kv_heads=n_kv, position=position,
                         **attn)
     return ModelConfig(attention=a, n_layers=2, vocab_size=97, ffn_dim=64, max_seq_len=40,
                        norm="layernorm", mlp="gelu", activation="gelu", name=f"tiny-{kind}")
@@ -81,7 +81,7 @@ CASES = {
     "qwen2-gqa": _llama("gqa", n_kv=2, qkv_bias=True),
     "qwen2-qvka": _llama("qvka", n_kv=2, d_ctx=6, qkv_bias=True),
     "deepseek-mla": _llama("mla", kv_lora_rank=16, qk_rope_head_dim=4),
-    "deepseek-mla-eps": _llama("mla", kv_lora_rank=8, q_lora_rank=12, norm_eps=3.0),
+    "deepseek-mla-eps": _llama("mla", kv_lora_rank=8, q_lora_rank=12, latent_norm_eps=3.0),
     "deepseek-mla-qlora-bias": _llama("mla", kv_lora_rank=12, q_lora_rank=20,
                                       qk_rope_head_dim=6, v_head_dim=10, qkv_bias=True),
     "gpt2-mha": _gpt2("mha"),
@@ -338,7 +338,7 @@ def test_a_converted_mla_exports_to_deepseek_v2_with_either_latent_norm(tmp_path
     ids = torch.tensor([[3, 1, 4, 1, 5, 9, 2, 6, 5, 3]])
     for norm in ("rms", "fold"):
         mla = convert(source, "mla", kv_lora_rank=16, latent_norm=norm).to_loaded(source)
-        assert (mla.config.attention.norm_eps == 1e-6) == (norm == "rms")
+        assert (mla.config.attention.option("latent_norm_eps") == 1e-6) == (norm == "rms")
         export_model(mla, tmp_path / norm, verify=False)
         stock = _stock(tmp_path / norm, encoder=False)
         with torch.no_grad():

@@ -32,7 +32,7 @@ def cases():
 def tiny(kind: str, position: str, dtype=torch.float32, **attn) -> LoadedModel:
     if kind not in ("mha", "mla"):
         attn.setdefault("n_kv_heads", 2)
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=4, position=position, **attn)
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=4, position=position, **attn)
     cfg = ModelConfig(attention=a, n_layers=2, vocab_size=TOKENIZER.vocab_size, ffn_dim=48,
                       max_seq_len=40)
     model = Transformer(cfg).eval().to(dtype)
@@ -173,7 +173,7 @@ def test_bad_requests_are_refused_with_a_reason():
         generate(loaded, PROMPT, 0)
     with pytest.raises(ConfigError, match="top_p"):
         Sampling(1.0, top_p=1.5)
-    enc = AttentionConfig(kind="mha", d_model=32, n_heads=4, causal=False, position="learned")
+    enc = AttentionConfig.make(kind="mha", d_model=32, n_heads=4, causal=False, position="learned")
     cfg = ModelConfig(attention=enc, n_layers=1, vocab_size=TOKENIZER.vocab_size, ffn_dim=48,
                       max_seq_len=40, lm_head=False, tie_embeddings=False)
     encoder = LoadedModel(Transformer(cfg), TOKENIZER, cfg, "an-encoder")

@@ -100,14 +100,14 @@ def test_recost_defaults() -> None:
     assert recost(llama, "qv").attention.n_kv_heads == 8
     assert recost(llama, "qv", n_kv_heads=32).attention.n_kv_heads == 32  # explicit choice
     q = recost(llama, "qvka").attention
-    assert (q.n_kv_heads, q.d_ctx) == (8, 128)
+    assert (q.n_kv_heads, q.option("d_ctx")) == (8, 128)
     assert recost(gpt2, "qv").attention.n_kv_heads == 12  # an MHA model stays one per head
     m = recost(gpt2, "mla").attention
-    assert (m.kv_lora_rank, m.qk_rope_head_dim, m.v_head_dim) == (256, 32, 64)
+    assert tuple(map(m.option, ("kv_lora_rank", "qk_rope_head_dim", "v_head_dim"))) == (256, 32, 64)
     ds = get_preset("deepseek-v2-lite")
     back = recost(recost(ds, "gqa"), "mla").attention  # MLA dims survive a round trip
-    assert (back.kv_lora_rank, back.qk_rope_head_dim) == (512, 64)
-    assert recost(gpt2, "mla", kv_lora_rank=128).attention.kv_lora_rank == 128
+    assert tuple(map(back.option, ("kv_lora_rank", "qk_rope_head_dim"))) == (512, 64)
+    assert recost(gpt2, "mla", kv_lora_rank=128).attention.option("kv_lora_rank") == 128
     # dimensions outside attention are untouched
     assert recost(llama, "qv").replace(attention=llama.attention) == llama
 

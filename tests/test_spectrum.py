@@ -19,7 +19,7 @@ from qvka_core.presets import get_preset, recost
 
 def _gqa_model() -> Transformer:
     torch.manual_seed(0)
-    cfg = ModelConfig(attention=AttentionConfig(kind="gqa", d_model=32, n_heads=4,
+    cfg = ModelConfig(attention=AttentionConfig.make(kind="gqa", d_model=32, n_heads=4,
                                                 n_kv_heads=2), n_layers=2, vocab_size=64,
                       ffn_dim=64, max_seq_len=64)
     return Transformer(cfg).eval()

@@ -15,7 +15,7 @@ from qvka_core.errors import CheckpointError
 
 
 def tiny_model(kind: str = "qvka", **kw) -> Transformer:
-    a = AttentionConfig(kind=kind, d_model=32, n_heads=4, position="agf", **kw)
+    a = AttentionConfig.make(kind=kind, d_model=32, n_heads=4, position="agf", **kw)
     return Transformer(ModelConfig(attention=a, n_layers=2, vocab_size=50, ffn_dim=64)).eval()
 
 
@@ -82,11 +82,12 @@ def test_config_that_does_not_match_weights_names_tensors(tmp_path):
     save_checkpoint(tmp_path / "ck", tiny_model("qvka", d_ctx=8))
     cfg_path = tmp_path / "ck" / "config.json"
     data = json.loads(cfg_path.read_text())
-    data["model"]["attention"]["d_ctx"] = 16
+    data["model"]["attention"]["options"] = {**dict(data["model"]["attention"]["options"]),
+                                             "d_ctx": 16}
     cfg_path.write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=r"ctx_proj\.weight \(8, 32\) != \(16, 32\)"):
         load_checkpoint_dir(tmp_path / "ck")
-    data["model"]["attention"]["kind"] = "mha"
+    data["model"]["attention"].update(kind="mha", options={})
     cfg_path.write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=r"missing tensors: .*k_proj.weight"):
         load_checkpoint_dir(tmp_path / "ck")

@@ -21,7 +21,7 @@ from qvka_core.errors import CheckpointError, ConfigError
 
 
 def model(kind: str = "vshared", n_kv_heads: int | None = None, **attn) -> Transformer:
-    a = AttentionConfig(kind=kind, d_model=64, n_heads=8, n_kv_heads=n_kv_heads, **attn)
+    a = AttentionConfig.make(kind=kind, d_model=64, n_heads=8, n_kv_heads=n_kv_heads, **attn)
     cfg = ModelConfig(attention=a, n_layers=2, vocab_size=50, ffn_dim=96, max_seq_len=64,
                       norm="rmsnorm", mlp="swiglu", activation="silu")
     torch.manual_seed(0)
@@ -104,14 +104,18 @@ def test_checkpoint_round_trip_and_config_json(tmp_path) -> None:
 
 
 def test_old_flat_config_json_still_loads() -> None:
-    """A config.json written before `options` existed (no such key) loads unchanged."""
+    """A config.json written before `options` existed (flat variant knobs) loads."""
     from qvka_core.paths import PROJECT_ROOT
 
     path = PROJECT_ROOT / "assets" / "checkpoints" / "austen-qvka" / "config.json"
     data = json.loads(path.read_text())["model"]
     assert "options" not in data["attention"]
     cfg = ModelConfig.from_dict(data)
-    assert cfg.attention.d_ctx == data["attention"]["d_ctx"] and cfg.attention.options == ()
+    old = data["attention"]
+    assert "d_ctx" in old and "kv_lora_rank" in old  # the flat knobs of every variant
+    # QV-Ka's own knobs move into `options`; the other variants' fillers are dropped.
+    assert dict(cfg.attention.options) == {"d_ctx": old["d_ctx"],
+                                           "qvka_cache": old["qvka_cache"]}
 
 
 def test_train_builds_vshared_from_scratch() -> None:

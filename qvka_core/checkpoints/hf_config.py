@@ -143,9 +143,10 @@ def _deepseek_v2(c: dict[str, Any]) -> ModelConfig:
         kind="mla", d_model=c["hidden_size"], n_heads=c["num_attention_heads"],
         head_dim=c["qk_nope_head_dim"], causal=True, position="rope",
         rope_theta=_rope_theta(c), qkv_bias=bias, o_bias=bias,
-        q_lora_rank=c["q_lora_rank"], kv_lora_rank=c["kv_lora_rank"],
-        qk_nope_head_dim=c["qk_nope_head_dim"], qk_rope_head_dim=c["qk_rope_head_dim"],
-        v_head_dim=c["v_head_dim"], norm_eps=1e-6,  # HF's latent RMSNorms use the default eps
+        options={"q_lora_rank": c["q_lora_rank"], "kv_lora_rank": c["kv_lora_rank"],
+                 "qk_nope_head_dim": c["qk_nope_head_dim"],
+                 "qk_rope_head_dim": c["qk_rope_head_dim"], "v_head_dim": c["v_head_dim"],
+                 "latent_norm_eps": 1e-6},  # HF's latent RMSNorms use the default eps
     )
     return _decoder(c, attn, "deepseek_v2")
 

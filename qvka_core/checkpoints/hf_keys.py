@@ -97,7 +97,7 @@ class MlaQRows(Transform):
 
     def _perm(self, t: Tensor, cfg: ModelConfig, inverse: bool) -> Tensor:
         a = cfg.attention
-        h, dn, dr = a.n_heads, a.qk_nope_head_dim, a.qk_rope_head_dim
+        h, dn, dr = a.n_heads, a.option("qk_nope_head_dim"), a.option("qk_rope_head_dim")
         if t.shape[0] != h * (dn + dr):
             raise ValueError(f"expected {h * (dn + dr)} rows, got {t.shape[0]}")
         rope = _inverse(_rope_perm(dr)) if inverse else _rope_perm(dr)
@@ -117,7 +117,7 @@ class MlaKvRows(Transform):
 
     def _perm(self, t: Tensor, cfg: ModelConfig, inverse: bool) -> Tensor:
         a = cfg.attention
-        dc, dr = a.kv_lora_rank, a.qk_rope_head_dim
+        dc, dr = a.option("kv_lora_rank"), a.option("qk_rope_head_dim")
         if t.shape[0] != dc + dr:
             raise ValueError(f"expected {dc + dr} rows, got {t.shape[0]}")
         rope = _inverse(_rope_perm(dr)) if inverse else _rope_perm(dr)

@@ -175,7 +175,7 @@ def to_mla(model: Transformer, kv_lora_rank: int | None = None,
         state, diag = mla_mod.mla_layer(
             extract_dense(layer.attn), plan, latent_norm=latent_norm,
             input_cov=None if covariances is None else covariances[i],
-            norm_eps=cfg.attention.norm_eps, whiten=whiten)
+            norm_eps=cfg.attention.option("latent_norm_eps"), whiten=whiten)
         states.append(state)
         diags.append(diag)
         tick(i)
@@ -203,7 +203,7 @@ def to_qvka(model: Transformer, covariances: list[Tensor], d_ctx: int | None = N
     states, diags = [], []
     for i, layer in enumerate(model.layers):
         dense = regroup_kv(extract_dense(layer.attn), target)
-        state, diag = qvka_layer(dense, covariances[i], cfg.attention.d_ctx, ridge=ridge,
+        state, diag = qvka_layer(dense, covariances[i], cfg.attention.option("d_ctx"), ridge=ridge,
                                  rope=cfg.position == "rope", weighting=weighting)
         states.append(state)
         diags.append(diag)

@@ -90,7 +90,7 @@ def mla_config(cfg: ModelConfig, plan: dict[str, int], latent_norm: str) -> Mode
     if a.position == "rope":
         changes["rope_theta"] = a.rope_theta ** (plan["qk_rope_head_dim"] / a.head_dim)
     if latent_norm == "fold":
-        changes["norm_eps"] = FOLD_EPS
+        changes["latent_norm_eps"] = FOLD_EPS
     return cfg.with_variant("mla", **changes)
 
 

@@ -94,7 +94,7 @@ def qvka_dense(attn: AttentionBase) -> dict[str, Tensor | None]:
     cfg, out = attn.cfg, _qvo(attn)
     g, d = cfg.n_kv_heads, cfg.head_dim
     kw = attn.k_weight.detach().to(torch.float64)  # (Hkv, d_ctx + D, D)
-    a, b = kw[:, : cfg.d_ctx], kw[:, cfg.d_ctx :]  # (Hkv, d_ctx, D), (Hkv, D, D)
+    a, b = kw.split([cfg.option("d_ctx"), d], dim=1)  # (Hkv, d_ctx, D), (Hkv, D, D)
     w_ctx = attn.ctx_proj.weight.detach().to(torch.float64)  # (d_ctx, d)
     wv_h = out["wv"].view(g, d, -1)  # (Hkv·D, d) -> (Hkv, D, d)
     # K_i = x (W_ctxᵀ A_i + W_V,iᵀ B_i)  ->  Linear weight A_iᵀ W_ctx + B_iᵀ W_V,i

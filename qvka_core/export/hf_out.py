@@ -83,9 +83,9 @@ def hf_config(cfg: ModelConfig, family: str, *, eos_id: int | None = None,
                "hidden_act": "silu", "rope_parameters": rope, "attention_dropout": 0.0}
     if family == "deepseek_v2":
         return {**decoder, "num_key_value_heads": a.n_heads, "attention_bias": a.o_bias,
-                "mlp_bias": cfg.mlp_bias, "q_lora_rank": a.q_lora_rank,
-                "kv_lora_rank": a.kv_lora_rank, "qk_nope_head_dim": a.qk_nope_head_dim,
-                "qk_rope_head_dim": a.qk_rope_head_dim, "v_head_dim": a.v_head_dim,
+                "mlp_bias": cfg.mlp_bias,
+                **{k: a.option(k) for k in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                                            "qk_rope_head_dim", "v_head_dim")},
                 "first_k_dense_replace": cfg.n_layers}
     decoder.update(num_key_value_heads=a.n_kv_heads, head_dim=a.head_dim)
     if family == "qwen2":
@@ -118,8 +118,12 @@ def check_round_trip(cfg: ModelConfig, state: dict[str, Tensor], family: str,
                               f"({', '.join((bad or sorted(set(ours) ^ set(state)))[:4])})")
 
 
+_NAME_ONLY_OPTIONS = ("d_ctx", "qvka_cache", "mla_absorb_decode")
+
+
 def _norm(value: Any, name: str) -> Any:
     if name == "attention":  # name-only and cache-mode fields do not change the function
-        return value.replace(dropout=0.0, d_ctx=None, qvka_cache="kv", mla_absorb_decode=True,
+        options = {k: v for k, v in value.options if k not in _NAME_ONLY_OPTIONS}
+        return value.replace(dropout=0.0, options=options,
                              rope_theta=value.rope_theta if value.position == "rope" else 1.0)
     return value

@@ -83,7 +83,7 @@ def pick_family(cfg: ModelConfig) -> str:
         _need(cfg, pos == "rope" and cfg.norm == "rmsnorm" and cfg.mlp == "swiglu",
               "MLA exports only from a Llama layout (RMSNorm, SwiGLU, RoPE), as DeepseekV2")
         a = cfg.attention
-        _need(cfg, not ((a.qkv_bias or a.o_bias) and a.q_lora_rank is None),
+        _need(cfg, not ((a.qkv_bias or a.o_bias) and a.option("q_lora_rank") is None),
               "DeepseekV2 has one attention_bias flag and no q_proj bias without q_lora_rank")
         _need(cfg, cfg.activation == "silu", "DeepseekV2's MLP is SwiGLU with SiLU")
         return "deepseek_v2"
@@ -114,7 +114,7 @@ def stock_twin(cfg: ModelConfig, state: dict[str, Tensor]) -> Twin:
     if cfg.variant in ("qv", "qvka"):
         _fold_keys(twin)
     a = twin.config.attention
-    if a.kind == "mla" and a.norm_eps != HF_LATENT_EPS:
+    if a.kind == "mla" and a.option("latent_norm_eps") != HF_LATENT_EPS:
         _rescale_latent_eps(twin)
     if a.kind != "mla" and a.n_kv_heads < a.n_heads and not _GROUPED[family]:
         _repeat_kv_heads(twin)
@@ -141,7 +141,7 @@ def _fold_keys(twin: Twin) -> None:
             continue
         w_ctx = s.pop(p + "ctx_proj.weight")  # (d_ctx, d_model)
         k_w = s.pop(p + "k_weight")  # (Hkv, d_ctx + D, D): [A_i ; B_i]
-        a_i, b_i = k_w.split([a.d_ctx, d], dim=1)  # (Hkv, d_ctx, D), (Hkv, D, D)
+        a_i, b_i = k_w.split([a.option("d_ctx"), d], dim=1)  # (Hkv, d_ctx, D), (Hkv, D, D)
         w_v_heads = w_v.view(g, d, -1)  # (Hkv, D, d_model)
         # Row e of K_i's projection: Σ_c A_i[c, e]·W_ctx[c] + Σ_f B_i[f, e]·W_V,i[f].
         w_k = (torch.einsum("gce,cm->gem", a_i, w_ctx)
@@ -154,8 +154,7 @@ def _fold_keys(twin: Twin) -> None:
         "k_proj := v_proj (QV scores against its values; RoPE rotates that copy as it rotates K)"
         if cfg.variant == "qv" else
         "k_proj := W_ctx·A_i + W_V,i·B_i per KV head (QV-Ka's derived key is linear in x)")
-    twin.config = cfg.with_variant(kind, n_kv_heads=a.n_kv_heads, d_ctx=None,
-                                   qvka_cache="kv")
+    twin.config = cfg.with_variant(kind, n_kv_heads=a.n_kv_heads)
 
 
 def _rescale_latent_eps(twin: Twin) -> None:
@@ -165,20 +164,21 @@ def _rescale_latent_eps(twin: Twin) -> None:
     to 1e-6 exactly; the norm weights stay."""
     cfg, st = twin.config, twin.state
     a = cfg.attention
-    scale = math.sqrt(HF_LATENT_EPS / a.norm_eps)
+    scale = math.sqrt(HF_LATENT_EPS / a.option("latent_norm_eps"))
     for i in _layers(cfg):
         p = f"layers.{i}.attn."
         for key in (p + "kv_a_proj_with_mqa.weight", p + "kv_a_proj_with_mqa.bias"):
             if key in st:
                 t = st[key].clone()
-                t[: a.kv_lora_rank] *= scale  # the latent rows; the RoPE key rows stay
+                t[: a.option("kv_lora_rank")] *= scale  # the latent rows; the RoPE key rows stay
                 st[key] = t
         for key in (p + "q_a_proj.weight", p + "q_a_proj.bias"):
             if key in st:
                 st[key] = st[key] * scale
-    twin.rewrites.append(f"latent RMSNorm eps {a.norm_eps:g} -> DeepseekV2's {HF_LATENT_EPS:g} "
+    eps = a.option("latent_norm_eps")
+    twin.rewrites.append(f"latent RMSNorm eps {eps:g} -> DeepseekV2's {HF_LATENT_EPS:g} "
                          f"exactly, the latent projections scaled by {scale:.3g}")
-    twin.config = cfg.with_attention(norm_eps=HF_LATENT_EPS)
+    twin.config = cfg.with_attention(latent_norm_eps=HF_LATENT_EPS)
 
 
 def _repeat_kv_heads(twin: Twin) -> None:

@@ -78,6 +78,8 @@ class VariantOption:
             return
         if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
             raise _error(f"{self.name} must be an integer, got {value!r}")
+        if self.type is float and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise _error(f"{self.name} must be a number, got {value!r}")
         if self.type is bool and not isinstance(value, bool):
             raise _error(f"{self.name} must be true or false, got {value!r}")
         if self.type is str and not isinstance(value, str):

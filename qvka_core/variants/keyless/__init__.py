@@ -45,26 +45,36 @@ def _qvka_params(c: AttentionConfig) -> dict[str, int]:
     return {
         "q_proj": p["q_proj"],
         "v_proj": p["v_proj"],
-        "ctx_proj": c.d_model * c.d_ctx,
-        "k_weight": c.n_kv_heads * (c.d_ctx + c.head_dim) * c.head_dim,
+        "ctx_proj": c.d_model * c.option("d_ctx"),
+        "k_weight": c.n_kv_heads * (c.option("d_ctx") + c.head_dim) * c.head_dim,
         "o_proj": p["o_proj"],
     }
 
 
 def _qvka_normalize(c: AttentionConfig) -> dict:
-    return {"d_ctx": c.d_ctx if c.d_ctx is not None else c.head_dim}
+    return {"d_ctx": c.option("d_ctx") if c.option("d_ctx") is not None else c.head_dim}
 
 
 def _qvka_validate(c: AttentionConfig) -> None:
-    if not isinstance(c.d_ctx, int) or not (0 < c.d_ctx <= c.d_model):
-        raise ConfigError(f"d_ctx must be an integer in 1..d_model ({c.d_model}), got {c.d_ctx!r}")
-    if c.qvka_cache not in ("kv", "vg"):
-        raise ConfigError(f"qvka_cache must be 'kv' or 'vg', got {c.qvka_cache!r}")
+    d_ctx, cache = c.option("d_ctx"), c.option("qvka_cache")
+    if not isinstance(d_ctx, int) or not (0 < d_ctx <= c.d_model):
+        raise ConfigError(f"d_ctx must be an integer in 1..d_model ({c.d_model}), got {d_ctx!r}")
+    if cache not in ("kv", "vg"):
+        raise ConfigError(f"qvka_cache must be 'kv' or 'vg', got {cache!r}")
 
 
 def _qvka_recompute(c: AttentionConfig) -> int:
     """MACs per cached position to derive K_i = [G ; V_i]·W_K,i again ("vg" cache only)."""
-    return 0 if c.qvka_cache == "kv" else c.n_kv_heads * (c.d_ctx + c.head_dim) * c.head_dim
+    if c.option("qvka_cache") == "kv":
+        return 0
+    return c.n_kv_heads * (c.option("d_ctx") + c.head_dim) * c.head_dim
+
+
+def _qvka_cache(c: AttentionConfig) -> dict[str, int]:
+    """Cached elements per token and layer: K and V ("kv"), or V and G ("vg")."""
+    if c.option("qvka_cache") == "kv":
+        return {"k": c.n_kv_heads * c.head_dim, "v": c.n_kv_heads * c.head_dim}
+    return {"v": c.n_kv_heads * c.head_dim, "g": c.option("d_ctx")}
 
 
 def _weights_macs(params: dict[str, int], c: AttentionConfig) -> int:
@@ -104,10 +114,7 @@ register_variant(VariantSpec(
     params=_qvka_params,
     proj_macs=lambda c: _weights_macs(_qvka_params(c), c),
     score_dims=lambda c: (c.head_dim, c.head_dim),
-    kv_cache_elems=lambda c: (
-        {"k": c.n_kv_heads * c.head_dim, "v": c.n_kv_heads * c.head_dim}
-        if c.qvka_cache == "kv" else {"v": c.n_kv_heads * c.head_dim, "g": c.d_ctx}
-    ),
+    kv_cache_elems=_qvka_cache,
     decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim + _qvka_recompute(c),
     decode_recompute_macs=lambda c: _qvka_recompute(c),
     normalize=_qvka_normalize,

@@ -49,9 +49,10 @@ class QVKaAttention(AttentionBase):
         h, g, d = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_proj = nn.Linear(cfg.d_model, h * d, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.d_model, g * d, bias=cfg.qkv_bias)
-        self.ctx_proj = nn.Linear(cfg.d_model, cfg.d_ctx, bias=False)  # W_ctx
-        self.k_weight = nn.Parameter(torch.empty(g, cfg.d_ctx + d, d))  # W_K,i stacked
-        nn.init.uniform_(self.k_weight, -1 / math.sqrt(cfg.d_ctx + d), 1 / math.sqrt(cfg.d_ctx + d))
+        self.d_ctx = c = cfg.option("d_ctx")
+        self.ctx_proj = nn.Linear(cfg.d_model, c, bias=False)  # W_ctx
+        self.k_weight = nn.Parameter(torch.empty(g, c + d, d))  # W_K,i stacked
+        nn.init.uniform_(self.k_weight, -1 / math.sqrt(c + d), 1 / math.sqrt(c + d))
         self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
 
     def derive_keys(self, g: Tensor, v: Tensor) -> Tensor:
@@ -61,7 +62,7 @@ class QVKaAttention(AttentionBase):
         """
         if g.dim() == 3:
             g = g[:, None]  # (B, 1, S, d_ctx)
-        w_ctx, w_val = self.k_weight.split([self.cfg.d_ctx, self.cfg.head_dim], dim=1)
+        w_ctx, w_val = self.k_weight.split([self.d_ctx, self.cfg.head_dim], dim=1)
         from_ctx = torch.einsum("bzsc,hcd->bhsd", g, w_ctx)  # (B, Hkv, S, D)
         from_val = torch.einsum("bhse,hed->bhsd", v, w_val)  # (B, Hkv, S, D)
         return from_ctx + from_val
@@ -75,7 +76,7 @@ class QVKaAttention(AttentionBase):
         rope = cfg.position == "rope"
         if rope:
             q = self.rotate(q, self.rope(positions, cfg.head_dim, q))
-        if cache is not None and cfg.qvka_cache == "vg":
+        if cache is not None and cfg.option("qvka_cache") == "vg":
             full = cache.extend(v=v, g=g)
             v, g = full["v"], full["g"]  # (B, Hkv, S, D), (B, 1, S, d_ctx)
             k = self.derive_keys(g, v)  # recomputed for every cached position

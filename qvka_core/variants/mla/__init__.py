@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from qvka_core import limits
 from qvka_core.errors import ConfigError
 from qvka_core.variants.registry import (
     Conversion,
@@ -33,41 +34,46 @@ if TYPE_CHECKING:
     from qvka_core.config import AttentionConfig
 
 
+def dims(c: AttentionConfig) -> tuple[int, int, int, int, int, int]:
+    """(H, d_model, d_nope, d_R, d_v, d_c) of a normalized MLA config."""
+    o = c.option
+    return (c.n_heads, c.d_model, o("qk_nope_head_dim"), o("qk_rope_head_dim"),
+            o("v_head_dim"), o("kv_lora_rank"))
+
+
 def _normalize(c: AttentionConfig) -> dict:
+    o = c.option
     return {
         "n_kv_heads": c.n_heads,
-        "kv_lora_rank": c.kv_lora_rank if c.kv_lora_rank is not None else 4 * c.head_dim,
-        "qk_nope_head_dim": c.qk_nope_head_dim or c.head_dim,
-        "qk_rope_head_dim": c.qk_rope_head_dim or max(2, c.head_dim // 2),
-        "v_head_dim": c.v_head_dim or c.head_dim,
+        "kv_lora_rank": o("kv_lora_rank") if o("kv_lora_rank") is not None else 4 * c.head_dim,
+        "qk_nope_head_dim": o("qk_nope_head_dim") or c.head_dim,
+        "qk_rope_head_dim": o("qk_rope_head_dim") or max(2, c.head_dim // 2),
+        "v_head_dim": o("v_head_dim") or c.head_dim,
     }
 
 
 def _validate(c: AttentionConfig) -> None:
     for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
-        value = getattr(c, name)
+        value = c.option(name)
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if c.qk_rope_head_dim % 2:
-        raise ConfigError(f"qk_rope_head_dim must be even for RoPE, got {c.qk_rope_head_dim}")
-    if c.kv_lora_rank > c.d_model:
-        raise ConfigError(
-            f"kv_lora_rank ({c.kv_lora_rank}) must be at most d_model ({c.d_model})"
-        )
-    if c.q_lora_rank is not None and not (0 < c.q_lora_rank <= c.d_model):
-        raise ConfigError(
-            f"q_lora_rank must be None or in 1..d_model ({c.d_model}), got {c.q_lora_rank}"
-        )
+    _, m, _, dr, _, dc = dims(c)
+    if dr % 2:
+        raise ConfigError(f"qk_rope_head_dim must be even for RoPE, got {dr}")
+    if dc > m:
+        raise ConfigError(f"kv_lora_rank ({dc}) must be at most d_model ({m})")
+    r = c.option("q_lora_rank")
+    if r is not None and not (0 < r <= m):
+        raise ConfigError(f"q_lora_rank must be None or in 1..d_model ({m}), got {r}")
+    limits.check_finite("latent_norm_eps", c.option("latent_norm_eps"), positive=True)
 
 
 def _params(c: AttentionConfig) -> dict[str, int]:
-    h, m, dn, dr, dv, dc = (c.n_heads, c.d_model, c.qk_nope_head_dim, c.qk_rope_head_dim,
-                           c.v_head_dim, c.kv_lora_rank)
-    b = int(c.qkv_bias)
-    if c.q_lora_rank is None:
+    h, m, dn, dr, dv, dc = dims(c)
+    b, r = int(c.qkv_bias), c.option("q_lora_rank")
+    if r is None:
         q = {"q_proj": m * h * (dn + dr) + b * h * (dn + dr)}
     else:
-        r = c.q_lora_rank
         q = {"q_a_proj": m * r + b * r, "q_a_layernorm": r, "q_b_proj": r * h * (dn + dr)}
     return {
         **q,
@@ -78,9 +84,18 @@ def _params(c: AttentionConfig) -> dict[str, int]:
     }
 
 
+def _decode_macs(c: AttentionConfig) -> int:
+    """Multiply-adds per cached position at one decode step: against the latent when
+    W_UK/W_UV are absorbed, else up-projecting each cached latent to K and V first."""
+    h, _, dn, dr, dv, dc = dims(c)
+    if c.option("mla_absorb_decode"):
+        return h * (2 * dc + dr)
+    return h * (dn + dr + dv) + dc * h * (dn + dv)
+
+
 def _keep(name: str, default):
     """Recost rule: the config's own MLA width if it has one, else `default(cfg)`."""
-    return lambda c: getattr(c, name) if getattr(c, name) is not None else default(c)
+    return lambda c: c.option(name) if c.option(name) is not None else default(c)
 
 
 MLA_OPTIONS = (
@@ -96,6 +111,10 @@ MLA_OPTIONS = (
                   "head_dim)", minimum=1, recost=_keep("qk_nope_head_dim", lambda c: c.head_dim)),
     VariantOption("v_head_dim", int, "per-head value width (default head_dim)", minimum=1,
                   recost=_keep("v_head_dim", lambda c: c.head_dim)),
+    VariantOption("mla_absorb_decode", bool, "decode in latent space: W_UK folded into the "
+                  "query, W_UV applied after attention (default on)", default=True),
+    VariantOption("latent_norm_eps", float, "epsilon of the latent RMSNorms (HF "
+                  "DeepseekV2: 1e-6)", default=1e-6),
     VariantOption("latent_norm", str, "conversion: fold the latent RMSNorm (fold, exact) or "
                   "keep it (rms, scale-matched)", default="fold", choices=("fold", "rms"),
                   scope="convert"),
@@ -109,13 +128,9 @@ register_variant(VariantSpec(
     family="latent",
     params=_params,
     proj_macs=lambda c: _mla_macs(c),
-    score_dims=lambda c: (c.qk_nope_head_dim + c.qk_rope_head_dim, c.v_head_dim),
-    kv_cache_elems=lambda c: {"latent": c.kv_lora_rank, "k_rope": c.qk_rope_head_dim},
-    decode_macs_per_cached_token=lambda c: (
-        c.n_heads * (2 * c.kv_lora_rank + c.qk_rope_head_dim) if c.mla_absorb_decode
-        else c.n_heads * (c.qk_nope_head_dim + c.qk_rope_head_dim + c.v_head_dim)
-        + c.kv_lora_rank * c.n_heads * (c.qk_nope_head_dim + c.v_head_dim)
-    ),
+    score_dims=lambda c: (dims(c)[2] + dims(c)[3], dims(c)[4]),
+    kv_cache_elems=lambda c: {"latent": dims(c)[5], "k_rope": dims(c)[3]},
+    decode_macs_per_cached_token=_decode_macs,
     normalize=_normalize,
     validate=_validate,
     spectrum_rank=40,
@@ -137,9 +152,7 @@ register_variant(VariantSpec(
 
 def _mla_macs(c: AttentionConfig) -> int:
     """Projection multiply-adds per token (weights only; biases and norms are not matmuls)."""
-    h, m, dn, dr, dv, dc = (c.n_heads, c.d_model, c.qk_nope_head_dim, c.qk_rope_head_dim,
-                           c.v_head_dim, c.kv_lora_rank)
-    q = m * h * (dn + dr) if c.q_lora_rank is None else (
-        m * c.q_lora_rank + c.q_lora_rank * h * (dn + dr)
-    )
+    h, m, dn, dr, dv, dc = dims(c)
+    r = c.option("q_lora_rank")
+    q = m * h * (dn + dr) if r is None else m * r + r * h * (dn + dr)
     return q + m * (dc + dr) + dc * h * (dn + dv) + h * dv * m

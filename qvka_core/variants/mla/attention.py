@@ -9,28 +9,29 @@ from qvka_core.attention.base import AttentionBase, LayerCache
 from qvka_core.attention.kernels import Impl
 from qvka_core.config import AttentionConfig
 from qvka_core.norms import RMSNorm
+from qvka_core.variants.mla import dims
 
 
 class MLAttention(AttentionBase):
     def __init__(self, cfg: AttentionConfig) -> None:
         super().__init__(cfg)
-        h, m = cfg.n_heads, cfg.d_model
-        dn, dr = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
-        dv, dc = cfg.v_head_dim, cfg.kv_lora_rank
-        if cfg.q_lora_rank is None:
+        h, m, dn, dr, dv, dc = self.dims = dims(cfg)
+        r, eps = cfg.option("q_lora_rank"), cfg.option("latent_norm_eps")
+        self.absorb_decode = cfg.option("mla_absorb_decode")
+        if r is None:
             self.q_proj = nn.Linear(m, h * (dn + dr), bias=cfg.qkv_bias)
         else:
-            self.q_a_proj = nn.Linear(m, cfg.q_lora_rank, bias=cfg.qkv_bias)
-            self.q_a_layernorm = RMSNorm(cfg.q_lora_rank, eps=cfg.norm_eps)
-            self.q_b_proj = nn.Linear(cfg.q_lora_rank, h * (dn + dr), bias=False)
+            self.q_a_proj = nn.Linear(m, r, bias=cfg.qkv_bias)
+            self.q_a_layernorm = RMSNorm(r, eps=eps)
+            self.q_b_proj = nn.Linear(r, h * (dn + dr), bias=False)
         self.kv_a_proj_with_mqa = nn.Linear(m, dc + dr, bias=cfg.qkv_bias)
-        self.kv_a_layernorm = RMSNorm(dc, eps=cfg.norm_eps)
+        self.kv_a_layernorm = RMSNorm(dc, eps=eps)
         self.kv_b_proj = nn.Linear(dc, h * (dn + dv), bias=False)
         self.o_proj = nn.Linear(h * dv, m, bias=cfg.o_bias)
         self.scale = (dn + dr) ** -0.5
 
     def _queries(self, x: Tensor) -> Tensor:
-        if self.cfg.q_lora_rank is None:
+        if self.cfg.option("q_lora_rank") is None:
             return self.q_proj(x)
         return self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
 
@@ -45,10 +46,7 @@ class MLAttention(AttentionBase):
         return_weights: bool,
     ) -> tuple[Tensor, Tensor | None]:
         cfg = self.cfg
-        h, dn, dr, dv, dc = (
-            cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim,
-            cfg.kv_lora_rank,
-        )
+        h, _, dn, dr, dv, dc = self.dims
         q = self.split_heads(self._queries(x), h)  # (B, H, T, dn + dr)
         q_nope, q_rope = q.split([dn, dr], dim=-1)  # (B, H, T, dn), (B, H, T, dr)
         kv_a = self.kv_a_proj_with_mqa(x)  # (B, T, dc + dr)
@@ -62,7 +60,7 @@ class MLAttention(AttentionBase):
         if cache is not None:
             full = cache.extend(latent=latent, k_rope=k_rope)
             latent, k_rope = full["latent"], full["k_rope"]  # (B, 1, S, dc), (B, 1, S, dr)
-        if decoding and cfg.mla_absorb_decode:
+        if decoding and self.absorb_decode:
             out, w = self._absorbed(q_nope, q_rope, latent, k_rope, positions, key_padding_mask,
                                     impl, return_weights)
         else:
@@ -81,8 +79,7 @@ class MLAttention(AttentionBase):
     def _absorbed(self, q_nope, q_rope, latent, k_rope, positions, key_padding_mask, impl,
                   return_weights):
         """Score against the latent: q_C·W_UKᵀ·c, then W_UV after the weighted sum."""
-        cfg = self.cfg
-        h, dn, dv, dc = cfg.n_heads, cfg.qk_nope_head_dim, cfg.v_head_dim, cfg.kv_lora_rank
+        h, _, dn, _, dv, dc = self.dims
         w_ukv = self.kv_b_proj.weight.view(h, dn + dv, dc)  # (H, dn + dv, dc)
         w_uk, w_uv = w_ukv.split([dn, dv], dim=1)  # (H, dn, dc), (H, dv, dc)
         q_latent = torch.einsum("bhtn,hnc->bhtc", q_nope, w_uk)  # (B, H, T, dc)

@@ -72,10 +72,12 @@ def export_model(loaded: LoadedModel, out: str | Path, *, source_dir: Path | Non
     cfg_json = hf_config(twin.config, twin.family, eos_id=eos)
     tensors = hf_state(twin.config, twin.state, twin.family)
     check_round_trip(twin.config, twin.state, twin.family, cfg_json, tensors)
-    # What the twin does not hold bit for bit (QV-Ka's W_ctx and W_K,i, rescaled or repeated
-    # projections) goes to the sidecar, so the lab variant can be rebuilt exactly.
+    # What the twin does not hold bit for bit (QV-Ka's W_ctx and W_K,i, rescaled projections)
+    # goes to the sidecar, so the lab variant can be rebuilt exactly; rows the twin only
+    # repeats per head (GQA K/V, V-shared's V) are taken back from the twin (`restore.py`).
     extras = {k: v.detach().contiguous().cpu() for k, v in lab_state.items()
-              if k != "lm_head.weight" and not _same(twin.state.get(k), v)}
+              if k != "lm_head.weight" and k not in twin.repeated
+              and not _same(twin.state.get(k), v)}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -122,7 +124,8 @@ def _write(tmp: Path, cfg_json: dict, tensors: dict, loaded: LoadedModel, extras
     if loaded.tokenizer is not None:
         _write_tokenizer(tmp, loaded, twin)
     sidecar = {"format": FORMAT, "model": loaded.config.to_dict(), "family": twin.family,
-               "rewrites": twin.rewrites, "meta": _jsonable(loaded.meta)}
+               "rewrites": twin.rewrites, "repeated": twin.repeated,
+               "meta": _jsonable(loaded.meta)}
     (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
     if extras:
         save_file(extras, str(tmp / SIDECAR_TENSORS), metadata={"format": "pt"})

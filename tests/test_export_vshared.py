@@ -244,3 +244,27 @@ def test_the_bundled_austen_vshared_exports_as_gpt_neox_and_back(tmp_path: Path)
     assert back.config == loaded.config
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(back.model.state_dict()[key], value), key
+
+
+def test_gqa_for_gpt2_takes_kv_back_the_same_way_and_old_exports_still_load(
+        tmp_path: Path) -> None:
+    """GQA's K/V repeated for GPT-2 (no grouping) are recorded as repeated rows too, so no
+    second copy is stored; an export written before that (K/V in the sidecar tensors, no
+    "repeated") still loads back bit for bit."""
+    base = _vshared("gpt2", 2)
+    cfg = base.replace(attention=base.attention.replace(kind="gqa", n_kv_heads=2, options=()))
+    lab = _lab(cfg, seed=9)
+    out = tmp_path / "out"
+    export_model(lab, out, verify=False)
+    sidecar = json.loads((out / "qvka_lab.json").read_text())
+    assert sidecar["repeated"]["layers.0.attn.k_proj.weight"] == 2
+    assert not (out / "qvka_lab.safetensors").exists()
+    want = lab.model.state_dict()
+    del sidecar["repeated"]  # the older layout
+    (out / "qvka_lab.json").write_text(json.dumps(sidecar))
+    old = {k: v.detach().clone() for k, v in want.items() if ".k_proj." in k or ".v_proj." in k}
+    save_file(old, str(out / "qvka_lab.safetensors"), metadata={"format": "pt"})
+    back = load_checkpoint(str(out))
+    assert back.config == cfg
+    for key, value in want.items():
+        assert torch.equal(back.model.state_dict()[key], value), key

@@ -218,6 +218,22 @@ def test_variants_lists_vshared_as_exportable_and_a_toy_is_refused(capsys) -> No
         unregister_variant("toy")
 
 
+def test_the_torch_free_exportable_list_is_the_exporters() -> None:
+    """`variants` reads exportable.py (no torch, no exporter); twin.py holds the rewrites."""
+    import subprocess
+    import sys
+
+    from qvka_core.export import exportable, twin
+
+    assert set(twin._REWRITES) == set(exportable.REWRITTEN)
+    assert not set(exportable.STOCK_KINDS) & set(exportable.REWRITTEN)
+    code = ("import sys, qvka_core.export, qvka_core.export.exportable\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "False"
+
+
 def test_cli_exports_a_vshared_checkpoint(tmp_path: Path, capsys) -> None:
     lab = _lab(CASES["neox-two-v"][0])
     src = save_checkpoint(tmp_path / "src", lab.model)

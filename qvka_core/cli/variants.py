@@ -6,6 +6,7 @@ import argparse
 
 from qvka_core.attention.registry import available_variants, get_variant
 from qvka_core.cli.output import json_text
+from qvka_core.export.exportable import exportable_variants
 
 HELP = ("List the registered attention variants in spectrum order, with their options, "
         "whether `convert` can build them and whether `export` writes them as a stock "
@@ -28,8 +29,6 @@ def _row(name: str, exportable: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qvka_core.export.twin import exportable_variants
-
     exportable = exportable_variants()
     rows = [_row(n, exportable) for n in available_variants()]
     if args.json:

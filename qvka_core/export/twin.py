@@ -29,11 +29,11 @@ from torch import Tensor
 
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError
+from qvka_core.export.exportable import exportable_variants, is_exportable
 
 # Per family: does its attention group KV heads, and which bias flags it fixes.
 _GROUPED = {"llama": True, "qwen2": True, "deepseek_v2": False, "gpt2": False, "bert": False,
             "gpt_neox": False}
-STOCK_KINDS = ("mha", "gqa", "mqa", "mla")  # variants a stock class computes as they are
 HF_LATENT_EPS = 1e-6  # DeepseekV2RMSNorm's default, used for q_a_ and kv_a_layernorm
 TASK = {"bert": "AutoModel"}  # everything else loads with AutoModelForCausalLM
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "bert": "BertModel", "llama": "LlamaForCausalLM",
@@ -51,14 +51,6 @@ class Twin:
     repeated: dict[str, int] = field(default_factory=dict)
 
 
-def exportable_variants() -> list[str]:
-    """Registered variants with an exact stock twin here (stock kinds and `_REWRITES`), in
-    spectrum order; any other is refused in one line."""
-    from qvka_core.attention.registry import available_variants
-
-    return [v for v in available_variants() if v in STOCK_KINDS or v in _REWRITES]
-
-
 def _refuse(cfg: ModelConfig, why: str) -> CheckpointError:
     return CheckpointError(f"cannot export {cfg.name} ({cfg.variant}, {cfg.position}) to a "
                            f"stock Hugging Face class: {why}")
@@ -67,7 +59,7 @@ def _refuse(cfg: ModelConfig, why: str) -> CheckpointError:
 def pick_family(cfg: ModelConfig) -> str:
     """The stock family whose computation equals this lab layout, or a one-line refusal."""
     pos = cfg.position
-    if cfg.variant not in STOCK_KINDS and cfg.variant not in _REWRITES:
+    if not is_exportable(cfg.variant):
         raise _refuse(cfg, f"no exact stock rewrite of {cfg.variant} attention yet (exportable: "
                       f"{', '.join(exportable_variants())})")
     if pos == "agf":
@@ -216,7 +208,7 @@ def _repeat_projections(twin: Twin, names: tuple[str, ...], heads: int, rep: int
                 key = f"layers.{i}.attn.{name}.{part}"
                 if key in s:
                     s[key] = repeat_head_rows(s[key], heads, rep)
-                    twin.repeated[key] = rep * twin.repeated.get(key, 1)
+                    twin.repeated[key] = rep
 
 
 def _repeat_kv_heads(twin: Twin) -> None:
@@ -240,7 +232,7 @@ def _replicate_values(twin: Twin) -> None:
     twin.config = twin.config.with_variant("mha")
 
 
-# Variants that need a rewrite to become a stock kind (STOCK_KINDS export as they are).
+# exportable.REWRITTEN's rewrites into a stock kind (exportable.STOCK_KINDS need none).
 _REWRITES = {"qv": _fold_keys, "qvka": _fold_keys, "vshared": _replicate_values}
 
 

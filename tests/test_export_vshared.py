@@ -199,7 +199,7 @@ def test_variants_lists_vshared_as_exportable_and_a_toy_is_refused(capsys) -> No
     rewrite is listed as not exportable and refused in one line naming the exportable ones."""
     import dataclasses
 
-    from qvka_core.attention import get_variant, register_variant, unregister_variant
+    from qvka_core.attention.registry import get_variant, register_variant, unregister_variant
 
     register_variant(dataclasses.replace(get_variant("mha"), name="toy", conversion=None,
                                          description="a toy registered by a test"))

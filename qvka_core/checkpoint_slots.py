@@ -1,4 +1,5 @@
-"""A run's checkpoints, complete at every instant (stdlib only: jobs read it without torch).
+"""A run's checkpoints, complete at every instant (stdlib and psutil: jobs read it without
+torch).
 
     RUN/checkpoints/step-N/            one complete checkpoint per slot
     RUN/checkpoint -> checkpoints/step-N   a relative symlink: the current checkpoint
@@ -21,6 +22,8 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from qvka_core import machine
 
 POINTER = "checkpoint"
 SLOTS = "checkpoints"
@@ -121,7 +124,7 @@ def clean_orphans(run_dir: str | Path) -> None:
     target = _target(run_dir)
     for p in [*_entries(run_dir), *_entries(run_dir / "state")]:
         tmp = _TMP_FILE.match(p.name)
-        if tmp and p.is_file() and not p.is_symlink() and not _writer_alive(tmp.group(1)):
+        if tmp and p.is_file() and not p.is_symlink() and not _writer_alive(tmp.group(1), p):
             p.unlink(missing_ok=True)
         elif p.name.startswith(f".{POINTER}.tmp-") and p.is_symlink():
             p.unlink(missing_ok=True)
@@ -181,18 +184,18 @@ def _point(run_dir: Path, slot: Path) -> None:
     fsync_path(run_dir)
 
 
-def _writer_alive(pid_text: str) -> bool:
+def _writer_alive(pid_text: str, path: Path) -> bool:
     """Whether another live process may still rename this temp file into place (the job
-    worker writes job.json the same way): only a dead writer's temp file is an orphan."""
+    worker writes job.json the same way): only a dead writer's temp file is an orphan. A
+    process under that pid that started after the file was last written reused the number
+    (psutil, so macOS keeps the guard too)."""
     if not pid_text or int(pid_text) == os.getpid():
         return False
     try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError, ValueError):
-        return True  # exists but not ours to signal, or unreadable: leave it
-    return True
+        written = path.stat().st_mtime
+    except OSError:
+        return False  # gone meanwhile: nothing to clean
+    return machine.alive(int(pid_text), started_by=written)
 
 
 def _entries(directory: Path) -> list[Path]:

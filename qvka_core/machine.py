@@ -5,7 +5,9 @@ Linux and macOS alike keep the recycled-pid guard and the memory display (no /pr
 A pid alone can name a stranger once its process has exited and the number was reused. The
 job queue records each process's start time (`create_time`) next to its pid; `alive` then
 accepts only the process that started at that time (and, for old records without one, only
-a process whose command line names the run).
+a process whose command line names the run). Where only a file the process wrote is known
+(a temp file named by its writer's pid), `started_by` accepts only a process that started
+before the file was last written.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ def create_time(pid: int | None) -> float | None:
 
 
 def alive(pid: int | None, must_contain: str | None = None,
-          created: float | None = None) -> bool:
+          created: float | None = None, *, started_by: float | None = None) -> bool:
     """True if `pid` is a live process (not a zombie) that is the one recorded: started at
-    `created` when that is known, and whose command line holds `must_contain` when given.
-    A process we may not inspect (another user's) counts as alive when it exists."""
+    `created` when that is known, no later than `started_by` when given, and whose command
+    line holds `must_contain` when given. A process we may not inspect (another user's)
+    counts as alive when it exists."""
     proc = _process(pid)
     if proc is None:
         return False
@@ -48,6 +51,8 @@ def alive(pid: int | None, must_contain: str | None = None,
             return False
         if created is not None and abs(proc.create_time() - created) > CREATE_TIME_SLACK_S:
             return False  # the pid was reused by a later process
+        if started_by is not None and proc.create_time() > started_by + CREATE_TIME_SLACK_S:
+            return False  # started after its record was written: not the writer
         if must_contain is not None:
             return must_contain in " ".join(proc.cmdline())
     except psutil.AccessDenied:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,29 @@ def test_pre_slot_run_still_loads_and_resumes(text_file: str, tmp_path: Path) ->
     assert resumed.state == "completed" and resumed.step == STEPS
     assert [m["step"] for m in read_metrics(run_dir)] == LOGGED
     _assert_clean(run_dir)
+
+
+def test_a_temp_file_is_kept_only_while_its_writer_lives(tmp_path: Path) -> None:
+    """clean_orphans leaves a live writer's temp file, and removes a dead writer's and one whose
+    pid now names a process started after the file was written (a recycled pid)."""
+    run_dir = tmp_path / "run"
+    (run_dir / "state").mkdir(parents=True)
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        live = run_dir / f".status.json.tmp{writer.pid}"
+        recycled = run_dir / "state" / f".step-5.json.tmp{writer.pid}"
+        dead = run_dir / f".job.json.tmp{gone.pid}"
+        for path in (live, recycled, dead):
+            path.write_text("{}", encoding="utf-8")
+        hour_ago = time.time() - 3600  # written an hour before `writer` started
+        os.utime(recycled, (hour_ago, hour_ago))
+        slots.clean_orphans(run_dir)
+        assert live.exists()
+        assert not recycled.exists() and not dead.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    slots.clean_orphans(run_dir)  # its writer is gone now
+    assert not live.exists()

@@ -56,3 +56,24 @@ def test_finetune_page_exports_a_finished_run(runs: Path) -> None:  # noqa: F811
 
     names = zipfile.ZipFile(io.BytesIO(_zip_folder(out))).namelist()
     assert "tiny-qv/config.json" in names and "tiny-qv/model.safetensors" in names
+
+
+def test_convert_page_exports_a_vshared_conversion(runs: Path) -> None:  # noqa: F811
+    """MHA -> V-shared on the Convert page, saved, exported: a stock NeoX folder whose card
+    says the export caches more than the lab model, and which loads back as V-shared."""
+    from qvka_core.checkpoints import load_checkpoint
+
+    at = open_page("pages/convert.py")
+    at.selectbox(key="cv_source").set_value("austen-mha")
+    at.selectbox(key="cv_to").set_value("vshared")
+    at.button(key="cv_run").click().run()
+    no_errors(at)
+    at.text_input(key="cv_name").set_value("austen-vshared-mine").run()
+    at.button(key="cv_save").click().run()
+    at.button(key="cv_export").click().run()
+    no_errors(at)
+    out = runs / "exports" / "austen-vshared-mine"
+    assert any(str(out) in s.value and "GPTNeoXForCausalLM" in s.value for s in at.success)
+    card = (out / "README.md").read_text()
+    assert "KV cache is **larger** than the lab's" in card
+    assert load_checkpoint(str(out)).config.variant == "vshared"

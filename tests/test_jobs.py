@@ -208,7 +208,17 @@ def test_restart_view_recomputes_states_from_disk(root: Path) -> None:
     make("plain", {}, None)
     (root / "plain" / "job.json").unlink()  # a `train` run without job.json
     atomic_write_json(root / "plain" / "status.json", {"state": "running", "pid": dead})
+    # `train` runs whose status names a live pid: this process, started at pid_created, or a
+    # record of an earlier process under the same number (a recycled pid).
+    import psutil
+
+    me = psutil.Process().create_time()
+    for name, created in (("plain-live", me), ("plain-recycled", me - 3600)):
+        (root / name).mkdir()
+        atomic_write_json(root / name / "status.json",
+                          {"state": "running", "pid": os.getpid(), "pid_created": created})
     states = {r["id"]: (r["state"], r["message"]) for r in jobs.list_jobs()}
+    assert states["plain-live"][0] == "running" and states["plain-recycled"][0] == "crashed"
     assert states["done"][0] == "completed"
     assert states["crashed"] == ("crashed", "crashed at step 7 — resumable from step 5")
     assert states["orphan"][0] == "crashed" and "requeue" in states["orphan"][1]

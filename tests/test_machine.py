@@ -23,6 +23,9 @@ def test_a_live_process_is_alive_only_as_the_one_recorded() -> None:
         assert not pid_alive(proc.pid, "another-run", started)  # not the run's process
         # Same pid, other start time: the number was reused by a later process.
         assert not pid_alive(proc.pid, "run-xyz", started - 3600)
+        # Known only by a file it wrote: the writer started before the file was written.
+        assert machine.alive(proc.pid, started_by=time.time())
+        assert not machine.alive(proc.pid, started_by=started - 3600)
         assert (machine.rss_bytes(proc.pid) or 0) > 64 << 20  # it holds a 64 MiB buffer
     finally:
         proc.kill()

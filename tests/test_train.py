@@ -98,6 +98,49 @@ def test_existing_run_dir_is_refused_untouched(text_file: str, tmp_path: Path) -
         run(tiny(text_file, tmp_path, name="nothing-here", resume=True))
 
 
+def test_status_records_the_trainers_start_time(teacher_run) -> None:
+    import psutil
+
+    status = read_status(teacher_run.run_dir)
+    assert status["pid"] == os.getpid()  # the fixture trained in this process
+    assert status["pid_created"] == pytest.approx(psutil.Process().create_time(), abs=1e-3)
+
+
+def test_resume_is_refused_only_while_the_recorded_trainer_lives(text_file: str,
+                                                                 tmp_path: Path) -> None:
+    """status.json says "running": refused while that pid is the trainer that started at
+    pid_created; allowed once the pid is another process's (recycled) or no one's."""
+    from qvka_core.presets import get_preset
+    from qvka_core.train.rundir import RunDir
+
+    args = tiny(text_file, tmp_path, resume=True)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(
+        {"train": args.to_dict(), "model": get_preset("tiny").to_dict()}), encoding="utf-8")
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def status(**recorded) -> None:
+        (run_dir / "status.json").write_text(json.dumps(
+            {"state": "running", "step": 10, "pid": trainer.pid, **recorded}), encoding="utf-8")
+
+    try:
+        import psutil
+
+        started = psutil.Process(trainer.pid).create_time()
+        for recorded in ({"pid_created": started}, {}):  # {}: an older record, the pid decides
+            status(**recorded)
+            with pytest.raises(RunError, match=rf"still running \(pid {trainer.pid}\)"):
+                engine._prepare_dir(args, RunDir(run_dir))
+        status(pid_created=started - 3600)  # the same number, an earlier trainer: recycled
+        assert engine._prepare_dir(args, RunDir(run_dir)) is not None
+    finally:
+        trainer.kill()
+        trainer.wait()
+    status(pid_created=started)
+    assert engine._prepare_dir(args, RunDir(run_dir)) is not None  # it has exited
+
+
 def test_resume_after_sigkill_loses_no_metric(text_file: str, tmp_path: Path) -> None:
     steps = 40
     cmd = [sys.executable, "-m", "qvka_core", "train", "--preset", "tiny", "--variant", "qv",

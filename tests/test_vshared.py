@@ -127,11 +127,13 @@ def test_train_builds_vshared_from_scratch() -> None:
     assert Transformer(cfg).layers[0].attn.v_proj.weight.shape == (32, 128)  # 1 V head of 32
 
 
-def test_export_refuses_vshared_in_one_line(tmp_path) -> None:
+def test_export_takes_vshared_in_a_llama_layout_and_refuses_agf(tmp_path) -> None:
+    """Export itself: tests/test_export_vshared.py; here only that the gate lets it through."""
     from qvka_core.export.twin import pick_family
 
-    with pytest.raises(CheckpointError, match="no exact stock rewrite of vshared"):
-        pick_family(model().cfg)
+    assert pick_family(model().cfg) == "llama"
+    with pytest.raises(CheckpointError, match="AGF"):
+        pick_family(model(position="agf").cfg)
 
 
 def test_cli_convert_refuses_a_bad_group_count_before_loading(tmp_path, capsys) -> None:

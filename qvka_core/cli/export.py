@@ -3,9 +3,11 @@
     python -m qvka_core export --checkpoint runs/smollm2-qvka --out exports/smollm2-qvka
 
 DIR then loads with `transformers` (AutoModelForCausalLM; AutoModel for a BERT encoder), no
-remote code, and back into the lab as the source variant (`--checkpoint DIR`). A layout no
-stock class computes exactly (AGF, ALiBi, sinusoidal positions, MLA outside a Llama
-layout) is refused in one line, exit 2. See `qvka_core.export`.
+remote code, and back into the lab as the source variant (`--checkpoint DIR`). Exportable
+variants: `python -m qvka_core variants` (its "hf_export"; MHA/GQA/MQA, MLA as DeepseekV2, QV,
+QV-Ka and V-shared as Llama-style twins). A layout no stock class computes exactly (AGF,
+ALiBi, sinusoidal positions, MLA outside a Llama layout) is refused in one line, exit 2. See
+`qvka_core.export`.
 """
 
 from __future__ import annotations

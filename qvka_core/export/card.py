@@ -11,7 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from qvka_core.accounting import kv_cache_bytes_per_token, param_breakdown
+from qvka_core.accounting import (
+    kv_cache_bytes_per_token,
+    kv_cache_elems_per_token,
+    param_breakdown,
+)
 from qvka_core.config import ModelConfig
 from qvka_core.variants.registry import get_variant
 
@@ -104,19 +108,37 @@ def costs_rows(lab: ModelConfig, twin: ModelConfig) -> list[str]:
     ]
 
 
+def vshared_cache_note(lab: ModelConfig, twin: ModelConfig, stock_class: str) -> str:
+    """V-shared's export is larger in cache than the lab model: say by how much (accounting)."""
+    h, g = lab.attention.n_heads, lab.attention.option("n_v_heads")
+    ours, theirs = kv_cache_elems_per_token(lab), kv_cache_elems_per_token(twin)
+    return (
+        f"An exported V-shared model computes exactly what the lab model computes, but its "
+        f"KV cache is **larger** than the lab's: stock `{stock_class}` caches one V head per "
+        f"query head ({h} V heads a layer, {theirs['v']:,} V elements per token over all "
+        f"layers) where the lab's V-shared caches its {g} shared V head{'s' * (g != 1)} "
+        f"({ours['v']:,}); K is the same ({ours['k']:,}). In bf16 that is "
+        f"{kv_cache_bytes_per_token(twin):,} B per token for this export against "
+        f"{kv_cache_bytes_per_token(lab):,} B in the lab. Load the directory back into QV-Ka "
+        "Lab (`--checkpoint DIR`) to get the shared V and its cache again.")
+
+
 def model_card(*, name: str, lab: ModelConfig, twin: ModelConfig, stock_class: str, task: str,
                rewrites: list[str], lines: list[str], fidelity: str | None,
                command: str) -> str:
-    keyless = get_variant(lab.variant).family == "keyless"
-    keeps = (
-        "An exported QV or QV-Ka model runs anywhere this stock class runs (transformers, "
-        "vLLM, lm-eval, ...), with the same logits and attention, but it caches K **and** V "
-        "like its stock class: the KV-cache saving of the key-less variant lives in the lab's "
-        "own attention, not in this export. Load the directory back into QV-Ka Lab "
-        "(`--checkpoint DIR`) to get the lab variant and its cache again."
-        if keyless else
-        "The export computes exactly what the lab model computes; its KV cache is the stock "
-        "class's.")
+    family = get_variant(lab.variant).family
+    if family == "keyless":
+        keeps = (
+            "An exported QV or QV-Ka model runs anywhere this stock class runs (transformers, "
+            "vLLM, lm-eval, ...), with the same logits and attention, but it caches K **and** "
+            "V like its stock class: the KV-cache saving of the key-less variant lives in the "
+            "lab's own attention, not in this export. Load the directory back into QV-Ka Lab "
+            "(`--checkpoint DIR`) to get the lab variant and its cache again.")
+    elif family == "v-sharing":
+        keeps = vshared_cache_note(lab, twin, stock_class)
+    else:
+        keeps = ("The export computes exactly what the lab model computes; its KV cache is the "
+                 "stock class's.")
     out = [
         f"# {name} — exported from QV-Ka Lab",
         "",
@@ -146,9 +168,9 @@ def model_card(*, name: str, lab: ModelConfig, twin: ModelConfig, stock_class: s
         *(f"- {line}" for line in (lines or ["no conversion or training records found"])),
         f"- exported with `{command}`",
         "",
-        "The lab's own config and the lab tensors this twin does not hold as they are (QV-Ka's "
-        "W_ctx and W_K,i, say) are kept in `qvka_lab.json` / `qvka_lab.safetensors`; stock "
-        "transformers ignores both.",
+        "The lab's own config (with the rows this twin only repeats per head) and the lab "
+        "tensors it does not hold as they are (QV-Ka's W_ctx and W_K,i, say) are kept in "
+        "`qvka_lab.json` / `qvka_lab.safetensors`; stock transformers ignores both.",
         "",
     ]
     return "\n".join(out)

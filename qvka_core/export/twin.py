@@ -9,11 +9,14 @@ Every rewrite here is exact (the twin computes the same logits and attention):
   RoPE then rotates it, as the lab rotates the derived key.
 - KV heads shared in groups, for a stock class without grouping (GPT-2, BERT, GPT-NeoX):
   each KV head is repeated for its query heads, which is what the kernel does anyway.
+- V-shared (paper §8): K already has one head per query head; each of the n_v_heads V heads
+  is repeated for its group of query heads (V_{g(i)} for head i), so the twin is plain MHA.
 - MLA's latent RMSNorm eps, whatever it is, becomes DeepseekV2's fixed 1e-6 by scaling the
   latent projections (RMSNorm(c; ε) = RMSNorm(s·c; s²·ε)).
 - Biases a stock class always has are zero-filled.
 
-What the twin gives up is the cache: it stores K and V like its stock class.
+What the twin gives up is the cache: it stores K and V like its stock class. Rows repeated
+per head are recorded in `Twin.repeated`; `restore.py` takes one copy back (exact).
 """
 
 from __future__ import annotations
@@ -26,11 +29,11 @@ from torch import Tensor
 
 from qvka_core.config import ModelConfig
 from qvka_core.errors import CheckpointError
+from qvka_core.export.exportable import exportable_variants, is_exportable
 
 # Per family: does its attention group KV heads, and which bias flags it fixes.
 _GROUPED = {"llama": True, "qwen2": True, "deepseek_v2": False, "gpt2": False, "bert": False,
             "gpt_neox": False}
-EXPORTABLE = ("mha", "gqa", "mqa", "mla", "qv", "qvka")  # variants with an exact rewrite here
 HF_LATENT_EPS = 1e-6  # DeepseekV2RMSNorm's default, used for q_a_ and kv_a_layernorm
 TASK = {"bert": "AutoModel"}  # everything else loads with AutoModelForCausalLM
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "bert": "BertModel", "llama": "LlamaForCausalLM",
@@ -44,6 +47,8 @@ class Twin:
     config: ModelConfig  # the stock layout, as a lab config (kind mha/gqa/mqa/mla)
     state: dict[str, Tensor]  # our key names, full state (a tied head stored once)
     rewrites: list[str] = field(default_factory=list)  # what was rewritten, for the card
+    # our key -> how many times each head's rows were repeated (the lab tensor is one copy)
+    repeated: dict[str, int] = field(default_factory=dict)
 
 
 def _refuse(cfg: ModelConfig, why: str) -> CheckpointError:
@@ -54,9 +59,9 @@ def _refuse(cfg: ModelConfig, why: str) -> CheckpointError:
 def pick_family(cfg: ModelConfig) -> str:
     """The stock family whose computation equals this lab layout, or a one-line refusal."""
     pos = cfg.position
-    if cfg.variant not in EXPORTABLE:
+    if not is_exportable(cfg.variant):
         raise _refuse(cfg, f"no exact stock rewrite of {cfg.variant} attention yet (exportable: "
-                      f"{', '.join(EXPORTABLE)})")
+                      f"{', '.join(exportable_variants())})")
     if pos == "agf":
         raise _refuse(cfg, "no stock class adds AGF's learned −α_h·ln(1 + |i − j|) logit bias")
     if pos == "alibi":
@@ -111,8 +116,8 @@ def stock_twin(cfg: ModelConfig, state: dict[str, Tensor]) -> Twin:
     if cfg.tie_embeddings:
         state.pop("lm_head.weight", None)
     twin = Twin(family=family, config=cfg, state=state)
-    if cfg.variant in ("qv", "qvka"):
-        _fold_keys(twin)
+    if cfg.variant in _REWRITES:
+        _REWRITES[cfg.variant](twin)
     a = twin.config.attention
     if a.kind == "mla" and a.option("latent_norm_eps") != HF_LATENT_EPS:
         _rescale_latent_eps(twin)
@@ -181,21 +186,54 @@ def _rescale_latent_eps(twin: Twin) -> None:
     twin.config = cfg.with_attention(latent_norm_eps=HF_LATENT_EPS)
 
 
-def _repeat_kv_heads(twin: Twin) -> None:
-    cfg, s = twin.config, twin.state
-    a = cfg.attention
-    rep, d = a.group_size, a.head_dim
-    for i in _layers(cfg):
-        for name in ("k_proj", "v_proj"):
+def repeat_head_rows(t: Tensor, heads: int, rep: int) -> Tensor:
+    """Each head's rows repeated `rep` times in place: (heads·D, ...) -> (heads·rep·D, ...)."""
+    rest = t.shape[1:]
+    rows = t.reshape(heads, -1, *rest)  # (heads, D, ...)
+    return rows.repeat_interleave(rep, dim=0).reshape(-1, *rest)  # (heads·rep·D, ...)
+
+
+def one_copy_rows(t: Tensor, rep: int, head_dim: int) -> Tensor:
+    """Inverse of `repeat_head_rows`: the first of each head's `rep` copies."""
+    rest = t.shape[1:]
+    copies = t.reshape(-1, rep, head_dim, *rest)  # (heads, rep, D, ...)
+    return copies[:, 0].reshape(-1, *rest)  # (heads·D, ...)
+
+
+def _repeat_projections(twin: Twin, names: tuple[str, ...], heads: int, rep: int) -> None:
+    s = twin.state
+    for i in _layers(twin.config):
+        for name in names:
             for part in ("weight", "bias"):
                 key = f"layers.{i}.attn.{name}.{part}"
                 if key in s:
-                    heads = s[key].view(a.n_kv_heads, d, *s[key].shape[1:])  # (Hkv, D, ...)
-                    s[key] = heads.repeat_interleave(rep, dim=0).reshape(
-                        a.n_heads * d, *s[key].shape[1:])  # (H·D, ...)
-    twin.rewrites.append(f"each of the {a.n_kv_heads} KV heads repeated for its {rep} query "
-                         f"heads ({twin.family} has no KV grouping)")
-    twin.config = cfg.with_variant("mha")
+                    s[key] = repeat_head_rows(s[key], heads, rep)
+                    twin.repeated[key] = rep
+
+
+def _repeat_kv_heads(twin: Twin) -> None:
+    a = twin.config.attention
+    _repeat_projections(twin, ("k_proj", "v_proj"), a.n_kv_heads, a.group_size)
+    twin.rewrites.append(f"each of the {a.n_kv_heads} KV heads repeated for its "
+                         f"{a.group_size} query heads ({twin.family} has no KV grouping)")
+    twin.config = twin.config.with_variant("mha")
+
+
+def _replicate_values(twin: Twin) -> None:
+    """V-shared -> MHA: head i's V is its group's V_{g(i)} (what the lab's kernel expands to);
+    K keeps its head per query head. Exact; the stock cache then holds n_heads V heads."""
+    a = twin.config.attention
+    g = a.option("n_v_heads")
+    rep = a.n_heads // g
+    _repeat_projections(twin, ("v_proj",), g, rep)
+    twin.rewrites.append(f"each of the {g} shared V heads repeated for its {rep} query heads "
+                         "(K already has one head per query head), as plain multi-head "
+                         "attention")
+    twin.config = twin.config.with_variant("mha")
+
+
+# exportable.REWRITTEN's rewrites into a stock kind (exportable.STOCK_KINDS need none).
+_REWRITES = {"qv": _fold_keys, "qvka": _fold_keys, "vshared": _replicate_values}
 
 
 def _fill_biases(twin: Twin) -> None:

@@ -250,6 +250,7 @@ def resume(job_id: str, *, steps: int | None = None,
         if status_path.exists():
             old = json.loads(status_path.read_text(encoding="utf-8") or "{}")
             old.pop("pid", None)  # the old trainer's pid is no one's now
+            old.pop("pid_created", None)
             atomic_write_json(status_path, {**old, "state": "queued",
                                             "message": "resumed; waiting for its slot"})
     _spawn_worker(run_dir)

@@ -150,7 +150,9 @@ def _derive(run_dir: Path, root: Path, job: dict[str, Any] | None, st: dict[str,
     st_state = st.get("state")
     st_msg = str(st.get("message") or "")
     if job is None:  # a run started by `train` directly
-        if st_state in ("running", "queued") and not pid_alive(st.get("pid")):
+        created = st.get("pid_created")  # the recycled-pid guard (absent in older runs)
+        if st_state in ("running", "queued") and not pid_alive(
+                st.get("pid"), created=created if isinstance(created, float) else None):
             return "crashed", _crash_message(run_dir, None, step)[0]
         return str(st_state or "unknown"), st_msg
     cancel_requested = (run_dir / CANCEL_FILE).exists()

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from qvka_core import limits
+from qvka_core import limits, machine
 from qvka_core.baselines import bigram_loss, unigram_loss
 from qvka_core.checkpoints.store import load_checkpoint_dir
 from qvka_core.config import ModelConfig
@@ -66,16 +66,6 @@ class RunResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:  # os.kill(0 or -n, 0) signals a process group, not a process
-        return False
-    try:
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def _prepare_dir(args: TrainArgs, rd: RunDir) -> ModelConfig | None:
     """Check the directory for a new or resumed run; returns the stored config on resume."""
     path = rd.path
@@ -102,7 +92,9 @@ def _prepare_dir(args: TrainArgs, rd: RunDir) -> ModelConfig | None:
     if rd.status_path.exists():
         status = read_json(rd.status_path)
         pid = int(status.get("pid") or 0)
-        if status.get("state") == "running" and pid != os.getpid() and _pid_alive(pid):
+        created = status.get("pid_created")  # absent in older runs: the pid alone decides
+        if (status.get("state") == "running" and pid != os.getpid()
+                and machine.alive(pid, created=created if isinstance(created, float) else None)):
             raise RunError(f"run {path} is still running (pid {pid})")
     return ModelConfig.from_dict(stored["model"])
 

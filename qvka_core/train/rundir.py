@@ -1,7 +1,8 @@
 """The files of one run directory, and the trainer state saved next to each checkpoint.
 
     config.json      {"train": TrainArgs, "model": ModelConfig, "format": ...}
-    status.json      state, step, updated_at, pid, message (atomic replace)
+    status.json      state, step, updated_at, pid, pid_created (its start time, the
+                     recycled-pid guard), message (atomic replace)
     metrics.jsonl    one JSON object per logged step, appended + flushed + fsynced
     log.txt          human-readable progress lines
     checkpoint -> checkpoints/step-N/   the current checkpoint (qvka_core.checkpoint_slots); its
@@ -25,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from qvka_core import checkpoint_slots as slots
+from qvka_core import machine
 from qvka_core.checkpoints.store import write_checkpoint_files
 from qvka_core.errors import RunError
 
@@ -68,6 +70,7 @@ class RunDir:
         assert state in STATES, state
         write_json(self.status_path, {
             "state": state, "step": step, "message": message, "pid": os.getpid(),
+            "pid_created": machine.create_time(os.getpid()),
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra})
 
     def log(self, line: str) -> None:

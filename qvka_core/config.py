@@ -18,9 +18,6 @@ from qvka_core.errors import ConfigError
 
 Position = Literal["rope", "sinusoidal", "learned", "agf", "alibi", "none"]
 POSITIONS: tuple[str, ...] = ("rope", "sinusoidal", "learned", "agf", "alibi", "none")
-# Positions that enter through the embeddings vs. inside attention.
-EMBEDDING_POSITIONS = ("sinusoidal", "learned")
-BIAS_POSITIONS = ("agf", "alibi")
 
 
 def _require(ok: bool, message: str) -> None:

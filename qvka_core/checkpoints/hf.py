@@ -91,13 +91,6 @@ def model_from_hf_state(cfg: ModelConfig, hf_state: dict[str, Tensor], family: s
 
 
 # --- directories ---------------------------------------------------------------------------
-def is_hf_directory(path: str | Path) -> bool:
-    """Whether `path/config.json` looks like an HF config (has `model_type`)."""
-    try:
-        return "model_type" in json.loads((Path(path) / "config.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return False
-
 
 def read_hf_config(directory: Path) -> ModelConfig:
     """Parse config.json; old diff-only files fall back to transformers' AutoConfig."""

@@ -21,10 +21,6 @@ from qvka_core.errors import CheckpointError, ConfigError
 BUNDLED_DIR = paths.ASSETS / "checkpoints"
 
 
-def runs_dir() -> Path:
-    return paths.runs_root()
-
-
 def _bundled() -> dict[str, Path]:
     if not BUNDLED_DIR.is_dir():
         return {}
@@ -32,7 +28,7 @@ def _bundled() -> dict[str, Path]:
 
 
 def _runs() -> dict[str, Path]:
-    root = runs_dir()
+    root = paths.runs_root()
     if not root.is_dir():
         return {}
     runs = {p.parent.parent.name: p.parent

@@ -49,11 +49,9 @@ def token_batches(text: str | None, tokenizer, *, vocab_size: int, max_seq_len: 
 
 def default_calibration_text() -> tuple[str | None, str]:
     """The lab's training split (`qvka_core.data.train_text`), disjoint from the validation
-    text the report uses; None when that module is unavailable."""
-    try:
-        from qvka_core.data import train_text
-    except ImportError:
-        return None, "random token ids"
+    text the report uses; None when the corpus cannot be read."""
+    from qvka_core.data import train_text
+
     try:
         return train_text(), "train split of the bundled corpus"
     except DataError:

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qvka_core.accounting import kv_cache_bytes_per_token
 from qvka_core.config import ModelConfig
 from qvka_core.model import Transformer
-from qvka_core.variants.registry import get_variant
 
 
 @dataclass
@@ -99,11 +99,6 @@ def count_params(model: Transformer) -> tuple[int, int]:
 
 
 def kv_bytes_per_token(cfg: ModelConfig, dtype: str = "bf16") -> int:
-    try:
-        from qvka_core.accounting import kv_cache_bytes_per_token
-    except ImportError:  # accounting not available: same formula from the registry
-        a = cfg.attention
-        return cfg.n_layers * sum(get_variant(a.kind).kv_cache_elems(a).values()) * 2
     return int(kv_cache_bytes_per_token(cfg, dtype))
 
 

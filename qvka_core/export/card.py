@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from qvka_core import paths
 from qvka_core.accounting import (
     kv_cache_bytes_per_token,
     kv_cache_elems_per_token,
@@ -64,7 +65,7 @@ def _fidelity(r: dict[str, Any]) -> str:
 
 
 def _run_lines(run: str, meta: dict[str, Any], run_dir: Path | None, depth: int) -> list[str]:
-    from qvka_core.checkpoints.resolve import find, runs_dir
+    from qvka_core.checkpoints.resolve import find
     from qvka_core.checkpoints.store import read_json
 
     line = f"trained by run `{run}` to step {meta.get('step', '?')}"
@@ -72,7 +73,7 @@ def _run_lines(run: str, meta: dict[str, Any], run_dir: Path | None, depth: int)
         line += f", validation loss {meta['val_loss']:.4f} nats/token"
     train: dict[str, Any] = {}
     try:
-        train = read_json((run_dir or runs_dir() / run) / "config.json").get("train") or {}
+        train = read_json((run_dir or paths.runs_root() / run) / "config.json").get("train") or {}
     except Exception:  # a missing or foreign run record only shortens the lineage
         pass
     if train.get("distill") not in (None, "none"):

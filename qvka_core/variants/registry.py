@@ -24,6 +24,23 @@ if TYPE_CHECKING:
     from qvka_core.config import AttentionConfig
 
 
+def linear_params(n_in: int, n_out: int, bias: bool) -> int:
+    """Parameters of one `nn.Linear(n_in, n_out, bias=bias)`: the formulas' building block."""
+    return n_in * n_out + int(bias) * n_out
+
+
+def projection_params(c: AttentionConfig, *, k_heads: int | None, v_heads: int) -> dict[str, int]:
+    """q/k/v/o projections of head width `c.head_dim`: H query heads, `k_heads` key heads
+    (None: no key projection, as in QV and QV-Ka) and `v_heads` value heads."""
+    h, d, m = c.n_heads, c.head_dim, c.d_model
+    out = {"q_proj": linear_params(m, h * d, c.qkv_bias)}
+    if k_heads is not None:
+        out["k_proj"] = linear_params(m, k_heads * d, c.qkv_bias)
+    out["v_proj"] = linear_params(m, v_heads * d, c.qkv_bias)
+    out["o_proj"] = linear_params(h * d, m, c.o_bias)
+    return out
+
+
 def _no_overrides(cfg: AttentionConfig) -> dict:
     return {}
 

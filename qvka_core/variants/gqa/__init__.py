@@ -21,6 +21,7 @@ from qvka_core.variants.registry import (
     Explainer,
     VariantOption,
     VariantSpec,
+    projection_params,
     register_variant,
 )
 
@@ -28,14 +29,7 @@ if TYPE_CHECKING:
     from qvka_core.config import AttentionConfig
 
 def _params(cfg: AttentionConfig) -> dict[str, int]:
-    h, g, d, m = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
-    b = int(cfg.qkv_bias)
-    return {
-        "q_proj": m * h * d + b * h * d,
-        "k_proj": m * g * d + b * g * d,
-        "v_proj": m * g * d + b * g * d,
-        "o_proj": h * d * m + int(cfg.o_bias) * m,
-    }
+    return projection_params(cfg, k_heads=cfg.n_kv_heads, v_heads=cfg.n_kv_heads)
 
 
 def _proj_macs(cfg: AttentionConfig) -> int:

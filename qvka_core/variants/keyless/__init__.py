@@ -24,6 +24,7 @@ from qvka_core.variants.registry import (
     Explainer,
     VariantOption,
     VariantSpec,
+    projection_params,
     register_variant,
 )
 
@@ -32,12 +33,7 @@ if TYPE_CHECKING:
 
 
 def _qv_params(c: AttentionConfig) -> dict[str, int]:
-    h, g, d, m, b = c.n_heads, c.n_kv_heads, c.head_dim, c.d_model, int(c.qkv_bias)
-    return {
-        "q_proj": m * h * d + b * h * d,
-        "v_proj": m * g * d + b * g * d,
-        "o_proj": h * d * m + int(c.o_bias) * m,
-    }
+    return projection_params(c, k_heads=None, v_heads=c.n_kv_heads)
 
 
 def _qvka_params(c: AttentionConfig) -> dict[str, int]:

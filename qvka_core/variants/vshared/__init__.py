@@ -33,6 +33,7 @@ from qvka_core.variants.registry import (
     Explainer,
     VariantOption,
     VariantSpec,
+    projection_params,
     register_variant,
 )
 
@@ -53,13 +54,7 @@ def _validate(c: AttentionConfig) -> None:
 
 
 def _params(c: AttentionConfig) -> dict[str, int]:
-    h, g, d, m, b = c.n_heads, c.option("n_v_heads"), c.head_dim, c.d_model, int(c.qkv_bias)
-    return {
-        "q_proj": m * h * d + b * h * d,
-        "k_proj": m * h * d + b * h * d,
-        "v_proj": m * g * d + b * g * d,
-        "o_proj": h * d * m + int(c.o_bias) * m,
-    }
+    return projection_params(c, k_heads=c.n_heads, v_heads=c.option("n_v_heads"))
 
 
 def _proj_macs(c: AttentionConfig) -> int:

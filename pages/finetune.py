@@ -114,7 +114,7 @@ def live() -> None:
         st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)",
                 language=None, wrap_lines=True)
     st.subheader("Runs")
-    ui.table(arv.runs_table(now), key="ft_table")
+    ui.table(arv.runs_table(now), key="ft_table", column_config=arv.COLUMN_WIDTHS)
     recovery, notes = arv.recovery_frame(now)
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "

@@ -10,6 +10,7 @@ import streamlit as st
 
 from qvka_app import navigation as nav
 from qvka_app.hf_export import export_button, run_checkpoint
+from qvka_app.runs_view import run_detail
 from qvka_app.shared import guarded
 from qvka_core import jobs
 
@@ -19,8 +20,11 @@ runs_root = jobs.runs_root  # $QVKA_RUNS, else the checkout's runs/ (read on eve
 def manage(statuses: list[dict[str, Any]]) -> None:
     """A run picker and the buttons that apply to the picked run's state."""
     m1, m2, m3, m4 = st.columns([2, 1, 1, 2])
-    rid = m1.selectbox("Run", [s["id"] for s in statuses], key="ft_manage")
+    names = {s["id"]: s.get("name") or s["id"] for s in statuses}
+    rid = m1.selectbox("Run", list(names), key="ft_manage", format_func=lambda r: (
+        names[r] if names[r] == r else f"{names[r]} ({r})"))
     status = next(s for s in statuses if s["id"] == rid)
+    st.caption(run_detail(status))
     if status["exiting"]:  # resume/delete would race the exiting worker
         st.caption(f"{rid} is {status['state']} and still shutting down; its actions appear in a "
                    "moment.")

@@ -14,13 +14,22 @@ from qvka_core import jobs
 from qvka_core.jobs.estimate import calibrated_estimate, count_label
 
 MISSING = "—"  # a value not known (yet): queued runs have no loss, fresh ones no speed
-_FORMATS = {
-    "params": count_label,
-    "KV bytes/token": lambda v: f"{v:,.0f} B",
-    "step": lambda v: f"{int(v):,}", "steps": lambda v: f"{int(v):,}",
-    "final val loss": lambda v: f"{v:.3f}", "vs original": lambda v: f"{v:.3f}",
-    "tokens/s": lambda v: f"{v:,.0f}", "wall s": lambda v: f"{v:,.1f}",
+# The table's columns: header -> (run_row field, format). Short headers and no long text, so
+# that it fits the main column of a 1280-pixel screen; the run's id (when renamed), message,
+# wall time and device are its detail line (`run_detail`).
+COLUMNS: dict[str, tuple[str, Any]] = {
+    "run": ("name", str), "state": ("state", str), "variant": ("variant", str),
+    "base": ("base", str), "params": ("params", count_label),
+    "KV/token": ("KV bytes/token", lambda v: f"{v:,.0f} B"),
+    "step": ("step", lambda v: f"{int(v):,}"),
+    "val loss": ("final val loss", lambda v: f"{v:.3f}"),
+    "vs orig.": ("vs original", lambda v: f"{v:.3f}"),
+    "tok/s": ("tokens/s", lambda v: f"{v:,.0f}"),
 }
+
+# Names can be long (a 40-character prefix, "run: ..." bases): capped in pixels, the rest of a
+# name is cut with "…" in its cell and read in full in the detail line.
+COLUMN_WIDTHS: dict[str, dict[str, Any]] = {"run": {"width": 160}, "base": {"width": 120}}
 
 
 def _shown(value: Any, fmt: Any = str) -> str:
@@ -30,11 +39,29 @@ def _shown(value: Any, fmt: Any = str) -> str:
 
 
 def runs_table(statuses: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run, every cell text: counts as "134.5 M", losses to 3 decimals, "—"
-    where a value is not known."""
-    rows = [runinfo.run_row(s) for s in statuses]
-    return pd.DataFrame([{k: _shown(v, _FORMATS.get(k, str)) for k, v in row.items()}
-                         for row in rows])
+    """One row per run, every cell text: the run's display name, counts as "134.5 M",
+    losses to 3 decimals, the step as "12 / 30", "—" where a value is not known."""
+    out = []
+    for s in statuses:
+        row = runinfo.run_row(s)
+        row["name"] = row["name"] or row["run"]
+        cells = {header: _shown(row[field], fmt) for header, (field, fmt) in COLUMNS.items()}
+        if row["steps"] and cells["step"] != MISSING:
+            cells["step"] += f" / {row['steps']:,}"
+        out.append(cells)
+    return pd.DataFrame(out, columns=list(COLUMNS))
+
+
+def run_detail(status: dict[str, Any]) -> str:
+    """What the table leaves out, for one run: "[name ·] id: state (message) · wall time ·
+    device"."""
+    row = runinfo.run_row(status)
+    parts = [f"{row['run']}: {row['state']}" + (f" ({row['message']})" if row["message"] else ""),
+             f"wall {_shown(row['wall s'], lambda v: f'{v:,.1f} s')}",
+             f"device {_shown(row['device'])}"]
+    if row["name"] and row["name"] != row["run"]:
+        parts.insert(0, row["name"])
+    return " · ".join(parts)
 
 
 X_AXES = {"step": "steps", "share": "share of each run's tokens"}

@@ -121,7 +121,7 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert row["base"] == "converted: my-healed-qv"
     assert qvka_app.runinfo.ref_label(str(runs / "t-qv" / "checkpoint")) == "run: t-qv"
     assert qvka_app.runinfo.ref_label("austen-qv") == "austen-qv"
-    assert float(row["vs original"]) == pytest.approx(recs[-1]["val_loss"] / ref, abs=5e-4)
+    assert float(row["vs orig."]) == pytest.approx(recs[-1]["val_loss"] / ref, abs=5e-4)
 
 
 def test_heal_with_a_control_run_of_the_unconverted_original(runs: Path) -> None:
@@ -187,7 +187,7 @@ def test_finetune_launch_tiny_cpu_run(runs: Path) -> None:
     no_errors(at)
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["t-qv", "state"] == "completed"
-    assert float(table.loc["t-qv", "final val loss"]) > 0  # shown as text, 3 decimals
+    assert float(table.loc["t-qv", "val loss"]) > 0  # shown as text, 3 decimals
     chart = at.get("vega_lite_chart")[0]
     assert "t-qv" in chart.proto.datasets[0].data.SerializeToString().decode("latin-1")
     labels = list(qvka_app.sources.checkpoint_choices())  # the finished run, listed once

@@ -36,11 +36,30 @@ def test_runs_table_has_no_none_and_readable_counts(tmp_path: Path) -> None:
     params = sum(param_breakdown(get_preset("smollm2-135m")).values())
     assert 100e6 < params < 200e6
     assert table.loc["d", "params"] == f"{params / 1e6:.1f} M"
-    assert table.loc["d", "final val loss"] == "3.142"
-    assert table.loc["d", "vs original"] == "1.571"
-    assert table.loc["d", "tokens/s"] == "1,235" and table.loc["d", "wall s"] == "192.0"
-    assert table.loc["q", "final val loss"] == qvka_app.runs_view.MISSING
-    assert table.loc["q", "message"] == qvka_app.runs_view.MISSING
+    assert table.loc["d", "val loss"] == "3.142"
+    assert table.loc["d", "vs orig."] == "1.571"
+    assert table.loc["d", "tok/s"] == "1,235" and table.loc["d", "step"] == "30 / 30"
+    assert table.loc["q", "val loss"] == qvka_app.runs_view.MISSING
+    assert table.loc["q", "step"] == qvka_app.runs_view.MISSING
+
+
+def test_runs_table_is_narrow_and_the_rest_is_the_detail_line(tmp_path: Path) -> None:
+    """One column per fact (no id beside an identical name), no free text in the table: the
+    Fine-tune table fits a 1280-pixel screen; message, wall time and device move to the
+    picked run's detail line."""
+    renamed = status(tmp_path, "ft-qv", name="best-qv", state="failed", step=3, total_steps=30,
+                     message="out of memory at step 3", device="cuda",
+                     last_metrics={"elapsed_s": 12.34})
+    plain = status(tmp_path, "ft-mha", name="ft-mha")
+    table = qvka_app.runs_view.runs_table([renamed, plain])
+    assert table["run"].tolist() == ["best-qv", "ft-mha"]  # the display name, once
+    assert table.columns.is_unique and len(table.columns) <= 10
+    assert not {"name", "message", "device", "wall s"} & set(table.columns)
+    assert table.loc[0, "step"] == "3 / 30"
+    detail = qvka_app.runs_view.run_detail(renamed)
+    assert detail.startswith("best-qv · ft-qv: failed (out of memory at step 3)")
+    assert "wall 12.3 s" in detail and "device cuda" in detail
+    assert qvka_app.runs_view.run_detail(plain).startswith("ft-mha: queued · wall — ·")
 
 
 def test_share_puts_runs_of_different_lengths_on_one_axis() -> None:

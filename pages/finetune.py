@@ -12,6 +12,7 @@ from qvka_app import runs_view as arv
 from qvka_app.sources import checkpoint_choices
 from qvka_core import jobs
 from qvka_core.attention.registry import available_variants
+from qvka_core.jobs import runs_root
 
 ui.page_setup()
 st.title("Fine-tune")
@@ -19,7 +20,7 @@ choices = checkpoint_choices()
 pre = st.session_state.pop("ft_preselect", None)  # from Convert ("heal"): the base to use
 if label := next((k for k, v in choices.items() if pre in (k, v)), None):
     st.session_state.update(ft_base_kind="checkpoint", ft_base=label, ft_variants=[])
-statuses = jobs.list_jobs(ar.runs_root())
+statuses = jobs.list_jobs(runs_root())
 
 with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
     c1, c2, c3 = st.columns([1, 2, 2])
@@ -78,10 +79,10 @@ with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
             else:
                 st.session_state["ft_curves"] = [s["id"] for s in launched]
                 st.success("Queued " + ", ".join(s["id"] for s in launched))
-            statuses = jobs.list_jobs(ar.runs_root())
+            statuses = jobs.list_jobs(runs_root())
 
 if not statuses:
-    st.info("No runs yet: launch one above. Runs live in " + str(ar.runs_root()))
+    st.info("No runs yet: launch one above. Runs live in " + str(runs_root()))
     st.stop()
 poll = runinfo.poll_seconds(statuses)
 
@@ -89,7 +90,7 @@ poll = runinfo.poll_seconds(statuses)
 @st.fragment(run_every=poll)
 def live() -> None:
     """Progress, curves, log tail and the runs table; reruns every 1-2 s while a run is busy."""
-    now = jobs.list_jobs(ar.runs_root())
+    now = jobs.list_jobs(runs_root())
     ids = [s["id"] for s in now]
     for s in now:
         if s["state"] in jobs.ACTIVE:
@@ -111,7 +112,7 @@ def live() -> None:
         st.caption(f"{g['gpu']}: {g['used_mib']:,} / {g['total_mib']:,} MiB in use")
     if picked:
         which = st.selectbox("Log of", picked, key="ft_log_run")
-        st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)",
+        st.code(jobs.log_tail(jobs.run_dir_of(which, runs_root()), 12) or "(empty)",
                 language=None, wrap_lines=True)
     st.subheader("Runs")
     ui.table(arv.runs_table(now), key="ft_table", column_config=arv.COLUMN_WIDTHS)

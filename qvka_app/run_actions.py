@@ -13,8 +13,7 @@ from qvka_app.hf_export import export_button, run_checkpoint
 from qvka_app.runs_view import run_detail
 from qvka_app.shared import guarded
 from qvka_core import jobs
-
-runs_root = jobs.runs_root  # $QVKA_RUNS, else the checkout's runs/ (read on every call)
+from qvka_core.jobs import runs_root  # $QVKA_RUNS, else the checkout's runs/ (created)
 
 
 def manage(statuses: list[dict[str, Any]]) -> None:

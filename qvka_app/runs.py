@@ -15,10 +15,10 @@ import streamlit as st
 from qvka_app import runinfo
 from qvka_core import jobs
 from qvka_core.errors import DataError, LabError, RunError
+from qvka_core.jobs import runs_root  # $QVKA_RUNS, else the checkout's runs/ (created)
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024  # uploaded training text (the CLI allows 50 MB files)
 PRESET_BASES = ["austen"]  # from-scratch bases that train on CPU with the bundled tokenizer
-runs_root = jobs.runs_root  # $QVKA_RUNS, else the checkout's runs/ (read on every call)
 
 
 # --- uploads ------------------------------------------------------------------------------------

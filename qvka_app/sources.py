@@ -17,9 +17,9 @@ import streamlit as st
 from qvka_app import runinfo
 from qvka_core import jobs
 from qvka_core.errors import RunError
+from qvka_core.jobs import runs_root  # $QVKA_RUNS, else the checkout's runs/ (created)
 
 _LOCK = threading.Lock()
-runs_root = jobs.runs_root  # $QVKA_RUNS, else the checkout's runs/ (read on every call)
 
 
 def convert_targets() -> list[str]:

@@ -116,6 +116,8 @@ def live() -> None:
                 language=None, wrap_lines=True)
     st.subheader("Runs")
     ui.table(arv.runs_table(now), key="ft_table", column_config=arv.COLUMN_WIDTHS)
+    shown = next((s for s in now if s["id"] == st.session_state.get("ft_manage")), now[0])
+    st.caption(arv.run_detail(shown))  # the run picked below, as live as the table
     recovery, notes = arv.recovery_frame(now)
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "

@@ -10,7 +10,6 @@ import streamlit as st
 
 from qvka_app import navigation as nav
 from qvka_app.hf_export import export_button, run_checkpoint
-from qvka_app.runs_view import run_detail
 from qvka_app.shared import guarded
 from qvka_core import jobs
 from qvka_core.jobs import runs_root  # $QVKA_RUNS, else the checkout's runs/ (created)
@@ -23,7 +22,6 @@ def manage(statuses: list[dict[str, Any]]) -> None:
     rid = m1.selectbox("Run", list(names), key="ft_manage", format_func=lambda r: (
         names[r] if names[r] == r else f"{names[r]} ({r})"))
     status = next(s for s in statuses if s["id"] == rid)
-    st.caption(run_detail(status))
     if status["exiting"]:  # resume/delete would race the exiting worker
         st.caption(f"{rid} is {status['state']} and still shutting down; its actions appear in a "
                    "moment.")

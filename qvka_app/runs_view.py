@@ -28,8 +28,10 @@ COLUMNS: dict[str, tuple[str, Any]] = {
 }
 
 # Names can be long (a 40-character prefix, "run: ..." bases): capped in pixels, the rest of a
-# name is cut with "…" in its cell and read in full in the detail line.
-COLUMN_WIDTHS: dict[str, dict[str, Any]] = {"run": {"width": 160}, "base": {"width": 120}}
+# name is cut with "…" in its cell and read in full in the detail line. The step grows while
+# a run trains ("—", then "450 / 3,000"), and the grid sizes a column once, on first draw.
+COLUMN_WIDTHS: dict[str, dict[str, Any]] = {"run": {"width": 150}, "base": {"width": 115},
+                                            "step": {"width": 95}}
 
 
 def _shown(value: Any, fmt: Any = str) -> str:

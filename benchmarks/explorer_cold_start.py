@@ -25,9 +25,9 @@ CHILD = """
 import json, sys, time
 t0 = float(sys.argv[2])
 from streamlit.testing.v1 import AppTest
-import app_shared
+import qvka_app.families
 fam = sys.argv[1]
-variants = app_shared.family_variants().get(fam, [])[:6]
+variants = qvka_app.families.family_variants().get(fam, [])[:6]
 at = AppTest.from_file("app.py", default_timeout=600)
 at.query_params.update({"family": fam, "variants": ",".join(variants),
                         "text": "There is a beautiful girl."})

@@ -43,7 +43,7 @@ def timeit(fn, repeats: int) -> float:
 def bench_apptest(repeats: int) -> None:
     from streamlit.testing.v1 import AppTest
 
-    import app_shared
+    import qvka_app.explorer
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.query_params.update({"text": SENTENCE, "variants": ",".join(VARIANTS)})
@@ -53,7 +53,7 @@ def bench_apptest(repeats: int) -> None:
     at.run()
     cold = time.perf_counter() - t
     assert not at.exception, at.exception
-    n_tok = len(app_shared.run_cached("random", "mha", SENTENCE).tokens)
+    n_tok = len(qvka_app.explorer.run_cached("random", "mha", SENTENCE).tokens)
     warm = timeit(lambda: at.run(), repeats)  # cached forwards: views and figures only
     texts = iter(f"{SENTENCE} {i}" for i in range(1000))
 

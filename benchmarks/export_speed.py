@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qvka_core.analysis import figures, views  # noqa: E402
+from qvka_app import explorer_views as views  # noqa: E402
+from qvka_core.analysis import figures  # noqa: E402
 from qvka_core.analysis.explorer import explore, random_model  # noqa: E402
 
 TEXT = "The old captain slowly told the young sailors a long story about storms."

@@ -6,25 +6,27 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-import app_runs as ar
-import app_shared as ui
+import qvka_app.shared as ui
+from qvka_app import navigation as nav
+from qvka_app import sources as src
+from qvka_app.hf_export import export_button
 
 ui.page_setup()
 st.title("Convert")
 st.caption("Convert a trained model to another attention variant without training, then see "
            "how far it drifted: attention divergence per layer, hidden-state cosine and loss.")
-choices = ar.checkpoint_choices()
+choices = src.checkpoint_choices()
 if st.session_state.get("cv_source") not in choices:
     st.session_state["cv_source"] = "austen-mha" if "austen-mha" in choices else next(
         iter(choices))
 
 c1, c2 = st.columns(2)
 label = c1.selectbox("Source model", list(choices), key="cv_source")
-targets = ar.convert_targets()
+targets = src.convert_targets()
 to = c2.selectbox("Target variant", targets, key="cv_to", index=targets.index("qv"))
-if missing := ar.without_converter():
+if missing := src.without_converter():
     c2.caption(f"No converter yet (train these from scratch instead): {', '.join(missing)}")
-wanted = ar.convert_options(to)  # from the target's spec: numbers and choices
+wanted = src.convert_options(to)  # from the target's spec: numbers and choices
 numbers = [o for o in wanted if o.choices is None]
 cols = st.columns(3)
 opts = tuple((o.name, int(v)) for i, o in enumerate(numbers) if (v := cols[i % 3].number_input(
@@ -49,8 +51,8 @@ if st.button("Convert", key="cv_run", type="primary"):
     bar = st.progress(0.0, text="starting…")
     try:  # the bar goes away on success and on error alike
         with ui.guarded():
-            ar.conversion(choices[label], to, opts, calib,
-                          progress=lambda f, m: bar.progress(min(1.0, f), text=m))
+            src.conversion(choices[label], to, opts, calib,
+                           progress=lambda f, m: bar.progress(min(1.0, f), text=m))
             st.session_state["cv_last"] = (choices[label], to, opts, calib)
             st.session_state.pop("cv_saved", None)
     finally:
@@ -61,7 +63,7 @@ if last is None:
     st.info("Pick a source and a target, then press Convert.")
     st.stop()
 with ui.guarded():
-    result = ar.conversion(*last)
+    result = src.conversion(*last)
 rep = result.report.to_dict()
 st.subheader(f"{rep['source']} ({rep['source_variant']}) → {rep['target_variant']}")
 options = ", ".join(f"{k} = {v}" for k, v in rep["options"].items()) or "defaults"
@@ -73,7 +75,7 @@ m[1].metric("Hidden-state cosine", f"{rep['hidden_cosine']:.4f}")
 if rep["loss_before"] is not None:
     m[2].metric("Loss after (nats)", f"{rep['loss_after']:.3f}", ui.delta(
         rep["loss_after"] - rep["loss_before"], "+.3f", f" vs {rep['loss_before']:.3f}"),
-        delta_color="inverse", help=ar.loss_help(last[0], rep))
+        delta_color="inverse", help=src.loss_help(last[0], rep))
 else:
     m[2].metric("Loss", "n/a", help="not a causal language model")
 m[3].metric("Parameters", f"{rep['params_after']:,}",
@@ -96,16 +98,16 @@ s1, s2, s3, s4 = st.columns([2, 1, 1, 1])
 name = s1.text_input("Save as", f"{last[0].rsplit('/', 1)[-1]}-to-{last[1]}", key="cv_name")
 if s1.button("Save", key="cv_save"):
     with ui.guarded(False):
-        saved = ar.save_converted(last[0], result, name)
+        saved = src.save_converted(last[0], result, name)
         st.session_state["cv_saved"] = str(saved)
 saved = st.session_state.get("cv_saved")
 if saved:
     st.success(f"Saved to {saved}")
-target = ar.saved_explorer_target(saved, last[0], last[1])
-if target and s2.button("Open in Explorer", key="cv_explorer", help=ar.EXPLORER_NOTE):
-    ar.open_in_explorer(*target)
+target = nav.saved_explorer_target(saved, last[0], last[1])
+if target and s2.button("Open in Explorer", key="cv_explorer", help=nav.EXPLORER_NOTE):
+    nav.open_in_explorer(*target)
 if s3.button("Heal on the Fine-tune page", key="cv_heal", disabled=not saved,
              help="save first; the saved model is then the Fine-tune page's base"):
     st.session_state["ft_preselect"] = saved
     st.switch_page("pages/finetune.py")
-ui.export_button(saved, "cv_export", s4)
+export_button(saved, "cv_export", s4)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-import app_shared as ui
+import qvka_app.shared as ui
+from qvka_app import costs
+from qvka_app import costs_view as cv
+from qvka_core.hardware import gpu_names
+from qvka_core.presets import preset_names
+from qvka_core.variants.registry import available_variants
 
 ui.page_setup()
 
-cv = ui.costs_view
 st.title("Costs")
 present = ui.is_presenting()
-presets = ui.preset_options()
+presets = preset_names()
 ui.init_from_url({"cost_preset": "smollm2-135m" if "smollm2-135m" in presets else presets[0]},
                  {})
 
@@ -28,7 +32,7 @@ else:
     dims = tuple((name, int(cols[i % 3].number_input(name, value=default, step=1,
                                                      key=f"cost_{name}")))
                  for i, (name, default) in enumerate(fields))
-spectrum = ui.available_variants()
+spectrum = available_variants()
 variants = st.multiselect("Variants", spectrum, default=spectrum, key="cost_variants")
 k1, k2 = st.columns(2)
 grouping = k1.radio("QV / QV-Ka value heads", ["the model's grouping", "one per query head"],
@@ -43,7 +47,7 @@ c3, c4, c5, c6 = st.columns(4)
 seq_len = int(c3.number_input("Sequence / context length", 1, 1 << 20, 2048, key="cost_seq"))
 batch = int(c4.number_input("Batch", 1, 4096, 1, key="cost_batch"))
 dtype = c5.selectbox("dtype", ["bf16", "fp16", "fp32"], key="cost_dtype")
-gpus = ui.gpu_options()
+gpus = gpu_names()
 gpu = c6.selectbox("GPU (roofline)", gpus, key="cost_gpu") if gpus else None
 c7, c8 = st.columns(2)
 causal = c7.toggle("Causal (decoder)", value=True, key="cost_causal",
@@ -58,9 +62,9 @@ if not variants:
     st.stop()
 
 with ui.guarded():
-    base = ui.cost_base(source, preset, dims, causal)
+    base = costs.cost_base(source, preset, dims, causal)
     kv_heads = base.n_heads if grouping == "one per query head" else None
-    cfgs = ui.cost_configs(source, preset, dims, tuple(variants), causal, kv_heads, qvka_cache)
+    cfgs = costs.cost_configs(source, preset, dims, tuple(variants), causal, kv_heads, qvka_cache)
     table = cv.compare_table(cfgs, seq_len=seq_len, batch=batch, dtype=dtype,
                              causal_halving=causal, unit=unit, gpu=gpu)
 native = cv.native_variant(base)
@@ -112,7 +116,7 @@ if not present:
         st.info(f"Costed analytically only: {refusal}.")
     elif st.toggle("Measure on CPU (params, forward FLOPs, KV bytes)", key="cost_measure"):
         with ui.guarded(False):
-            m = ui.measured(source, preset, dims, tuple(variants), causal, seq_len, batch,
+            m = costs.measured(source, preset, dims, tuple(variants), causal, seq_len, batch,
                             dtype, kv_heads, qvka_cache)
             st.dataframe(cv.readable(m), hide_index=True, key="cost_measured")
             st.caption("Measured: parameters of the built model, FlopCounterMode FLOPs "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-import app_decode as dec
-import app_shared as ui
+import qvka_app.shared as ui
+from qvka_app import decode as dec
+from qvka_app.families import FAMILIES
 from qvka_core.decode import Sampling
 
 ui.page_setup()
@@ -23,7 +24,7 @@ if st.session_state["dec_family"] not in families:
 c1, c2 = st.columns([1, 1])
 prompt = c1.text_area("Prompt", "The key idea of attention is", key="dec_prompt", height=122)
 family = c2.selectbox("Model family", list(families), key="dec_family",
-                      format_func=lambda f: ui.FAMILIES.get(f, f))
+                      format_func=lambda f: FAMILIES.get(f, f))
 options = families[family]
 variants = c2.multiselect("Variants (1–6)", options, max_selections=6,  # one per family
                           default=dec.default_variants(family, options),

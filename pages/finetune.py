@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-import app_runs as ar
-import app_runs_view as arv
-import app_shared as ui
+import qvka_app.shared as ui
+from qvka_app import run_actions, runinfo
+from qvka_app import runs as ar
+from qvka_app import runs_view as arv
+from qvka_app.sources import checkpoint_choices
 from qvka_core import jobs
+from qvka_core.jobs import runs_root
+from qvka_core.variants.registry import available_variants
 
 ui.page_setup()
 st.title("Fine-tune")
-choices = ar.checkpoint_choices()
+choices = checkpoint_choices()
 pre = st.session_state.pop("ft_preselect", None)  # from Convert ("heal"): the base to use
 if label := next((k for k, v in choices.items() if pre in (k, v)), None):
     st.session_state.update(ft_base_kind="checkpoint", ft_base=label, ft_variants=[])
-statuses = jobs.list_jobs(ar.runs_root())
+statuses = jobs.list_jobs(runs_root())
 
 with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
     c1, c2, c3 = st.columns([1, 2, 2])
@@ -30,7 +34,7 @@ with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
     base = choices.get(label, label)
     ar.follow_base(kind, base)
     variants = c3.multiselect("Variants (trained side by side, same budget)",
-                              ui.available_variants(), key="ft_variants")
+                              available_variants(), key="ft_variants")
     d1, d2 = st.columns([1, 2])
     source = d1.radio("Data", ["Bundled Austen corpus", "Upload a .txt file"], key="ft_data")
     data = "austen"
@@ -75,22 +79,22 @@ with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
             else:
                 st.session_state["ft_curves"] = [s["id"] for s in launched]
                 st.success("Queued " + ", ".join(s["id"] for s in launched))
-            statuses = jobs.list_jobs(ar.runs_root())
+            statuses = jobs.list_jobs(runs_root())
 
 if not statuses:
-    st.info("No runs yet: launch one above. Runs live in " + str(ar.runs_root()))
+    st.info("No runs yet: launch one above. Runs live in " + str(runs_root()))
     st.stop()
-poll = ar.runview.poll_seconds(statuses)
+poll = runinfo.poll_seconds(statuses)
 
 
 @st.fragment(run_every=poll)
 def live() -> None:
     """Progress, curves, log tail and the runs table; reruns every 1-2 s while a run is busy."""
-    now = jobs.list_jobs(ar.runs_root())
+    now = jobs.list_jobs(runs_root())
     ids = [s["id"] for s in now]
     for s in now:
         if s["state"] in jobs.ACTIVE:
-            st.progress(*ar.runview.progress_of(s))
+            st.progress(*runinfo.progress_of(s))
     st.session_state.setdefault("ft_curves", ids[:3])
     st.session_state["ft_curves"] = [r for r in st.session_state["ft_curves"] if r in ids]
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -98,61 +102,32 @@ def live() -> None:
     share = c2.toggle("x = share of run", key="ft_curves_share",
                       help="Tokens seen / the run's total tokens, so runs of very different "
                       "lengths line up from 0 to 100 %")
-    frame = ar.metrics_frame(picked)
+    frame = arv.metrics_frame(picked)
     if frame.empty:
         st.caption("No metrics yet: the first point appears after start-up (a few seconds).")
     else:
-        st.altair_chart(ar.loss_chart(arv.with_share(frame, now), "share") if share else
-                        ar.loss_chart(frame), key="ft_chart", width="stretch")
-    for g in ar.runview.gpu_memory():
+        st.altair_chart(arv.loss_chart(arv.with_share(frame, now), "share") if share else
+                        arv.loss_chart(frame), key="ft_chart", width="stretch")
+    for g in runinfo.gpu_memory():
         st.caption(f"{g['gpu']}: {g['used_mib']:,} / {g['total_mib']:,} MiB in use")
     if picked:
         which = st.selectbox("Log of", picked, key="ft_log_run")
-        st.code(jobs.log_tail(jobs.run_dir_of(which, ar.runs_root()), 12) or "(empty)",
+        st.code(jobs.log_tail(jobs.run_dir_of(which, runs_root()), 12) or "(empty)",
                 language=None, wrap_lines=True)
     st.subheader("Runs")
-    ui.table(arv.runs_table(now), key="ft_table")
-    recovery, notes = ar.recovery_frame(now)
+    ui.table(arv.runs_table(now), key="ft_table", column_config=arv.COLUMN_WIDTHS)
+    shown = next((s for s in now if s["id"] == st.session_state.get("ft_manage")), now[0])
+    st.caption(arv.run_detail(shown))  # the run picked below, as live as the table
+    recovery, notes = arv.recovery_frame(now)
     if not recovery.empty:
         st.caption("Recovery of converted models: validation loss / the original's loss "
                    "(1.0 = back to the original). A control fine-tunes the original itself "
                    "under the same budget: a healed run is judged against it, not against "
                    "1.0. " + "; ".join(notes))
-        st.altair_chart(ar.recovery_chart(recovery), key="ft_recovery", width="stretch")
-    if poll is not None and ar.runview.poll_seconds(now) != poll:
+        st.altair_chart(arv.recovery_chart(recovery), key="ft_recovery", width="stretch")
+    if poll is not None and runinfo.poll_seconds(now) != poll:
         st.rerun(scope="app")  # started, or all finished and exited: new pace, fresh actions
 
 
 live()
-m1, m2, m3, m4 = st.columns([2, 1, 1, 2])
-rid = m1.selectbox("Run", [s["id"] for s in statuses], key="ft_manage")
-status = next(s for s in statuses if s["id"] == rid)
-if status["exiting"]:  # resume/delete would race the exiting worker
-    st.caption(f"{rid} is {status['state']} and still shutting down; its actions appear in a "
-               "moment.")
-with ui.guarded(False):
-    if status["state"] in jobs.ACTIVE and m2.button("Cancel", key="ft_cancel"):
-        jobs.cancel(rid, root=ar.runs_root())
-        st.rerun()
-    idle = not status["exiting"]
-    if status["resumable"] and idle and m2.button("Resume", key="ft_resume"):
-        jobs.resume(rid, root=ar.runs_root())
-        st.rerun()
-    if status["state"] not in jobs.ACTIVE and idle:
-        if m3.button("Delete", key="ft_delete"):
-            st.session_state["ft_confirm"] = rid
-        if st.session_state.get("ft_confirm") == rid:
-            st.warning(f"Delete {rid} and all its files?")
-            if st.button("Yes, delete", key="ft_delete_yes", type="primary"):
-                st.session_state.pop("ft_confirm")
-                jobs.delete(rid, root=ar.runs_root())
-                st.rerun()
-    new = m4.text_input("Rename to", key="ft_rename_to")
-    if new and m4.button("Rename", key="ft_rename"):
-        jobs.rename(rid, new, root=ar.runs_root())
-        st.rerun()
-    target = ar.run_explorer_target(status)
-    e1, e2 = st.columns(2)
-    if target and e1.button("Open in Explorer", key="ft_explorer", help=ar.EXPLORER_NOTE):
-        ar.open_in_explorer(*target)
-    ui.export_button(ui.run_checkpoint(rid), "ft_export", e2)
+run_actions.manage(statuses)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-import app_paper as ap
-import app_runs_view as arv
-import app_shared as ui
+import qvka_app.shared as ui
+from qvka_app import paper as ap
+from qvka_app import runs_view as arv
 from qvka_core import paper
 
 ui.page_setup()

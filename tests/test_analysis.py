@@ -9,6 +9,8 @@ import math
 import numpy as np
 import pytest
 
+from qvka_app import explorer_views as views
+from qvka_app.costs_view import compare_table, custom_config, variant_configs
 from qvka_core.analysis import (
     block_pool,
     difference,
@@ -26,9 +28,7 @@ from qvka_core.analysis import (
     rollout,
     row_entropy,
     top_k_rows,
-    views,
 )
-from qvka_core.analysis.costs_view import compare_table, custom_config, variant_configs
 from qvka_core.errors import ConfigError, LabError
 
 SENTENCE = "There is a beautiful girl."
@@ -431,7 +431,7 @@ def test_colour_scales_are_sent_as_rgb_and_presentation_brightens_with_weight() 
 
 
 def test_parameter_chart_gives_every_component_its_own_colour() -> None:
-    from qvka_core.analysis.costs_view import params_figure, params_long
+    from qvka_app.costs_view import params_figure, params_long
     from qvka_core.presets import get_preset
 
     cfgs = variant_configs(get_preset("gpt2"), ["mha", "gqa", "mla", "qvka", "qv"], causal=True)
@@ -441,7 +441,7 @@ def test_parameter_chart_gives_every_component_its_own_colour() -> None:
 
 
 def test_human_bytes_stays_short() -> None:
-    from qvka_core.analysis.costs_view import human_bytes
+    from qvka_app.costs_view import human_bytes
 
     assert human_bytes(512) == "512 B"
     assert human_bytes(36 * 1024) == "36.0 KiB"

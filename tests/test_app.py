@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import app_shared
+import qvka_app.explorer
+import qvka_app.families
+import qvka_app.home
+import qvka_app.shared
 from qvka_core.variants import available_variants
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -240,15 +243,15 @@ def shared_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(app_test, "ScriptCache", lambda: cache)
     monkeypatch.setattr(app_test, "Runtime", type("PerRunRuntime", (), {"_instance": None}))
     # AppTest resets Streamlit's class-level "pages directory" flag before every run; with
-    # eight threads, one session's routing rerun (app_shared.page_setup) can race another's
+    # eight threads, one session's routing rerun (qvka_app.shared.page_setup) can race another's
     # reset and end that run with nothing drawn. Routing is not what this test is about.
-    monkeypatch.setattr(app_shared, "_leave_pages_directory_mode", lambda: None)
+    monkeypatch.setattr(qvka_app.shared, "_leave_pages_directory_mode", lambda: None)
 
 
 def test_concurrent_sessions_share_one_model_copy(shared_runtime: None) -> None:
-    app_shared.load_model.clear()
-    app_shared.run_cached.clear()
-    app_shared.LOAD_CALLS.clear()
+    qvka_app.families.load_model.clear()
+    qvka_app.explorer.run_cached.clear()
+    qvka_app.families.LOAD_CALLS.clear()
     results: dict[int, set[str]] = {}
     failures: list[str] = []
 
@@ -273,12 +276,12 @@ def test_concurrent_sessions_share_one_model_copy(shared_runtime: None) -> None:
     for i, ticks in results.items():
         assert f"number{i}" in ticks and not any(f"number{j}" in ticks for j in range(8)
                                                  if j != i)
-    assert dict(app_shared.LOAD_CALLS) == {("random", v): 1 for v in ("mha", "gqa", "qv")}
+    assert dict(qvka_app.families.LOAD_CALLS) == {("random", v): 1 for v in ("mha", "gqa", "qv")}
 
 
 @pytest.mark.slow
 def test_explorer_pretrained_minilm_and_conversion() -> None:
-    if "minilm" not in app_shared.family_variants():
+    if "minilm" not in qvka_app.families.family_variants():
         pytest.skip("MiniLM loader or package not available")
     at = AppTest.from_file(APP, default_timeout=600)
     at.query_params.update({"family": "minilm", "variants": "mha,qv", "text": "The cat sat."})
@@ -309,20 +312,20 @@ def test_bundled_losses_reads_meta(tmp_path: Path) -> None:
     (run / "meta.json").write_text(json.dumps({"val_loss": 3.21, "val_acc": 0.3}))
     (tmp_path / "austen-mha").mkdir()
     (tmp_path / "austen-mha" / "meta.json").write_text("{}")
-    rows = app_shared.bundled_losses(str(tmp_path))
+    rows = qvka_app.home.bundled_losses(str(tmp_path))
     assert rows[1] == {"model": "austen-qv", "variant": "qv", "val loss": "3.2100",
                        "val acc %": "30.00"}
     assert rows[0]["val loss"] == "not recorded"
 
 
 def test_explorer_bundled_austen_family() -> None:
-    if "austen" not in app_shared.family_variants():
+    if "austen" not in qvka_app.families.family_variants():
         pytest.skip("no bundled Austen checkpoints")
     at = AppTest.from_file(APP, default_timeout=300).run()
     at.switch_page("pages/explorer.py").run()
     no_errors(at)
     assert at.selectbox(key="family").value == "austen"  # the default when bundled
-    variants = app_shared.family_variants()["austen"]
+    variants = qvka_app.families.family_variants()["austen"]
     # the six variants come first, so "select all" (capped at six) picks them, not ablations
     assert variants[:6] == ["mha", "gqa", "mqa", "mla", "qvka", "qv"]
     at.multiselect(key="variants").set_value(variants[:6]).run()
@@ -334,7 +337,7 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """'Open in Explorer' targets: a trained run's checkpoint and a saved conversion, by name;
     rewriting a run's checkpoint (training went on) reloads it instead of showing stale maps."""
-    import app_runs
+    import qvka_app.navigation
     from qvka_core.checkpoints import load_checkpoint, save_checkpoint
 
     monkeypatch.setenv("QVKA_RUNS", str(tmp_path))
@@ -344,15 +347,15 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
         {"train": {"init": str(tmp_path / "converted" / "mha-to-qv")}}), encoding="utf-8")
     save_checkpoint(tmp_path / "converted" / "mha-to-qv", source.model,
                     tokenizer=source.tokenizer, meta={"converted_from": "austen-mha"})
-    app_shared.family_variants.clear()
+    qvka_app.families.family_variants.clear()
     # the bundled model the conversion came from is offered beside it, for side-by-side maps
-    assert app_shared.family_variants()["runs"] == ["converted/mha-to-qv", "heal-qv",
+    assert qvka_app.families.family_variants()["runs"] == ["converted/mha-to-qv", "heal-qv",
                                                     "austen-mha"]
-    assert app_runs.saved_explorer_target(str(tmp_path / "converted" / "mha-to-qv"),
+    assert qvka_app.navigation.saved_explorer_target(str(tmp_path / "converted" / "mha-to-qv"),
                                           "austen-mha", "qv") == (
         "runs", ["austen-mha", "converted/mha-to-qv"])
-    assert app_runs.run_explorer_target({"id": "heal-qv", "argv": []}) == (  # its lineage
-        "runs", ["austen-mha", "converted/mha-to-qv", "heal-qv"])
+    assert qvka_app.navigation.run_explorer_target({"id": "heal-qv", "argv": []}) == (
+        "runs", ["austen-mha", "converted/mha-to-qv", "heal-qv"])  # with its lineage
 
     def open_view(names: tuple[str, ...] = ("heal-qv", "converted/mha-to-qv")) -> AppTest:
         at = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -368,22 +371,22 @@ def test_explorer_opens_user_runs_and_saved_conversions(tmp_path: Path,
     assert beside.metric[0].label.startswith("Mean Jensen")  # a difference needs both loaded
 
     open_view()
-    loads = app_shared.LOAD_CALLS[("runs", "heal-qv")]
+    loads = qvka_app.families.LOAD_CALLS[("runs", "heal-qv")]
     assert loads >= 1
     save_checkpoint(tmp_path / "heal-qv" / "checkpoint", source.model,
                     tokenizer=source.tokenizer, overwrite=True)
     open_view()
-    assert app_shared.LOAD_CALLS[("runs", "heal-qv")] == loads + 1
+    assert qvka_app.families.LOAD_CALLS[("runs", "heal-qv")] == loads + 1
 
 
 def test_metric_delta_is_dropped_when_nothing_changed() -> None:
     """Streamlit draws any delta, "+0" included, with a coloured arrow."""
-    assert app_shared.delta(0, "+,") is None
-    assert app_shared.delta(-0.0001, "+.3f", " vs 5.388") is None
-    assert app_shared.delta(0.004, "+.0%") is None
-    assert app_shared.delta(-512, "+,", " (-50%)") == "-512 (-50%)"
-    assert app_shared.delta(0.25, "+.0%") == "+25%"
-    assert app_shared.delta(0.0123, "+.3f", " vs 5.388") == "+0.012 vs 5.388"
+    assert qvka_app.shared.delta(0, "+,") is None
+    assert qvka_app.shared.delta(-0.0001, "+.3f", " vs 5.388") is None
+    assert qvka_app.shared.delta(0.004, "+.0%") is None
+    assert qvka_app.shared.delta(-512, "+,", " (-50%)") == "-512 (-50%)"
+    assert qvka_app.shared.delta(0.25, "+.0%") == "+25%"
+    assert qvka_app.shared.delta(0.0123, "+.3f", " vs 5.388") == "+0.012 vs 5.388"
 
 
 def test_first_conversion_of_a_base_family_reports_progress(monkeypatch: pytest.MonkeyPatch,
@@ -400,12 +403,12 @@ def test_first_conversion_of_a_base_family_reports_progress(monkeypatch: pytest.
 
     monkeypatch.setattr(cache, "convert_cached", fake_convert)
     monkeypatch.setattr(cache, "cache_dir", lambda *a, **k: tmp_path / "not-there")
-    monkeypatch.setattr(app_shared, "_CONVERTED", set())
+    monkeypatch.setattr(qvka_app.families, "_CONVERTED", set())
     base = type("Base", (), {"config": type("C", (), {"variant": "mha", "n_heads": 12})()})()
-    monkeypatch.setattr(app_shared, "_load_base", lambda name: base)
-    app_shared._convert_with_progress("minilm", "gqa")
-    app_shared._convert_with_progress("minilm", "gqa")  # the second time: nothing to do
-    app_shared._convert_with_progress("minilm", "mha")  # the base's own variant: nothing
+    monkeypatch.setattr(qvka_app.families, "_load_base", lambda name: base)
+    qvka_app.families._convert_with_progress("minilm", "gqa")
+    qvka_app.families._convert_with_progress("minilm", "gqa")  # the second time: nothing to do
+    qvka_app.families._convert_with_progress("minilm", "mha")  # the base's own variant: nothing
     assert calls == [("minilm-l6", "gqa", {"n_kv_heads": 3})]
 
 

@@ -40,11 +40,11 @@ def test_explorer_bad_url_parameters_render_without_exception(params: dict) -> N
                                       "../../etc/passwd.txt", "con.txt", "  .txt"])
 def test_upload_accepted_whatever_its_name(filename: str, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import app_runs
+    import qvka_app.runs
 
     monkeypatch.setenv("QVKA_RUNS", str(tmp_path / "runs"))
     text = "It is a truth universally acknowledged. " * 20
-    stored = app_runs.stage_upload(filename, text.encode("utf-8"))
+    stored = qvka_app.runs.stage_upload(filename, text.encode("utf-8"))
     assert stored.parent == tmp_path / "runs" / "uploads"
     assert stored.read_text(encoding="utf-8") == text
     assert not stored.name.startswith(".") and "/" not in stored.name
@@ -54,27 +54,27 @@ def test_upload_accepted_whatever_its_name(filename: str, tmp_path: Path,
                          ids=["empty", "not-utf8", "nul-bytes"])
 def test_upload_bad_content_is_one_data_error(content: bytes, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import app_runs
+    import qvka_app.runs
     from qvka_core.errors import DataError
 
     monkeypatch.setenv("QVKA_RUNS", str(tmp_path / "runs"))
     with pytest.raises(DataError):
-        app_runs.stage_upload("notes.txt", content)
+        qvka_app.runs.stage_upload("notes.txt", content)
     assert not any((tmp_path / "runs" / "uploads").glob("*"))  # no temp file left
 
 
 def test_double_press_on_launch_queues_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    import app_runs
+    import qvka_app.runs
 
     queued: list[int] = []
-    monkeypatch.setattr(app_runs, "launch", lambda plans, d, n: queued.append(1) or [{}])
+    monkeypatch.setattr(qvka_app.runs, "launch", lambda plans, d, n: queued.append(1) or [{}])
     fake_state: dict = {}
-    monkeypatch.setattr(app_runs.st, "session_state", fake_state)
+    monkeypatch.setattr(qvka_app.runs.st, "session_state", fake_state)
     plans = [{"name": "ft-qv", "argv": ["--variant", "qv"], "teacher": None}]
-    assert app_runs.launch_once(plans, "cpu", 1) == [{}]
-    assert app_runs.launch_once(plans, "cpu", 1) is None  # the second press of a double click
+    assert qvka_app.runs.launch_once(plans, "cpu", 1) == [{}]
+    assert qvka_app.runs.launch_once(plans, "cpu", 1) is None  # the second press of a double click
     other = [{"name": "ft-mha", "argv": ["--variant", "mha"], "teacher": None}]
-    assert app_runs.launch_once(other, "cpu", 1) == [{}]  # a different form still launches
+    assert qvka_app.runs.launch_once(other, "cpu", 1) == [{}]  # a different form still launches
     assert queued == [1, 1]
 
 

@@ -301,11 +301,11 @@ def test_cli_convert_writes_checkpoint_and_report(tmp_path: Path, capsys) -> Non
     meta = json.loads((out / "meta.json").read_text())
     assert meta["source"] == "src" and meta["variant"] == "qvka" and meta["options"]["d_ctx"] == 8
     # Recorded as the Convert page does: a later fine-tune finds its teacher and baseline.
-    from qvka_core import runview
+    from qvka_app import runinfo
 
     assert meta["converted_from"] == str(src_dir.resolve())
-    assert runview.unconverted_source(str(out)) == str(src_dir.resolve())
-    assert runview.original_loss(str(out))[0] == report["loss_before"] is not None
+    assert runinfo.unconverted_source(str(out)) == str(src_dir.resolve())
+    assert runinfo.original_loss(str(out))[0] == report["loss_before"] is not None
     reloaded = load_checkpoint_dir(out)
     assert reloaded.config.variant == "qvka" and reloaded.tokenizer is not None
     # existing DIR: error, nothing overwritten

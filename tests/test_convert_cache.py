@@ -57,8 +57,8 @@ def count_conversions(monkeypatch) -> list:
 
 def test_cli_page_and_explorer_share_one_cache_entry(tmp_path, monkeypatch, capsys):
     """convert via the CLI, then the Convert page and the Explorer load it: one conversion."""
-    import app_runs
-    import app_shared
+    import qvka_app.families
+    import qvka_app.sources
     from qvka_core.cli import main
 
     monkeypatch.setenv("QVKA_CACHE", str(tmp_path / "cache"))
@@ -71,20 +71,20 @@ def test_cli_page_and_explorer_share_one_cache_entry(tmp_path, monkeypatch, caps
                  "--out", str(tmp_path / "b")]) == 0
     assert "read from the conversion cache" in capsys.readouterr().out
     # the Convert page with its default options
-    app_runs._conversions().clear()
-    page = app_runs.conversion("austen-mha", "qvka", (), None)
+    qvka_app.sources._conversions().clear()
+    page = qvka_app.sources.conversion("austen-mha", "qvka", (), None)
     assert page.report.target_variant == "qvka" and page.report.eval_tokens >= 4096
     # the Explorer, its base family pointed at the same source
-    monkeypatch.setitem(app_shared._BASES, "minilm", "austen-mha")
-    monkeypatch.setattr(app_shared, "_CONVERTED", set())
-    assert not app_shared._needs_conversion("minilm", "qvka")
-    loaded = app_shared.load_model.__wrapped__("minilm", "qvka")
+    monkeypatch.setitem(qvka_app.families._BASES, "minilm", "austen-mha")
+    monkeypatch.setattr(qvka_app.families, "_CONVERTED", set())
+    assert not qvka_app.families._needs_conversion("minilm", "qvka")
+    loaded = qvka_app.families.load_model.__wrapped__("minilm", "qvka")
     assert loaded.config.variant == "qvka"
     assert calls == ["qvka"]  # one conversion for all four
     ids = torch.tensor([loaded.tokenizer.encode("It is a truth universally").ids])
     torch.testing.assert_close(loaded.model(ids).logits, page.model(ids).logits)
     # a different calibration text is a different entry
-    app_runs.conversion("austen-mha", "qvka", (), "Emma Woodhouse, handsome, clever. " * 20)
+    qvka_app.sources.conversion("austen-mha", "qvka", (), "Emma Woodhouse, handsome, clever. " * 20)
     assert calls == ["qvka", "qvka"]
 
 

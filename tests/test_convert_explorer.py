@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import app_shared
+import qvka_app.families
 import qvka_core.convert.api as convert_api
 from qvka_core.convert.warm import ESTIMATE_S
 
@@ -18,14 +18,14 @@ APP = str(Path(__file__).resolve().parents[1] / "app.py")
 @pytest.fixture
 def no_conversion(tmp_path, monkeypatch) -> list:
     monkeypatch.setenv("QVKA_CACHE", str(tmp_path))  # nothing converted on this "machine"
-    monkeypatch.setattr(app_shared, "_CONVERTED", set())
+    monkeypatch.setattr(qvka_app.families, "_CONVERTED", set())
     calls: list = []
     monkeypatch.setattr(convert_api, "convert", lambda *a, **k: calls.append(a) or 1 / 0)
     return calls
 
 
 def test_family_change_asks_before_converting_and_cancel_keeps_cached(no_conversion) -> None:
-    if "minilm" not in app_shared.family_variants():
+    if "minilm" not in qvka_app.families.family_variants():
         pytest.skip("MiniLM package not available")
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params.update({"family": "minilm", "variants": "mha,qv,qvka", "text": "The cat."})

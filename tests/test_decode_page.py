@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-import app_decode as dec
+from qvka_app import decode as dec
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # Bundled Austen models: 2 layers, 4 heads of 32; fp32 (assets/checkpoints/README.md).

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from qvka_core.analysis import head_stats, headmatch, views
+from qvka_app import explorer_views as views
+from qvka_core.analysis import head_stats, headmatch
 from qvka_core.analysis.explorer import ExplorerResult, VariantRun
 
 

@@ -52,7 +52,7 @@ def test_finetune_page_exports_a_finished_run(runs: Path) -> None:  # noqa: F811
     assert zipped, "a small export is offered as a zip"
     assert "trained by run `tiny-qv` to step 2" in (out / "README.md").read_text()
     # The offered bytes are the folder itself.
-    from app_shared import _zip_folder
+    from qvka_app.hf_export import _zip_folder
 
     names = zipfile.ZipFile(io.BytesIO(_zip_folder(out))).namelist()
     assert "tiny-qv/config.json" in names and "tiny-qv/model.safetensors" in names

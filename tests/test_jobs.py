@@ -228,7 +228,7 @@ def test_restart_view_recomputes_states_from_disk(root: Path) -> None:
 def test_final_state_with_a_live_trainer_keeps_the_page_refreshing(root: Path) -> None:
     """A run whose trainer wrote "completed" but has not exited yet is still busy: the
     Fine-tune page stopped polling at that moment and never showed the run's actions."""
-    from qvka_core import runview
+    from qvka_app import runinfo
 
     d = root / "late"
     d.mkdir(parents=True)
@@ -241,14 +241,14 @@ def test_final_state_with_a_live_trainer_keeps_the_page_refreshing(root: Path) -
         atomic_write_json(d / "status.json", {"state": "completed", "step": 3})
         exiting = jobs.job_status(d)
         assert exiting["state"] == "completed" and exiting["exiting"]
-        assert runview.busy(exiting) and not exiting["resumable"]
+        assert runinfo.busy(exiting) and not exiting["resumable"]
     finally:
         trainer.kill()
         trainer.wait()
     done = jobs.job_status(d)
-    assert done["state"] == "completed" and not runview.busy(done)
+    assert done["state"] == "completed" and not runinfo.busy(done)
     queued = {**done, "state": "queued", "exiting": False}
-    assert runview.busy(queued)
+    assert runinfo.busy(queued)
 
 
 @pytest.mark.parametrize("bad", ["", "  ", ".", "..", "../x", "/etc", "a/b", ".hidden",
@@ -424,9 +424,9 @@ def test_real_runner_kill_and_resume(root: Path, tmp_path: Path) -> None:
 
 
 def test_page_polls_fast_only_while_a_run_awaits_its_first_point(root: Path) -> None:
-    from qvka_core import runview
+    from qvka_app import runinfo
 
-    assert runview.poll_seconds([]) is None
+    assert runinfo.poll_seconds([]) is None
     first = fake_submit("first", steps=300, sleep=0.02)
     second = fake_submit("second", steps=2)
     jobs.wait_for(first["run_dir"], ("running",), timeout_s=20)
@@ -436,13 +436,13 @@ def test_page_polls_fast_only_while_a_run_awaits_its_first_point(root: Path) -> 
     behind = jobs.job_status(second["run_dir"])
     assert behind["state"] in ("queued", "waiting") and not behind["starting"]
     # one run training with metrics, one waiting for the slot: the calm pace
-    assert runview.poll_seconds(jobs.list_jobs()) == 2.0
+    assert runinfo.poll_seconds(jobs.list_jobs()) == 2.0
     fresh = {**behind, "state": "running", "last_metrics": None}
-    assert runview.poll_seconds([fresh]) == 1.0  # started, no point yet: quick
+    assert runinfo.poll_seconds([fresh]) == 1.0  # started, no point yet: quick
     jobs.cancel("first")
     for st in (first, second):
         jobs.wait_for(st["run_dir"], timeout_s=30)
-    assert runview.poll_seconds(jobs.list_jobs()) is None  # all done: no polling
+    assert runinfo.poll_seconds(jobs.list_jobs()) is None  # all done: no polling
 
 
 def test_submit_refuses_a_job_past_the_device_memory_unless_forced(

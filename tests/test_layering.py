@@ -3,10 +3,15 @@ of qvka_core, function-local imports and `importlib.import_module("literal")` in
 `if TYPE_CHECKING:` blocks are skipped: they never run), so a cycle cannot hide inside a
 function.
 
-Rules: qvka_core never imports streamlit, the app (app*.py) or pages; nothing in qvka_core
-outside cli/ (and `python -m qvka_core`'s __main__) imports qvka_core.cli; and a module imports
-only its own layer or lower ones (LAYERS), except the edges listed in KNOWN_UPWARD, each
-with its reason. That list may only shrink: an entry that no longer exists fails too.
+Rules: qvka_core never imports streamlit, the app layer (qvka_app, app.py) or pages; nothing
+in qvka_core outside cli/ (and `python -m qvka_core`'s __main__) imports qvka_core.cli; and a
+module imports only its own layer or lower ones (LAYERS), except the edges listed in
+KNOWN_UPWARD, each with its reason. That list may only shrink: an entry that no longer exists
+fails too.
+
+Above the core: streamlit is imported only by app.py, pages/ and qvka_app/ (tests and
+benchmarks drive the app, so they may); the view-models of qvka_app (VIEW_MODELS) build
+tables and figures without it and import no Streamlit glue.
 """
 
 from __future__ import annotations
@@ -34,8 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                             "qvka_core.data")),
     ("conversion and export", ("qvka_core.convert", "qvka_core.export")),
     ("runs: train, jobs, paper, analysis", ("qvka_core.train", "qvka_core.jobs",
-                                            "qvka_core.paper", "qvka_core.analysis",
-                                            "qvka_core.runview")),
+                                            "qvka_core.paper", "qvka_core.analysis")),
     ("interfaces", ("qvka_core.cli", "qvka_core.__main__")),
 ]
 # The package __init__ only re-exports on first use (PEP 562); it sits above everything.
@@ -65,8 +69,7 @@ TORCH_ALLOWED: dict[str, str] = {
     "qvka_core.machine": "counts CUDA devices inside a function, only when a caller asks",
 }
 
-FORBIDDEN_ANYWHERE = ("streamlit", "app", "app_shared", "app_runs", "app_paper", "app_decode",
-                      "app_present", "pages")
+FORBIDDEN_ANYWHERE = ("streamlit", "qvka_app", "app", "pages")  # the app layer and its UI
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -141,7 +144,7 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
     for importer, imported in sorted(edges.items()):
         for target in sorted(imported):
             top = target.split(".")[0]
-            if top in FORBIDDEN_ANYWHERE or top.startswith("app_"):
+            if top in FORBIDDEN_ANYWHERE:
                 out.append(f"{importer} imports {target} (qvka_core never imports the app)")
                 continue
             if top == "torch":
@@ -182,7 +185,9 @@ SYNTHETIC = {
                            "only cli/ imports the CLI"),
     "qvka_core.analysis.bad": ("import os\nif os.environ:\n    import streamlit as st\n",
                                "never imports the app"),
-    "qvka_core.runview2": ("def g():\n    import app_runs\n", "never imports the app"),
+    "qvka_core.jobs.view2": ("def g():\n    from qvka_app import runinfo\n",
+                             "never imports the app"),
+    "qvka_core.paper2": ("import qvka_app.shared as ui\n", "never imports the app"),
     "qvka_core.config2": ("def h():\n    from qvka_core.train import engine\n",
                           "a higher layer"),
     "qvka_core.paths2": ("import importlib\nm = importlib.import_module('qvka_core.model')\n",
@@ -211,6 +216,103 @@ def test_type_checking_imports_and_downward_imports_pass() -> None:
               "from qvka_core.errors import ConfigError\n")
     edges = {"qvka_core.config": imports_of(source, "qvka_core.config", False, set())}
     assert violations(edges) == []
+
+
+STREAMLIT_ALLOWED = ("app.py", "pages/", "qvka_app/")
+DRIVERS = ("tests/", "benchmarks/")  # run the app through AppTest or a browser
+VIEW_MODELS = ("qvka_app.explorer_views", "qvka_app.costs_view", "qvka_app.runinfo",
+               "qvka_app.runs_view")
+
+
+def python_files(root: Path = ROOT) -> list[Path]:
+    """Every .py of the project: hidden folders (.venv, .git) and build outputs left out."""
+    skip = {"build", "dist", "runs", "test-output", "node_modules"}
+    return sorted(p for p in root.rglob("*.py")
+                  if not any(part.startswith(".") or part in skip
+                             for part in p.relative_to(root).parts[:-1]))
+
+
+def streamlit_importers(root: Path = ROOT) -> list[str]:
+    """Files outside app.py, pages/ and qvka_app/ (and the test/benchmark drivers) that import
+    streamlit anywhere in their body (function-local imports included)."""
+    out = []
+    for path in python_files(root):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(STREAMLIT_ALLOWED + DRIVERS):
+            continue
+        found = imports_of(path.read_text(encoding="utf-8"), module_name(path, root),
+                           path.name == "__init__.py", set())
+        if any(name.split(".")[0] == "streamlit" for name in found):
+            out.append(rel)
+    return out
+
+
+def view_model_violations(root: Path = ROOT) -> list[str]:
+    """A view-model importing streamlit, or a qvka_app module other than a view-model."""
+    out = []
+    known = {module_name(p, root) for p in (root / "qvka_app").glob("*.py")}
+    for name in VIEW_MODELS:
+        path = root / (name.replace(".", "/") + ".py")
+        for target in sorted(imports_of(path.read_text(encoding="utf-8"), name, False, known)):
+            top = target.split(".")[0]
+            if top == "streamlit" or (top == "qvka_app" and target != "qvka_app"
+                                      and target not in VIEW_MODELS):
+                out.append(f"{name} imports {target}")
+    return out
+
+
+def test_only_the_app_layer_and_pages_import_streamlit() -> None:
+    assert streamlit_importers() == []
+    assert (ROOT / "app.py").is_file() and (ROOT / "qvka_app" / "shared.py").is_file()
+
+
+def test_view_models_build_without_streamlit() -> None:
+    assert view_model_violations() == []
+
+
+def first_project_import(source: str) -> str | None:
+    """The first top-level import of qvka_app or qvka_core in a module, as written."""
+    for node in ast.parse(source).body:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        if any(n.split(".")[0] in ("qvka_app", "qvka_core") for n in names):
+            return ast.unparse(node)
+    return None
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("*.py")))
+def test_every_page_imports_the_page_kit_first(page: str) -> None:
+    """qvka_app.shared reroutes a deep link on a fresh server when it is imported; a page that
+    imported a torch-loading module first would paint its bare folder-mode page meanwhile."""
+    source = (ROOT / "pages" / page).read_text(encoding="utf-8")
+    assert first_project_import(source) == "import qvka_app.shared as ui"
+    assert first_project_import("import os\nfrom qvka_app import families\n"
+                                "import qvka_app.shared as ui\n") != "import qvka_app.shared as ui"
+
+
+def test_a_streamlit_import_outside_the_app_layer_is_caught(tmp_path: Path) -> None:
+    files = {
+        "qvka_core/analysis/bad.py": "def f():\n    import streamlit as st\n",  # function-local
+        "qvka_core/__init__.py": "from streamlit.runtime import exists\n",
+        "scripts/tool.py": "import streamlit.components.v1\n",
+        "pages/ok.py": "import streamlit as st\n",  # allowed: a page
+        "qvka_app/shared.py": "import streamlit as st\n",  # allowed: the app layer
+        "tests/test_ok.py": "from streamlit.testing.v1 import AppTest\n",  # allowed: a driver
+        "qvka_core/clean.py": "import os\n",
+    }
+    for rel, source in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(source, encoding="utf-8")
+    assert streamlit_importers(tmp_path) == ["qvka_core/__init__.py",
+                                             "qvka_core/analysis/bad.py", "scripts/tool.py"]
+    (tmp_path / "qvka_app" / "runinfo.py").write_text(
+        "from qvka_app import shared\nfrom qvka_app.runs_view import MISSING\n")
+    for name in VIEW_MODELS:
+        path = tmp_path / (name.replace(".", "/") + ".py")
+        if not path.exists():
+            path.write_text("def f():\n    import streamlit\n" if "costs" in name else "")
+    assert view_model_violations(tmp_path) == ["qvka_app.costs_view imports streamlit",
+                                               "qvka_app.runinfo imports qvka_app.shared"]
 
 
 def _cli(*argv: str) -> str:

@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import app_paper
-import app_runs
-import app_shared
+import qvka_app.paper
+import qvka_app.runinfo
+import qvka_app.runs
+import qvka_app.runs_view
+import qvka_app.shared
+import qvka_app.sources
 from qvka_core import jobs, paper
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -36,7 +39,7 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     # page_setup reroutes a page run that did not come through app.py's router once per
     # session (a deep link on a fresh server); AppTest runs pages through app.py already, and
     # the extra rerun would swallow the first button click.
-    monkeypatch.setattr(app_shared, "_leave_pages_directory_mode", lambda: None)
+    monkeypatch.setattr(qvka_app.shared, "_leave_pages_directory_mode", lambda: None)
     yield root
     for status in jobs.list_jobs(root):
         if status["state"] in jobs.ACTIVE:
@@ -104,11 +107,11 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     recs = jobs.read_metrics(runs / "heal-qv")
     ref = recs[0]["ref_val_loss"]
     assert ref != pytest.approx(recs[0]["val_loss"], rel=1e-3)  # K dropped: not the same model
-    frame = app_runs.metrics_frame(["heal-qv"])
+    frame = qvka_app.runs_view.metrics_frame(["heal-qv"])
     assert frame[frame.split == "original"].loss.tolist() == [ref, ref]
     train = frame[frame.split == "train"]
     assert train.loss.tolist() == [r["ce"] for r in recs if "ce" in r]  # CE, not the KD loss
-    recovery, notes = app_runs.recovery_frame(jobs.list_jobs(runs))
+    recovery, notes = qvka_app.runs_view.recovery_frame(jobs.list_jobs(runs))
     assert notes == [f"heal-qv: austen-mha on this run's validation windows = {ref:.3f}"]
     assert recovery.share.tolist() == [r["val_loss"] / ref for r in recs if "val_loss" in r]
     at.run()
@@ -116,9 +119,9 @@ def test_convert_austen_mha_to_qv_report_save_and_heal(runs: Path) -> None:
     assert any("Recovery of converted models" in c.value for c in at.caption)
     row = at.dataframe[0].value.set_index("run").loc["heal-qv"]
     assert row["base"] == "converted: my-healed-qv"
-    assert app_runs.runview.ref_label(str(runs / "t-qv" / "checkpoint")) == "run: t-qv"
-    assert app_runs.runview.ref_label("austen-qv") == "austen-qv"
-    assert float(row["vs original"]) == pytest.approx(recs[-1]["val_loss"] / ref, abs=5e-4)
+    assert qvka_app.runinfo.ref_label(str(runs / "t-qv" / "checkpoint")) == "run: t-qv"
+    assert qvka_app.runinfo.ref_label("austen-qv") == "austen-qv"
+    assert float(row["vs orig."]) == pytest.approx(recs[-1]["val_loss"] / ref, abs=5e-4)
 
 
 def test_heal_with_a_control_run_of_the_unconverted_original(runs: Path) -> None:
@@ -137,7 +140,7 @@ def test_heal_with_a_control_run_of_the_unconverted_original(runs: Path) -> None
     control = jobs.read_metrics(runs / "heal-control")
     args = json.loads((runs / "heal-control" / "config.json").read_text())["train"]
     assert args["init"] == "austen-mha" and args["variant"] is None and args["steps"] == 10
-    recovery, notes = app_runs.recovery_frame(jobs.list_jobs(runs))
+    recovery, notes = qvka_app.runs_view.recovery_frame(jobs.list_jobs(runs))
     assert set(recovery.run) == {"heal-qv", "heal-control (control)"}
     first = recovery[recovery.run == "heal-control (control)"].share.iloc[0]
     assert first == pytest.approx(1.0, abs=1e-6)  # the same model, the same windows
@@ -184,10 +187,10 @@ def test_finetune_launch_tiny_cpu_run(runs: Path) -> None:
     no_errors(at)
     table = at.dataframe[0].value.set_index("run")
     assert table.loc["t-qv", "state"] == "completed"
-    assert float(table.loc["t-qv", "final val loss"]) > 0  # shown as text, 3 decimals
+    assert float(table.loc["t-qv", "val loss"]) > 0  # shown as text, 3 decimals
     chart = at.get("vega_lite_chart")[0]
     assert "t-qv" in chart.proto.datasets[0].data.SerializeToString().decode("latin-1")
-    labels = list(app_runs.checkpoint_choices())  # the finished run, listed once
+    labels = list(qvka_app.sources.checkpoint_choices())  # the finished run, listed once
     assert labels.count("run: t-qv") == 1 and "t-qv" not in labels
 
 
@@ -206,12 +209,12 @@ def test_finetune_variants_follow_the_chosen_model(runs: Path) -> None:
 
 
 def test_new_run_form_keeps_its_state_across_edits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app_runs.st, "session_state", {})
-    assert app_runs.form_open(preselected=True, has_runs=True)  # sent here to heal a model
-    assert app_runs.form_open(preselected=False, has_runs=True)  # the next edit: still open
-    monkeypatch.setattr(app_runs.st, "session_state", {})
-    assert not app_runs.form_open(preselected=False, has_runs=True)  # runs to watch: closed
-    assert app_runs.form_open(preselected=True, has_runs=True)
+    monkeypatch.setattr(qvka_app.runs.st, "session_state", {})
+    assert qvka_app.runs.form_open(preselected=True, has_runs=True)  # sent here to heal a model
+    assert qvka_app.runs.form_open(preselected=False, has_runs=True)  # the next edit: still open
+    monkeypatch.setattr(qvka_app.runs.st, "session_state", {})
+    assert not qvka_app.runs.form_open(preselected=False, has_runs=True)  # runs to watch: closed
+    assert qvka_app.runs.form_open(preselected=True, has_runs=True)
 
 
 def test_saved_models_are_listed_once(runs: Path) -> None:
@@ -220,7 +223,7 @@ def test_saved_models_are_listed_once(runs: Path) -> None:
     src = load_checkpoint("austen-mha")
     save_checkpoint(runs / "converted" / "mine", src.model, tokenizer=src.tokenizer)
     save_checkpoint(runs / "cli-run" / "checkpoint", src.model, tokenizer=src.tokenizer)
-    choices = app_runs.checkpoint_choices()
+    choices = qvka_app.sources.checkpoint_choices()
     assert choices["converted: mine"] == str(runs / "converted" / "mine")
     assert choices["run: cli-run"] == str(runs / "cli-run" / "checkpoint")  # CLI, not queued
     assert not {"converted/mine", "cli-run"} & set(choices)
@@ -235,7 +238,7 @@ def test_saved_models_are_listed_once(runs: Path) -> None:
 ])
 def test_upload_validation(runs: Path, monkeypatch: pytest.MonkeyPatch, payload: bytes,
                            message: str) -> None:
-    monkeypatch.setattr(app_runs, "MAX_UPLOAD_BYTES", 100)
+    monkeypatch.setattr(qvka_app.runs, "MAX_UPLOAD_BYTES", 100)
     at = open_page("pages/finetune.py")
     at.radio(key="ft_data").set_value("Upload a .txt file").run()
     at.file_uploader(key="ft_upload").set_value(("notes.txt", payload, "text/plain")).run()
@@ -295,7 +298,7 @@ def test_paper_tables_claims_and_curves(runs: Path) -> None:
     assert any("30 runs" in c.value for c in at.caption)  # the paper's 6 cells x 5 seeds
 
     fake_grid(runs)
-    app_paper.paper_results.clear()
+    qvka_app.paper.paper_results.clear()
     at.run()
     no_errors(at)
     ours = at.dataframe[1].value
@@ -318,7 +321,7 @@ def test_loss_chart_names_run_and_split_in_its_legend() -> None:
     frame = pd.DataFrame({"run": ["a", "a", "a"], "step": [1, 1, 2], "tokens": [8, 8, 16],
                           "split": ["train", "validation", "original"],
                           "loss": [5.0, 5.1, 5.2]})
-    spec = app_runs.loss_chart(frame).to_dict()
+    spec = qvka_app.runs_view.loss_chart(frame).to_dict()
     assert spec["encoding"]["color"]["field"] == "series"
     values = next(iter(spec["datasets"].values()))
     assert {v["series"] for v in values} == {"a · train", "a · validation", "a · original"}
@@ -361,7 +364,7 @@ def test_paper_page_grid_defaults_to_the_papers_cells_and_five_seeds(
     """The rerun controls launch the paper's 6 cells x 5 seeds by default; QV-Ka under
     sinusoidal PE is a toggle."""
     calls: list = []
-    monkeypatch.setattr(app_paper, "launch_grid",
+    monkeypatch.setattr(qvka_app.paper, "launch_grid",
                         lambda *a, **k: calls.append((a, k)) or ([], []))
     at = open_page("pages/paper.py")
     assert any(c.value.startswith("30 runs") for c in at.caption)

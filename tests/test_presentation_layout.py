@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvka_core.analysis import costs_view, figures
+from qvka_app import costs_view
+from qvka_core.analysis import figures
 
 
 def test_compact_numbers_fit_a_narrow_column() -> None:
@@ -48,9 +49,9 @@ def test_roofline_chart_draws_each_gpu_ridge_point() -> None:
 
 
 def test_sidebar_export_sizes_are_the_exporter_sizes() -> None:
-    import app_present
+    import qvka_app.present
 
-    assert list(app_present.EXPORT_SIZES) == list(figures.EXPORT_SIZES)
+    assert list(qvka_app.present.EXPORT_SIZES) == list(figures.EXPORT_SIZES)
     fig = figures.heatmap(np.eye(2), ["a", "b"])
     assert figures.export_size(fig, "16:9 slide") == (1920, 1080)
     assert figures.export_size(fig, "figure")[0] == figures.EXPORT_WIDTH  # never kaleido's 700
@@ -65,10 +66,10 @@ def test_tables_become_html_tables_in_presentation_mode() -> None:
         import pandas as pd
         import streamlit as st
 
-        import app_present
+        import qvka_app.present
 
-        st.session_state.setdefault(app_present.KEY, False)
-        app_present.table(pd.DataFrame({"run": ["a", "b"], "loss": [3.9, 3.6]}), key="t")
+        st.session_state.setdefault(qvka_app.present.KEY, False)
+        qvka_app.present.table(pd.DataFrame({"run": ["a", "b"], "loss": [3.9, 3.6]}), key="t")
 
     at = AppTest.from_function(script)
     at.run()
@@ -77,6 +78,6 @@ def test_tables_become_html_tables_in_presentation_mode() -> None:
     at.run()
     assert len(at.table) == 1 and len(at.dataframe) == 0
     assert list(at.table[0].value.index) == ["a", "b"]  # the first column labels the rows
-    import app_present
+    import qvka_app.present
 
-    assert '[data-testid="stTable"] td' in app_present._CSS
+    assert '[data-testid="stTable"] td' in qvka_app.present._CSS

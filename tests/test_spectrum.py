@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
+from qvka_app import costs_view
 from qvka_core.accounting import costs, kv_cache_bytes_per_token, param_breakdown
-from qvka_core.analysis import costs_view
 from qvka_core.cli import main
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.convert import convert

@@ -374,7 +374,8 @@ def test_default_lr_heals_a_checkpoint_gently_and_trains_from_scratch_fast():
 def test_a_fine_tune_started_from_the_cli_names_and_lists_its_base(tmp_path: Path) -> None:
     """Outside the queue a run has no job argv: the runs table read "austen" as its base and the
     default name had "-default-" where a position goes."""
-    from qvka_core import jobs, runview
+    from qvka_app import runinfo
+    from qvka_core import jobs
 
     args = TrainArgs(init="austen-qv", steps=1, batch=2, seq_len=16, eval_every=1,
                      out=str(tmp_path))
@@ -382,5 +383,5 @@ def test_a_fine_tune_started_from_the_cli_names_and_lists_its_base(tmp_path: Pat
     assert TrainArgs(init="austen-mha", variant="qv", out=str(tmp_path)).run_name == \
         "austen-mha-ft-qv-s0"  # converted on load
     result = run(args)
-    row = runview.run_row(jobs.job_status(result.run_dir))
+    row = runinfo.run_row(jobs.job_status(result.run_dir))
     assert row["base"] == "austen-qv" and row["variant"] == "qv"

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from qvka_core.analysis import costs_view, explorer
+from qvka_app import costs_view
+from qvka_core.analysis import explorer
 from qvka_core.cli import main
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.convert import convert
@@ -102,7 +103,7 @@ def test_every_builtin_variant_explains_itself_on_home() -> None:
     """Home draws each variant's formula and diagram from its spec: all built-ins have one,
     and the diagram carries what the accounting says is cached (a cached tensor that the
     diagram leaves out would be a wrong picture)."""
-    import app_home
+    import qvka_app.home
 
     for name in available_variants():
         ex = get_variant(name).explainer
@@ -111,7 +112,7 @@ def test_every_builtin_variant_explains_itself_on_home() -> None:
     for name, first in cached.items():
         assert get_variant(name).explainer.caches[0].startswith(first)
     assert "K" not in "".join(get_variant("qv").explainer.caches)  # QV caches no key
-    page = app_home.diagram_html(get_variant("qv").explainer, present=False)
+    page = qvka_app.home.diagram_html(get_variant("qv").explainer, present=False)
     assert page.count("vd-chip'") == 4  # Q, V | Q·Vᵀ | V
 
 
@@ -126,9 +127,9 @@ def test_a_runtime_variant_brings_its_own_tab_to_home(toy) -> None:
     register_variant(spec)
 
     def script() -> None:
-        import app_home
+        import qvka_app.home
 
-        app_home.explain_variants(present=False)
+        qvka_app.home.explain_variants(present=False)
 
     at = AppTest.from_function(script)
     at.run()

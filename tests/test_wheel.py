@@ -51,7 +51,8 @@ def test_the_wheel_holds_every_module_and_the_runtime_assets(wheel: Path) -> Non
         shipped = {p.relative_to(ROOT / "assets").as_posix()
                    for p in (ROOT / "assets" / name).rglob("*") if p.is_file()}
         assert {f"qvka_core/_assets/{s}" for s in shipped} - names == set(), name
-    assert not any(n.startswith(("pages/", "tests/", "app", "qvka_core/_assets/screenshots"))
+    assert not any(n.startswith(("pages/", "tests/", "app", "qvka_app/",
+                                 "qvka_core/_assets/screenshots"))
                    for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "qvka = qvka_core.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

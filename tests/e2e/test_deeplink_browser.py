@@ -1,6 +1,6 @@
 """A deep link is the first request a fresh server sees (a speaker's bookmark): it must open
 through app.py's router (its sidebar titles, page config and presentation mode from the URL),
-not as a bare page script, and without any Streamlit internal (app_shared.page_setup)."""
+not as a bare page script, and without any Streamlit internal (qvka_app.shared.page_setup)."""
 
 from __future__ import annotations
 

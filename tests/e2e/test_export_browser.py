@@ -13,7 +13,9 @@ import io
 import numpy as np
 import pytest
 
-from qvka_core.analysis import costs_view, figures, vectors, views
+from qvka_app import costs_view
+from qvka_app import explorer_views as views
+from qvka_core.analysis import figures, vectors
 from qvka_core.analysis.explorer import explore, random_model
 
 pytestmark = pytest.mark.browser

@@ -59,6 +59,17 @@ def test_finetune_launch_and_live_curve(finetune_server: tuple[str, Path], page,
         runs / "e2e-qv")["state"] not in jobs.ACTIVE
     print(f"submit -> first point {first_point_s:.1f} s; points {n_first} -> {n_later}")
 
+    # The runs table fits a 1280 x 720 screen beside the sidebar: no sideways scrolling (the
+    # grid is a canvas; its scroller is as wide as all columns together).
+    page.set_viewport_size({"width": 1280, "height": 720})
+    grid = page.locator('[data-testid="stDataFrame"]').last
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(2500)  # a refresh of the live fragment at the new width
+    widths = grid.evaluate("e => { const s = e.querySelector('.dvn-scroller');"
+                           " return [s.scrollWidth, s.clientWidth]; }")
+    assert widths[0] <= widths[1] + 1, f"runs table scrolls sideways: {widths}"
+    page.screenshot(path=str(shots / "finetune-runs-1280x720.png"))
+
     h = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
     page.set_viewport_size({"width": 1400, "height": min(int(h) + 40, 6000)})
     page.wait_for_timeout(700)

@@ -1,6 +1,7 @@
-"""Glue of the Decode page: load the chosen causal models through app_shared's cache, decode
-them side by side one token each in turn, and draw each variant's text (hover a token for
-its top-5 next-token probabilities) and its KV-cache bar (measured, the formula beside it).
+"""Glue of the Decode page: load the chosen causal models through the app's one model cache
+(qvka_app.families), decode them side by side one token each in turn, and draw each
+variant's text (hover a token for its top-5 next-token probabilities) and its KV-cache bar
+(measured, the formula beside it).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-import app_shared as ui
+from qvka_app.families import family_variants, load_shown
 from qvka_core.accounting import kv_cache_bytes_per_token
 from qvka_core.decode import Decode, Sampling, check_request, stream
 from qvka_core.decode.stream import dtype_name
@@ -22,7 +23,7 @@ COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"]
 
 def families() -> dict[str, list[str]]:
     """The Explorer's families that can generate text, with their variants."""
-    return {f: v for f, v in ui.family_variants().items() if f in CAUSAL_FAMILIES}
+    return {f: v for f, v in family_variants().items() if f in CAUSAL_FAMILIES}
 
 
 def default_variants(family: str, options: list[str]) -> list[str]:
@@ -48,7 +49,7 @@ def prepare(family: str, variants: list[str], prompt: str, max_new: int
     for v in variants:
         lane = lanes[v] = Lane(v)
         try:
-            loaded = ui._load_shown(family, v)
+            loaded = load_shown(family, v)
             lane.prompt_tokens = len(check_request(loaded, prompt, max_new))
             lane.per_token = kv_cache_bytes_per_token(loaded.config, dtype_name(loaded.model))
             models[v] = loaded

@@ -7,13 +7,10 @@ keeps its state across pages, a page's own widget is reset when the page changes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 KEY = "presentation"
 PARAM = "present"
-ROUTED = "_routed_by_app"  # session_state flag: this script run goes through app.py's router
 
 # Streamlit's own text in large type: widget labels, text, captions, tabs, metric tiles.
 # Metric values wrap instead of being cut with "…" in narrow columns.
@@ -63,27 +60,6 @@ def export_size_picker() -> str:
 
 def export_size() -> str:
     return str(st.session_state.get("export_size", EXPORT_SIZES[0]))
-
-
-_REROUTED = "_rerouted_once"
-
-
-def ensure_routed() -> None:
-    """Until some session runs app.py, Streamlit treats the pages/ folder as the old
-    auto-discovered navigation and runs a deep-linked page (/explorer?...) on its own, without
-    app.py's router and page config. app.py marks the runs it routes (`ROUTED`); a page run
-    without that mark declares the navigation (public `st.navigation`, which ends the folder
-    mode for the server) and reruns, this time through app.py. Once per session, so a page
-    run as the main script (AppTest) draws as it is."""
-    if not st.runtime.exists() or st.session_state.get(ROUTED) or st.session_state.get(
-            _REROUTED):
-        return  # imported outside a server, routed, or already rerouted once
-    st.session_state[_REROUTED] = True
-    root = Path(__file__).parent
-    st.navigation([st.Page(str(root / "app.py"), default=True),  # the same pages as app.py,
-                   *(st.Page(str(f)) for f in sorted((root / "pages").glob("*.py")))],
-                  position="hidden")  # so the rerun keeps the deep-linked page
-    st.rerun()
 
 
 def is_presenting() -> bool:

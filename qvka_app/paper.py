@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from qvka_core import jobs, paper
+from qvka_core.paths import ASSETS, PROJECT_ROOT
 
-ROOT = Path(__file__).parent
-PAPER_COMMITTED = ROOT / "assets" / "paper_mini" / "results.json"
+PAPER_COMMITTED = ASSETS / "paper_mini" / "results.json"
 PAPER_COMMAND = ("python -m qvka_core train --grid paper-mini --out runs-paper --threads 1 "
                  "--shard 0/2 & python -m qvka_core train --grid paper-mini --out runs-paper "
                  "--threads 1 --shard 1/2; python -m qvka_core paper summary --runs runs-paper "
@@ -29,7 +29,15 @@ def paper_results(root: str) -> dict[str, Any]:
         return {**live, "claims": paper.claims(live), "comparisons": paper.comparisons(live),
                 "from": f"runs under {root}"}
     return {**json.loads(PAPER_COMMITTED.read_text(encoding="utf-8")),
-            "from": str(PAPER_COMMITTED.relative_to(ROOT))}
+            "from": _shown_path(PAPER_COMMITTED)}
+
+
+def _shown_path(path: Path) -> str:
+    """The path relative to the checkout when it lies in one (assets/...), else in full."""
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 def launch_grid(steps_mult: float, seeds: int, device: str, *,

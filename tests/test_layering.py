@@ -328,6 +328,11 @@ LIGHT = {
     "costs --json": _cli("costs", "--d-model", "64", "--n-heads", "4", "--n-layers", "2",
                          "--json"),
     "variants": _cli("variants"),
+    "Costs page": ("from streamlit.testing.v1 import AppTest\n"
+                   "at = AppTest.from_file(" + repr(str(ROOT / "pages" / "costs.py")) + ", "
+                   "default_timeout=120).run()\n"
+                   "ok = not at.exception and len(at.get('plotly_chart')) > 0\n"
+                   "print('RC', 0 if ok else [e.message for e in at.exception])"),
     "--help": _cli("--help"),
     **{f"{command} --help": _cli(command, "--help") for command in (
         "costs", "convert", "train", "jobs", "paper", "attention", "checkpoints", "export",
@@ -337,7 +342,8 @@ LIGHT = {
 
 @pytest.mark.parametrize("what", sorted(LIGHT))
 def test_light_entry_points_load_no_torch(what: str) -> None:
-    """Configs, the job queue's records and the train/jobs help never need torch."""
+    """Configs, costing (the CLI and the Costs page), the job queue and every --help run
+    without torch, and succeed."""
     import subprocess
     import sys
 
@@ -346,5 +352,5 @@ def test_light_entry_points_load_no_torch(what: str) -> None:
                          text=True, check=True).stdout
     lines = out.strip().splitlines()
     assert lines[-1] == "TORCH False"
-    if "main(" in LIGHT[what]:
-        assert lines[-2] == "RC 0", out[-500:]  # the command itself ran and succeeded
+    if "RC" in LIGHT[what]:
+        assert lines[-2] == "RC 0", out[-500:]  # the command or page itself ran and succeeded

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]  # the checkout: app.py and pages/
+_HERE = Path(__file__).resolve().parent
+# The folder holding the main script and pages/: the installed wheel ships pages/ inside this
+# package (qvka_app/pages, main script qvka_app/app.py); a checkout has them at its top.
+UI_ROOT = _HERE if (_HERE / "pages").is_dir() else _HERE.parent
+MAIN_SCRIPT = UI_ROOT / "app.py"
 ROUTED = "_routed_by_app"  # session_state flag: this script run goes through app.py's router
 _REROUTED = "_rerouted_once"
 
@@ -25,7 +29,7 @@ def ensure_routed() -> None:
             _REROUTED):
         return  # imported outside a server, routed, or already rerouted once
     st.session_state[_REROUTED] = True
-    st.navigation([st.Page(str(ROOT / "app.py"), default=True),  # the same pages as app.py,
-                   *(st.Page(str(f)) for f in sorted((ROOT / "pages").glob("*.py")))],
+    st.navigation([st.Page(str(MAIN_SCRIPT), default=True),  # the same pages as app.py,
+                   *(st.Page(str(f)) for f in sorted((UI_ROOT / "pages").glob("*.py")))],
                   position="hidden")  # so the rerun keeps the deep-linked page
     st.rerun()

@@ -168,3 +168,17 @@ def test_output_piped_into_a_closed_reader_ends_quietly() -> None:
     proc.stdout.close()  # the reader is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
+
+
+def test_qvka_app_passes_streamlit_flags_through_and_reads_the_shipped_settings() -> None:
+    from qvka_core.cli import _passthrough
+    from qvka_core.cli.app import settings_flags
+
+    assert _passthrough(["app", "--server.port", "8502"]) == ["app", "--", "--server.port",
+                                                             "8502"]
+    assert _passthrough(["app", "--help"]) == ["app", "--help"]  # our own help stays ours
+    assert _passthrough(["costs", "--json"]) == ["costs", "--json"]
+    flags = settings_flags(ROOT / ".streamlit" / "config.toml")
+    pairs = dict(zip(flags[::2], flags[1::2], strict=True))
+    assert pairs["--server.headless"] == "true"  # TOML booleans as streamlit spells them
+    assert pairs["--server.address"] == "127.0.0.1" and pairs["--theme.base"] == "light"

@@ -77,8 +77,16 @@ def _command_in(argv: list[str]) -> str:
     return next((a for a in argv if not a.startswith("-")), "") if argv else ""
 
 
+def _passthrough(argv: list[str]) -> list[str]:
+    """`qvka app --server.port 8502`: what follows `app` goes to streamlit as it is (argparse
+    would take `--server.port` for an option of ours)."""
+    if argv[:1] == ["app"] and argv[1:2] not in ([], ["-h"], ["--help"], ["--"]):
+        return ["app", "--", *argv[1:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _passthrough(sys.argv[1:] if argv is None else list(argv))
     args = build_parser(only=_command_in(argv)).parse_args(argv)
     try:
         return int(args._run(args) or 0)

@@ -163,7 +163,10 @@ def run(args: TrainArgs, *, on_metrics: MetricsCallback | None = None) -> RunRes
     device = resolve_device(args.device)
     dist = init_distributed(device.type)
     try:
-        return _run(args, on_metrics, device, dist)
+        result = _run(args, on_metrics, device, dist)
+        if dist.owns_group:  # every rank done before any tears down: a rank that closed
+            torch.distributed.barrier()  # its gloo pairs early aborted its peer (exit -6)
+        return result
     finally:
         if dist.owns_group:
             torch.distributed.destroy_process_group()

@@ -162,6 +162,17 @@ def test_jobs_submit_takes_the_train_flags_directly_or_after_dashes(
         assert (record["variant"], record["steps"], record["seq_len"]) == ("qv", 3, 32)
     assert {k: v for k, v in records[0].items() if k != "name"} == {
         k: v for k, v in records[1].items() if k != "name"}
+    # --config and NAME=VALUE options mean the same after -- as before it
+    config = tmp_path / "vs.json"
+    config.write_text(json.dumps({"variant": "vshared", "variant_options": {"n_v_heads": 2},
+                                  "steps": 4, "seq_len": 32}), encoding="utf-8")
+    assert main([*base, "--name", "cfg", "--", "--config", str(config)]) == 0
+    assert main([*base, "--name", "opt", "--", "--variant", "vshared", "--steps", "4",
+                 "--seq-len", "32", "--variant-option", "n_v_heads=2"]) == 0
+    for name in ("cfg", "opt"):
+        record = read_job(tmp_path / name)["train"]
+        assert (record["variant"], record["variant_options"], record["steps"]) == (
+            "vshared", {"n_v_heads": 2}, 4), name
 
 
 def _every_parser(parser: argparse.ArgumentParser):

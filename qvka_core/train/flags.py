@@ -147,7 +147,7 @@ def add_train_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = 
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
         if f.name in MAPPING_FIELDS:
             kw.update(type=_name_value, action="append", metavar="NAME=VALUE",
-                      help=text.replace(" (default: {})", "") + "; repeat for several")
+                      help=text.replace(" (default: {})", "").rstrip(".") + "; repeat for several")
             group.add_argument(flag_of(f.name.rstrip("s")), **kw)
             continue
         if is_switch(f.name):
@@ -235,7 +235,7 @@ def argv_fields(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """(typed TrainArgs fields, the tokens that are not train options) from an argv, without
     validating the values together: how job.json files that stored argv are read."""
     ns, rest = _data_parser().parse_known_args([str(a) for a in argv])
-    return {k: v for k, v in vars(ns).items() if k in FIELDS}, rest
+    return given_fields(ns), rest  # --config read, NAME=VALUE pairs made a mapping
 
 
 def to_argv(fields: dict[str, Any], *, skip: tuple[str, ...] = ()) -> list[str]:

@@ -29,7 +29,7 @@ GPT2_PARAMS = 124_439_808  # HF openai-community/gpt2, GPT2Config defaults
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     for name in ("qvka_core", "qvka_app", "pages", ".streamlit"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)

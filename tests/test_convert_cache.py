@@ -35,6 +35,28 @@ def test_options_are_part_of_the_key(tmp_path, monkeypatch):
     assert len(list((tmp_path / "converted").iterdir())) == 2
 
 
+def test_a_named_source_whose_weights_were_rewritten_is_converted_again(tmp_path,
+                                                                          monkeypatch):
+    """A retrained run (or a rebuilt bundled model) under the same name is a new key: the
+    cache must not serve the old weights' conversion (a reviewer saw stale figures)."""
+    import os
+    import shutil
+
+    from qvka_core.paths import ASSETS
+
+    runs = tmp_path / "runs"
+    shutil.copytree(ASSETS / "checkpoints" / "austen-mha", runs / "mine" / "checkpoint")
+    monkeypatch.setenv("QVKA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("QVKA_RUNS", str(runs))
+    before = cache.cache_key("mine", "qv", {})
+    assert cache.cache_key("mine", "qv", {}) == before  # stable while the weights stay
+    weights = runs / "mine" / "checkpoint" / "model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten in place
+    assert cache.cache_key("mine", "qv", {}) != before
+    assert cache.cache_key("austen-mha", "qv", {}) != cache.cache_key("mine", "qv", {})
+
+
 def test_unknown_source_is_a_clear_error(tmp_path, monkeypatch):
     from qvka_core.errors import CheckpointError
 

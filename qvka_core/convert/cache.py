@@ -37,12 +37,26 @@ def normal_options(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def source_stamp(source: str) -> Any:
+    """What identifies the source's weights: for a named or a directory checkpoint (bundled,
+    a run, a folder) its weights file's path, size and mtime, so retrained or rewritten
+    weights are a new key; for an embedded model (weights inside a pinned package) its name."""
+    from qvka_core.checkpoints.resolve import find
+
+    try:
+        directory = find(source)[2]
+    except CheckpointError:
+        directory = None
+    weights = directory / "model.safetensors" if directory is not None else None
+    if weights is None or not weights.exists():
+        return source
+    st = weights.stat()
+    return [source, str(weights.resolve()), st.st_size, st.st_mtime_ns]
+
+
 def cache_key(source: str, to: str, options: dict[str, Any]) -> str:
-    """Stable key of (source, target, options); a directory source adds its weights' mtime."""
-    stamp: Any = source
-    weights = Path(source) / "model.safetensors"
-    if weights.exists():
-        stamp = [str(weights.resolve()), weights.stat().st_mtime_ns]
+    """Stable key of (source's weights, target, options)."""
+    stamp = source_stamp(source)
     blob = json.dumps([CACHE_VERSION, stamp, to, sorted(normal_options(options).items())],
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]

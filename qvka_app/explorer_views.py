@@ -156,17 +156,29 @@ def overview(res: ExplorerResult, label: str, opts: ViewOptions) -> go.Figure:
                                  title=f"{label}: every layer × head (heads ordered by KV group)")
 
 
+def variant_shares(variant: str) -> str:
+    """What the variant's grouped heads share (its spec's `shares`; "KV" if unregistered)."""
+    from qvka_core.errors import ConfigError
+    from qvka_core.variants import get_variant
+
+    try:
+        return get_variant(variant).shares
+    except ConfigError:  # a run of a variant this install does not register
+        return "KV"
+
+
 def groups(res: ExplorerResult, label: str, opts: ViewOptions) -> tuple[go.Figure, str]:
     """The chosen layer's heads laid out by the KV head / latent they share, plus a caption."""
     run = res.runs[label]
-    g = run.groups[res.layer]
+    g, shares = run.groups[res.layer], variant_shares(run.variant)
     order, labels = stats.group_order(g)
     fig = figures.overview_grid([run.attentions[res.layer]], order, labels, max_side=32,
                                 presentation=opts.presentation,
                                 layer_labels=[f"layer {res.layer}"],
-                                title=f"{label}, layer {res.layer}: heads grouped by shared KV")
+                                title=f"{label}, layer {res.layer}: heads grouped by shared "
+                                      f"{shares}")
     caption = f"layer {res.layer}: " + "; ".join(f"{name}: heads {', '.join(map(str, heads))}"
-                                                 for name, heads in grouped_heads(g))
+                                                 for name, heads in grouped_heads(g, shares))
     return fig, caption
 
 

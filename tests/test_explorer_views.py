@@ -118,3 +118,20 @@ def test_kv_groups_rows_name_the_selected_layer() -> None:
     fig, caption = views.groups(res, "A", views.ViewOptions())
     assert list(fig.layout.yaxis.ticktext) == ["layer 3"]
     assert caption.startswith("layer 3:")
+
+
+def test_kv_groups_name_what_the_heads_share() -> None:
+    """V-shared heads keep their own K and share only V: its groups must not read "KV"."""
+    import dataclasses
+
+    rng = np.random.default_rng(4)
+    run = run_of(causal_random(rng, 1, 4, 5))
+    vshared = dataclasses.replace(run, variant="vshared", groups=[[[0, 1], [2, 3]]])
+    res = ExplorerResult(runs={"V": vshared}, layer=0, head=None)
+    fig, caption = views.groups(res, "V", views.ViewOptions())
+    assert caption == "layer 0: V head 0: heads 0, 1; V head 1: heads 2, 3"
+    assert fig.layout.title.text.endswith("heads grouped by shared V")
+    mla = dataclasses.replace(run, variant="mla", groups=[[[0, 1, 2, 3]]])
+    _, caption = views.groups(ExplorerResult(runs={"M": mla}, layer=0, head=None), "M",
+                              views.ViewOptions())
+    assert "shared latent (all heads)" in caption

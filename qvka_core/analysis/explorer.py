@@ -246,10 +246,12 @@ def explore(
     return ExplorerResult(runs=runs, layer=layer, head=head)
 
 
-def grouped_heads(groups: Sequence[Sequence[int]]) -> list[tuple[str, list[int]]]:
-    """[("KV head 0", [0, 1, 2, 3]), ...]; one group covering every head is the shared one."""
+def grouped_heads(groups: Sequence[Sequence[int]], shares: str = "KV"
+                  ) -> list[tuple[str, list[int]]]:
+    """[("KV head 0", [0, 1, 2, 3]), ...] where the heads of a group share `shares` (the
+    spec's `shares`: "KV", "V", "latent"); one group covering every head is the shared one."""
     if len(groups) == 1 and len(groups[0]) > 1:
-        return [("shared KV / latent (all heads)", list(groups[0]))]
+        return [(f"shared {shares} (all heads)", list(groups[0]))]
     if all(len(g) == 1 for g in groups):
-        return [(f"head {g[0]} (own KV)", list(g)) for g in groups]
-    return [(f"KV head {i}", list(g)) for i, g in enumerate(groups)]
+        return [(f"head {g[0]} (own {shares})", list(g)) for g in groups]
+    return [(f"{shares} head {i}", list(g)) for i, g in enumerate(groups)]

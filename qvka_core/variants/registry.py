@@ -182,6 +182,8 @@ class VariantSpec:
             float64 Q/K/V/O matrices in `nn.Linear` layout, K and V with the same number of
             heads (a function or "module:function"); None: not a conversion source.
         explainer: its formula and diagram for Home (`Explainer`); None: the description.
+        shares: what the query heads of one `kv_groups()` group share, for the Explorer's
+            labels ("KV"; QV's and V-shared's heads share V, MLA's the latent).
     """
 
     name: str
@@ -202,6 +204,7 @@ class VariantSpec:
     label: str = ""
     dense: Callable[[Any], dict[str, Any]] | str | None = None
     explainer: Explainer | None = None
+    shares: str = "KV"
 
     @property
     def display(self) -> str:

@@ -145,6 +145,7 @@ register_variant(VariantSpec(
     kv_cache_elems=lambda c: {"v": c.n_kv_heads * c.head_dim},
     decode_macs_per_cached_token=lambda c: 2 * c.n_heads * c.head_dim,
     spectrum_rank=60,
+    shares="V",
     options=QV_OPTIONS,
     conversion=Conversion(
         method="drop K after folding the least-squares map K ≈ V·M into W_Q (RoPE-commuting M "

@@ -134,6 +134,7 @@ register_variant(VariantSpec(
     normalize=_normalize,
     validate=_validate,
     spectrum_rank=40,
+    shares="latent",
     options=MLA_OPTIONS,
     conversion=Conversion(
         method="partial RoPE + joint SVD of K and V (MHA2MLA, Ji et al. 2025)",

@@ -86,6 +86,7 @@ register_variant(VariantSpec(
         run="qvka_core.variants.vshared.attention:convert", options=("n_v_heads",)),
     dense="qvka_core.variants.vshared.attention:dense",
     label="V-shared",
+    shares="V",
     explainer=Explainer(
         r"K_i = XW_{K,i},\; V_g = XW_{V,g},\qquad \mathrm{Attn}_i = \mathrm{softmax}\!\left("
         r"\frac{Q_iK_i^\top}{\sqrt{d}}\right)V_{g(i)}",

@@ -76,6 +76,11 @@ def _run_cli(argv: list[str]) -> tuple[int, list[str]]:
 
 # (id, argv with {box} for the sandbox, a fragment the error line must contain)
 CLI_CASES = [
+    # train: an option of another variant (it would be dropped, the record would disagree)
+    ("train-foreign-option", [*TINY, "--variant", "vshared", "--n-kv-heads", "2"],
+     "n_kv_heads does not apply to --variant vshared"),
+    ("train-foreign-named-option", [*TINY, "--variant", "mha", "--variant-option",
+                                    "n_v_heads=2"], "n_v_heads does not apply to --variant mha"),
     # train: sizes past their caps or the machine's memory
     ("train-n-layers-huge", [*TINY, "--n-layers", "100000000"], "n_layers"),
     ("train-batch-huge", [*TINY, "--batch", BIG], "batch"),
@@ -174,6 +179,10 @@ CLI_CASES = [
     ("jobs-unknown-action", ["jobs", "explode"], "explode"),
     # costs
     ("costs-preset", ["costs", "--preset", "nope"], "nope"),
+    ("costs-foreign-option", ["costs", "--preset", "gpt2", "--variant", "mha",
+                              "--n-v-heads", "4"], "--n-v-heads does not apply to --variant mha"),
+    ("costs-foreign-option-2", ["costs", "--preset", "gpt2", "--variant", "vshared",
+                                "--d-ctx", "8"], "(it applies to: qvka)"),
     ("costs-head-dim", ["costs", "--d-model", "64", "--n-heads", "3", "--n-layers", "1"],
      "n_heads"),
     ("costs-d-model-zero", ["costs", "--d-model", "0", "--n-heads", "2", "--n-layers", "1"],

@@ -82,6 +82,10 @@ def build_configs(args: argparse.Namespace) -> list[ModelConfig]:
     knobs = {k: v for k in options if (v := getattr(args, k, None)) is not None}
     for name, value in knobs.items():  # each knob checked even if its variants are not shown
         options[name].check(value)
+        takers = options[name].variants
+        if args.variants and not set(takers) & set(variants):
+            raise ConfigError(f"{options[name].flag} does not apply to --variant "
+                              f"{', '.join(variants)} (it applies to: {', '.join(takers)})")
         first = options[name].variants[0]
         recost(base, first, **_knobs_for(first, knobs, options))
     return [recost(base, v, **_knobs_for(v, knobs, options)) for v in variants]

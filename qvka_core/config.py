@@ -105,8 +105,8 @@ class AttentionConfig:
         try:
             given = dict(raw.items() if isinstance(raw, dict) else raw)
         except (TypeError, ValueError):
-            raise ConfigError("options must be a mapping of variant option names to values, "
-                              f"got {raw!r}") from None
+            raise ConfigError("options must be a mapping of variant option names to values "
+                              f"(or a list of [name, value] pairs), got {raw!r}") from None
         declared = {o.name: o for o in spec.model_options()}
         foreign = sorted(set(given) - set(declared))
         if foreign:
@@ -130,8 +130,16 @@ class AttentionConfig:
         return out
 
     def option(self, name: str) -> Any:
-        """The value of variant option `name`, or None (not set, or not this variant's)."""
-        return dict(self.options).get(name)
+        """The value of variant option `name`, or None (not set, or another variant's); a
+        name no registered variant declares is a ConfigError (a typo must not read None)."""
+        options = dict(self.options)
+        if name in options:
+            return options[name]
+        from qvka_core.variants.registry import is_option_name
+
+        if not is_option_name(name):
+            raise ConfigError(f"unknown variant option {name!r}")
+        return None
 
     @classmethod
     def make(cls, **fields_and_options: Any) -> AttentionConfig:

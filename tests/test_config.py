@@ -123,6 +123,9 @@ def test_variant_knobs_are_options_not_fields() -> None:
         AttentionConfig.make(kind="mha", d_model=64, n_heads=8, d_ctx=16)
     with pytest.raises(ConfigError, match="unknown attention field"):
         AttentionConfig.make(kind="mha", d_model=64, n_heads=8, d_ctxx=16)
+    assert q.option("kv_lora_rank") is None  # another variant's option: not set here
+    with pytest.raises(ConfigError, match="unknown variant option 'd_ctxx'"):
+        q.option("d_ctxx")  # a typo must not read as "not set"
 
 
 def test_a_flat_config_json_lifts_its_own_knobs_and_refuses_a_foreign_one() -> None:

@@ -59,7 +59,8 @@ def command_help(module_name: str) -> str:
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser; with `only`, the named command's arguments alone are built (the
     others are listed by their help line), so only that command's module is imported."""
-    parser = _Parser(prog="python -m qvka_core", description=__doc__.splitlines()[0])
+    prog = "qvka" if Path(sys.argv[0]).name == "qvka" else "python -m qvka_core"
+    parser = _Parser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module_name in COMMANDS.items():
         if only is not None and name != only:

@@ -218,6 +218,7 @@ class VariantSpec:
 
 
 _REGISTRY: dict[str, VariantSpec] = {}
+_OPTION_NAMES: set[str] | None = None  # every declared option name (reset on (un)register)
 
 
 def register_variant(spec: VariantSpec) -> VariantSpec:
@@ -229,6 +230,7 @@ def register_variant(spec: VariantSpec) -> VariantSpec:
         raise ValueError(f"variant {spec.name!r} declares an option twice: {names}")
     spec = replace(spec, options=tuple(replace(o, variants=(spec.name,)) for o in spec.options))
     _REGISTRY[spec.name] = spec
+    _forget_option_names()
     return spec
 
 
@@ -244,6 +246,21 @@ def resolve(ref: Callable | str) -> Callable:
 def unregister_variant(name: str) -> None:
     """Remove a variant (tests that register a toy one at runtime clean up with this)."""
     _REGISTRY.pop(name, None)
+    _forget_option_names()
+
+
+def _forget_option_names() -> None:
+    global _OPTION_NAMES
+    _OPTION_NAMES = None
+
+
+def is_option_name(name: str) -> bool:
+    """Whether some registered variant declares an option `name` (either scope)."""
+    global _OPTION_NAMES
+    if _OPTION_NAMES is None:
+        _ensure_loaded()
+        _OPTION_NAMES = {o.name for s in _REGISTRY.values() for o in s.options}
+    return name in _OPTION_NAMES
 
 
 def _ensure_loaded() -> None:

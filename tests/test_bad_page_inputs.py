@@ -18,7 +18,8 @@ EXPLORER_URLS = [
     {"layer": "-5"}, {"layer": "abc"}, {"layer": "99999999999999999999"}, {"layer": "1e3"},
     {"head": "-1"}, {"head": "abc"}, {"head": "999"}, {"variants": "kqv,zzz"},
     {"variants": ",,,"}, {"family": "nope"}, {"hide_special": "maybe"},
-    {"text": "\x00\x01 control"}, {"text": "x" * 5000},
+    {"text": "\x00\x01 control"}, {"text": "x" * 5000}, {"variants": "mha,mha,gqa"},
+    {"variants": "mha,gqa,mqa,mla,qvka,qv,vshared,zzz"},  # more than the widget takes
 ]
 
 

@@ -94,9 +94,9 @@ if r2 := rep["diagnostics"].get("key_from_value_r2_per_layer"):
 for note in rep.get("notes") or []:
     st.caption(f"Note: {note}")
 
-s1, s2, s3, s4 = st.columns([2, 1, 1, 1])
-name = s1.text_input("Save as", f"{last[0].rsplit('/', 1)[-1]}-to-{last[1]}", key="cv_name")
-if s1.button("Save", key="cv_save"):
+name = st.text_input("Save as", f"{last[0].rsplit('/', 1)[-1]}-to-{last[1]}", key="cv_name")
+row = st.container(horizontal=True)  # buttons as wide as their labels, wrapping if need be
+if row.button("Save", key="cv_save"):
     with ui.guarded(False):
         saved = src.save_converted(last[0], result, name)
         st.session_state["cv_saved"] = str(saved)
@@ -104,10 +104,10 @@ saved = st.session_state.get("cv_saved")
 if saved:
     st.success(f"Saved to {saved}")
 target = nav.saved_explorer_target(saved, last[0], last[1])
-if target and s2.button("Open in Explorer", key="cv_explorer", help=nav.EXPLORER_NOTE):
+if target and row.button("Open in Explorer", key="cv_explorer", help=nav.EXPLORER_NOTE):
     nav.open_in_explorer(*target)
-if s3.button("Heal on the Fine-tune page", key="cv_heal", disabled=not saved,
+if row.button("Heal on the Fine-tune page", key="cv_heal", disabled=not saved,
              help="save first; the saved model is then the Fine-tune page's base"):
     st.session_state["ft_preselect"] = saved
     st.switch_page("pages/finetune.py")
-export_button(saved, "cv_export", s4)
+export_button(saved, "cv_export", row)

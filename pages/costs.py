@@ -7,6 +7,7 @@ import streamlit as st
 import qvka_app.shared as ui
 from qvka_app import costs
 from qvka_app import costs_view as cv
+from qvka_app.option_widgets import option_widgets
 from qvka_core.hardware import gpu_names
 from qvka_core.presets import preset_names
 from qvka_core.variants.registry import available_variants
@@ -34,15 +35,12 @@ else:
                  for i, (name, default) in enumerate(fields))
 spectrum = available_variants()
 variants = st.multiselect("Variants", spectrum, default=spectrum, key="cost_variants")
-k1, k2 = st.columns(2)
-grouping = k1.radio("QV / QV-Ka value heads", ["the model's grouping", "one per query head"],
+grouping = st.radio("QV / QV-Ka value heads", ["the model's grouping", "one per query head"],
                     key="cost_keyless_heads", horizontal=True,
                     help="Drop K and keep the model's KV sharing (the paper's GQA-QvVv), or "
                     "give every query head its own V head")
-qvka_cache = k2.radio("QV-Ka caches", ["kv", "vg"], key="cost_qvka_cache", horizontal=True,
-                      format_func={"kv": "K and V", "vg": "V and G (K recomputed)"}.get,
-                      help="vg holds V and the small context G and recomputes K at every "
-                      "decode step: fewer bytes, more decode FLOPs (see the decode row)")
+with st.expander("Variant options (empty: the variant's default)"):  # from the registry
+    options = option_widgets(variants, "cost", exclude=("n_kv_heads",))  # radio above
 c3, c4, c5, c6 = st.columns(4)
 seq_len = int(c3.number_input("Sequence / context length", 1, 1 << 20, 2048, key="cost_seq"))
 batch = int(c4.number_input("Batch", 1, 4096, 1, key="cost_batch"))
@@ -64,7 +62,8 @@ if not variants:
 with ui.guarded():
     base = costs.cost_base(source, preset, dims, causal)
     kv_heads = base.n_heads if grouping == "one per query head" else None
-    cfgs = costs.cost_configs(source, preset, dims, tuple(variants), causal, kv_heads, qvka_cache)
+    cfgs = costs.cost_configs(source, preset, dims, tuple(variants), causal, kv_heads,
+                              tuple(options.items()))
     table = cv.compare_table(cfgs, seq_len=seq_len, batch=batch, dtype=dtype,
                              causal_halving=causal, unit=unit, gpu=gpu)
 native = cv.native_variant(base)
@@ -117,7 +116,7 @@ if not present:
     elif st.toggle("Measure on CPU (params, forward FLOPs, KV bytes)", key="cost_measure"):
         with ui.guarded(False):
             m = costs.measured(source, preset, dims, tuple(variants), causal, seq_len, batch,
-                            dtype, kv_heads, qvka_cache)
+                            dtype, kv_heads, tuple(options.items()))
             st.dataframe(cv.readable(m), hide_index=True, key="cost_measured")
             st.caption("Measured: parameters of the built model, FlopCounterMode FLOPs "
                        "(full S×S scores, so compared without causal halving), KV bytes "

@@ -15,6 +15,7 @@ from qvka_core.analysis.explorer import EXPLORER_MAX_TOKENS
 ui.page_setup()
 
 DEFAULT_TEXT = "There is a beautiful girl."
+MAX_VARIANTS = 6
 
 st.title("Attention Explorer")
 present = ui.is_presenting()
@@ -33,8 +34,10 @@ text = c1.text_area("Text", key="text", height=90 if not present else 68)
 family = c2.selectbox("Model family", list(families), key="family",
                       format_func=lambda f: fam.FAMILIES.get(f, f))
 options = families[family]
-st.session_state["variants"] = [v for v in st.session_state.get("variants", []) if v in options]
-variants = c2.multiselect("Variants (1–6)", options, key="variants", max_selections=6)
+with c2:
+    ui.fit_choices("variants", options, MAX_VARIANTS)  # a URL may name more, or unknown ones
+variants = c2.multiselect(f"Variants (1–{MAX_VARIANTS})", options, key="variants",
+                          max_selections=MAX_VARIANTS)
 if not variants:
     st.info("Choose at least one variant.")
     st.stop()

@@ -9,6 +9,7 @@ import qvka_app.shared as ui
 from qvka_app import run_actions, runinfo
 from qvka_app import runs as ar
 from qvka_app import runs_view as arv
+from qvka_app.option_widgets import option_widgets
 from qvka_app.sources import checkpoint_choices
 from qvka_core import jobs
 from qvka_core.jobs import runs_root
@@ -62,11 +63,14 @@ with st.expander("New run", expanded=ar.form_open(bool(label), bool(statuses))):
     control = st.toggle("Control: also fine-tune the unconverted original, same budget",
                         key="ft_control", disabled=kind != "checkpoint",
                         help="how much of the recovery is only fine-tuning on this text")
+    with st.expander("Variant options (empty: the variant's default)"):  # from the registry
+        var_opts = option_widgets(variants, "ft")
     plans = []
     with ui.guarded(False):
         plans = ar.train_plans(base, kind == "checkpoint", variants, data=data or "austen",
                                steps=steps, batch=batch, seq_len=seq_len, lr=lr, seed=seed,
-                               distill=distill, prefix=prefix, control=control)
+                               distill=distill, prefix=prefix, control=control,
+                               options=var_opts)
         caption, warning = ar.estimate_lines(plans, device, n_gpus)
         st.caption(caption)
         if warning:

@@ -28,17 +28,18 @@ def cost_base(source: str, preset: str, dims: tuple[tuple[str, int], ...],
 
 def cost_configs(source: str, preset: str, dims: tuple[tuple[str, int], ...],
                  variants: tuple[str, ...], causal: bool, n_kv_heads: int | None = None,
-                 qvka_cache: str | None = None) -> dict[str, Any]:
-    """Variant -> ModelConfig on a preset's or the user's dimensions (ConfigError if bad)."""
+                 options: tuple[tuple[str, Any], ...] = ()) -> dict[str, Any]:
+    """Variant -> ModelConfig on a preset's or the user's dimensions (ConfigError if bad);
+    `options`: (variant option, value) pairs, each applied to the variants declaring it."""
     return costs_view.variant_configs(cost_base(source, preset, dims, causal), list(variants),
                                       causal=causal, n_kv_heads=n_kv_heads,
-                                      qvka_cache=qvka_cache)
+                                      options=dict(options))
 
 
 @st.cache_data(show_spinner="Measuring on CPU…", max_entries=16)
 def measured(source: str, preset: str, dims: tuple[tuple[str, int], ...],
              variants: tuple[str, ...], causal: bool, seq_len: int, batch: int, dtype: str,
-             n_kv_heads: int | None = None, qvka_cache: str | None = None) -> Any:
+             n_kv_heads: int | None = None, options: tuple[tuple[str, Any], ...] = ()) -> Any:
     """Measured-vs-formula table (None when the model is too big to build on CPU)."""
-    cfgs = cost_configs(source, preset, dims, variants, causal, n_kv_heads, qvka_cache)
+    cfgs = cost_configs(source, preset, dims, variants, causal, n_kv_heads, options)
     return costs_view.measured_table(cfgs, seq_len=seq_len, batch=batch, dtype=dtype)

@@ -93,12 +93,18 @@ def bundled_losses(directory: str) -> list[dict[str, Any]]:
     return rows
 
 
+def variant_list() -> str:
+    """The registry's variants by label, in spectrum order: "MHA, GQA, … and V-shared"."""
+    labels = [costs_view.label(v) for v in available_variants()]
+    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels)
+
+
 def body(pages_dir: Path, pages: dict[str, tuple[str, str]]) -> None:
     """Everything under Home's title; `pages`: app.py's file -> (title, icon)."""
     ui.page_setup()
     st.markdown(
-        "A lab for the attention variants of *QV May Be Enough* (arXiv 2603.15665): MHA, "
-        "GQA, MQA, MLA, QV and QV-Ka, built in one model so that only attention changes. "
+        "A lab for the attention variants of *QV May Be Enough* (arXiv 2603.15665): "
+        f"{variant_list()}, built in one model so that only attention changes. "
         "Type a sentence and compare the variants' attention maps side by side, watch them "
         "write text side by side with the KV cache each one holds, or cost "
         "any preset: parameters, FLOPs, KV cache and decode speed. "
@@ -149,6 +155,7 @@ def _paper_and_ours() -> None:
     c2.caption("Our bundled Austen models: validation loss (nats/token, lower is better) and "
                "next-token accuracy on held-out Austen text (not comparable with WMT).")
     if ours:
-        c2.dataframe(ours, hide_index=True, key="home_ours")
+        c2.container(key="home_models").dataframe(  # every bundled model, no scroll
+            ours, hide_index=True, key="home_ours", height=35 * (len(ours) + 1) + 3)
     else:
         c2.info("Not trained yet: no assets/checkpoints/*/meta.json found.")

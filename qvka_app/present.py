@@ -18,10 +18,15 @@ _CSS = """
 <style>
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
 [data-testid="stWidgetLabel"] p, [data-testid="stCaptionContainer"],
-[data-testid="stMetricLabel"] p, button[data-baseweb="tab"] p,
+[data-testid="stMetricLabel"] p, [data-testid="stTab"] p,
 [data-testid="stSidebarNav"] span, [data-testid="stAlert"] p { font-size: 1.25rem; }
-[data-testid="stMetricValue"] { font-size: 2.5rem; }
+/* Streamlit >= 1.67 wraps a metric's value in stMarkdownContainer p: without the more specific
+   selector the 1.25rem rule above shrinks the number (36 -> 20 px). */
+[data-testid="stMetricValue"], [data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p
+{ font-size: 2.5rem; }
 h1 { font-size: 3rem; }
+/* the Explorer's nine tabs in one row at 1280 px (16 px gaps made the bar scroll, 830 > 820) */
+[data-testid="stTabs"] [role="tablist"] { gap: 0.6rem; }
 .katex { font-size: 1.6em; }
 [data-testid="stMainBlockContainer"] { padding-top: 2.5rem; }  /* 720 px tall screens */
 [data-testid="stTable"] th, [data-testid="stTable"] td { font-size: 1.25rem; }

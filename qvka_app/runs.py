@@ -13,6 +13,7 @@ from typing import Any
 import streamlit as st
 
 from qvka_app import runinfo
+from qvka_app.option_widgets import options_of
 from qvka_core import jobs
 from qvka_core.errors import DataError, LabError, RunError
 from qvka_core.jobs import runs_root  # $QVKA_RUNS, else the checkout's runs/ (created)
@@ -69,7 +70,8 @@ def _unique(base: str, used: set[str]) -> str:
 
 def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: str,
                 steps: int, batch: int, seq_len: int, lr: float, seed: int,
-                distill: bool, prefix: str, control: bool = False) -> list[dict[str, Any]]:
+                distill: bool, prefix: str, control: bool = False,
+                options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One {name, train (TrainArgs fields), teacher} per variant, every run under the same
     budget.
 
@@ -78,7 +80,8 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
     unconverted source is the `reference` (and, with `distill`, the teacher; RunError if
     there is none). With `control`, one more run fine-tunes that unconverted source itself
     under the same budget and data: how much of a healed conversion's recovery is only
-    fine-tuning on this text."""
+    fine-tuning on this text. `options` (variant option -> value, the form's generated
+    widgets) become each run's `variant_options`, those its variant declares."""
     if not variants:
         raise RunError("choose at least one variant")
     root = runs_root()
@@ -102,6 +105,8 @@ def train_plans(base: str, from_checkpoint: bool, variants: list[str], *, data: 
             train.update(distill="logits", teacher=teacher)
         if teacher is not None:  # the recovery baseline, measured on the run's own windows
             train["reference"] = teacher
+        if own_options := options_of(v, options or {}):
+            train["variant_options"] = own_options
         name = _unique(f"{jobs.slugify(prefix)[:50]}-{v}", used)
         train.update(budget)
         jobs.preflight(train)  # what the trainer would refuse: refused in the form

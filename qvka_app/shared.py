@@ -63,6 +63,28 @@ def split_list(raw: str) -> list[str]:
     return [x for x in raw.split(",") if x]
 
 
+def fit_choices(key: str, options: list[str], max_n: int, what: str = "variants") -> None:
+    """Make `session_state[key]` (a multiselect's state, maybe seeded from a URL) something
+    the widget accepts: known options only, at most `max_n`, order kept (a list the widget
+    refuses is a traceback). One inline warning names what was left out."""
+    chosen = list(st.session_state.get(key) or [])
+    known = [v for v in dict.fromkeys(chosen) if v in options]
+    unknown = [v for v in chosen if v not in options]
+    kept, extra = known[:max_n], known[max_n:]
+    if kept == chosen:
+        return
+    st.session_state[key] = kept
+    notes = []
+    if extra:
+        notes.append(f"at most {max_n} {what} at once, so {', '.join(extra)} "
+                     f"{'was' if len(extra) == 1 else 'were'} left out")
+    if unknown:
+        notes.append(f"not available here: {', '.join(unknown)}")
+    if notes:
+        text = "; ".join(notes)
+        st.warning(text[0].upper() + text[1:] + ".")
+
+
 # --- router, errors, downloads -----------------------------------------------------------------
 def _leave_pages_directory_mode() -> None:
     ensure_routed()  # every run: a page reached without app.py's router (routing.py)

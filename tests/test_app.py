@@ -17,6 +17,7 @@ import qvka_app.families
 import qvka_app.home
 import qvka_app.shared
 from qvka_core.variants import available_variants
+from tests.test_variant_registry import toy  # noqa: F401 (fixture)
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 EXPLORER = str(Path(__file__).resolve().parents[1] / "pages" / "explorer.py")
@@ -60,6 +61,18 @@ def test_home_renders_spectrum_and_paper_table() -> None:
     assert at.selectbox(key="home_preset").value == "smollm2-135m"
     at.selectbox(key="home_preset").set_value("gpt2").run()
     no_errors(at)
+
+
+def test_home_intro_names_every_registered_variant(toy: str) -> None:  # noqa: F811
+    """The intro's list of variants comes from the registry: V-shared and a runtime toy too."""
+    from qvka_core.variants.registry import available_variants, variant_label
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    no_errors(at)
+    intro = next(m.value for m in at.markdown if "QV May Be Enough" in m.value)
+    labels = [variant_label(v) for v in available_variants()]
+    assert {"V-shared", "Toy"} <= set(labels)
+    assert all(label in intro for label in labels), (labels, intro)
 
 
 def test_explorer_default_sentence(explorer: AppTest) -> None:

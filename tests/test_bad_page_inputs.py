@@ -18,7 +18,8 @@ EXPLORER_URLS = [
     {"layer": "-5"}, {"layer": "abc"}, {"layer": "99999999999999999999"}, {"layer": "1e3"},
     {"head": "-1"}, {"head": "abc"}, {"head": "999"}, {"variants": "kqv,zzz"},
     {"variants": ",,,"}, {"family": "nope"}, {"hide_special": "maybe"},
-    {"text": "\x00\x01 control"}, {"text": "x" * 5000},
+    {"text": "\x00\x01 control"}, {"text": "x" * 5000}, {"variants": "mha,mha,gqa"},
+    {"variants": "mha,gqa,mqa,mla,qvka,qv,vshared,zzz"},  # more than the widget takes
 ]
 
 
@@ -33,6 +34,37 @@ def test_explorer_bad_url_parameters_render_without_exception(params: dict) -> N
         at.query_params[k] = v
     at.run()
     at.switch_page("pages/explorer.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def _page_from_url(page: str, params: dict[str, str]):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for k, v in params.items():
+        at.query_params[k] = v
+    at.run()
+    at.switch_page(page).run()
+    return at
+
+
+def test_explorer_url_with_more_variants_than_allowed_keeps_six_and_says_which_left() -> None:
+    """Seven Austen variants in the URL (the widget takes six): no exception, the first six
+    kept in the URL's order, one warning naming the seventh."""
+    from qvka_app.families import family_variants
+
+    seven = ["mha", "gqa", "mqa", "mla", "qvka", "qv", "vshared"]
+    if not set(seven) <= set(family_variants().get("austen", [])):
+        pytest.skip("the bundled Austen family lacks one of the seven variants")
+    at = _page_from_url("pages/explorer.py", {"family": "austen", "variants": ",".join(seven)})
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.multiselect(key="variants").value == seven[:6]
+    warnings = [w.value for w in at.warning if "left out" in w.value]
+    assert len(warnings) == 1 and "vshared" in warnings[0], [w.value for w in at.warning]
+
+
+def test_costs_url_with_an_unknown_preset_renders() -> None:
+    at = _page_from_url("pages/costs.py", {"cost_preset": "no-such-preset"})
     assert not at.exception, [e.message for e in at.exception]
 
 

@@ -1,8 +1,8 @@
 """What a newcomer saw cut or shrunk, in Chromium: metric numbers grow (not shrink) in
 presentation mode, measured on the element that holds their text; Home's bundled-models
 table shows every row without a scroll; the Convert page's buttons and report tiles show
-their whole text and the Explorer's tab bar does not scroll, at 1280 x 720 in normal and presentation mode.
-Screenshots go to test-output/fit-*.png."""
+their whole text and the Explorer's tab bar does not scroll, at 1280 x 720 in normal and
+presentation mode. Screenshots go to test-output/fit-*.png."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Presentation mode in Chromium: turned on once by the URL (?present=1), it survives a tour of
 every page through the sidebar (and stays in the URL); on every page and Explorer tab the
 figures' texts are drawn at >= 20 px, metric numbers (their text node) above normal mode's
-36 px, and no metric tile is cut, at 1280 x 720 and 1024 x 768. Screenshots go to test-output/present-*.png."""
+36 px, and no metric tile is cut, at 1280 x 720 and 1024 x 768. Screenshots go to
+test-output/present-*.png."""
 
 from __future__ import annotations
 

@@ -69,7 +69,8 @@ st.subheader(f"{rep['source']} ({rep['source_variant']}) → {rep['target_varian
 options = ", ".join(f"{k} = {v}" for k, v in rep["options"].items()) or "defaults"
 st.caption(f"Method: {rep['method']}. Options: {options}. Evaluated on "
            f"{rep['eval_tokens']} tokens of the {rep['eval_source']}.")
-m = st.columns(5)
+# five tiles in a row cut their labels in presentation type at 1280 px: three a row there
+m = [c for _ in range(2) for c in st.columns(3)] if ui.is_presenting() else st.columns(5)
 m[0].metric("Mean JS divergence (bits)", f"{rep['js_divergence_mean']:.4f}")
 m[1].metric("Hidden-state cosine", f"{rep['hidden_cosine']:.4f}")
 if rep["loss_before"] is not None:

@@ -1,8 +1,8 @@
 """What a newcomer saw cut or shrunk, in Chromium: metric numbers grow (not shrink) in
 presentation mode, measured on the element that holds their text; Home's bundled-models
-table shows every row without a scroll; the Convert page's buttons show their whole label
-and the Explorer's tab bar does not scroll, at 1280 x 720 in normal and presentation mode.
-Screenshots go to test-output/fit-*.png."""
+table shows every row without a scroll; the Convert page's buttons and report tiles show
+their whole text and the Explorer's tab bar does not scroll, at 1280 x 720 in normal and
+presentation mode. Screenshots go to test-output/fit-*.png."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ CUT_BUTTONS = """() => {
   return {labels: buttons.map(b => b.textContent.trim()),
           cut: buttons.filter(b => [b, ...b.querySelectorAll('*')].some(
                  el => el.scrollWidth > el.clientWidth + 1) ||
-                 b.getBoundingClientRect().right > right + 1).map(b => b.textContent.trim())};
+                 b.getBoundingClientRect().right > right + 1).map(b => b.textContent.trim()),
+          tiles: [...main.querySelectorAll('[data-testid="stMetric"] *')].filter(
+                 el => el.scrollWidth > el.clientWidth + 1).map(el => el.textContent)};
 }"""
 
 
@@ -104,6 +106,9 @@ def test_convert_buttons_show_their_whole_label(app_url: str, browser, shots: Pa
         page.get_by_role("button", name="Convert", exact=True).click()  # austen-mha -> qv
         page.get_by_text("Hidden-state cosine").wait_for(timeout=TIMEOUT)
         settle(page, TIMEOUT)
+        page.get_by_text("Hidden-state cosine", exact=True).scroll_into_view_if_needed()
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(shots / f"fit-convert-report-{tag}.png"))
         save = page.get_by_role("button", name="Save", exact=True)
         save.scroll_into_view_if_needed()
         page.wait_for_timeout(500)
@@ -114,6 +119,7 @@ def test_convert_buttons_show_their_whole_label(app_url: str, browser, shots: Pa
         assert {"Save", "Heal on the Fine-tune page", "Export to Hugging Face"} <= set(
             m["labels"]), m["labels"]
         assert not m["cut"], f"{tag}: buttons cut at 1280 x 720: {m['cut']}"
+        assert not m["tiles"], f"{tag}: report tiles cut at 1280 x 720: {m['tiles'][:6]}"
     finally:
         ctx.close()
 

@@ -26,20 +26,18 @@ def custom_config(*, d_model: int, n_heads: int, n_kv_heads: int, n_layers: int,
 
 
 def variant_configs(base: ModelConfig, variants: Sequence[str], *, causal: bool,
-                    n_kv_heads: int | None = None, qvka_cache: str | None = None,
+                    n_kv_heads: int | None = None,
                     options: dict[str, Any] | None = None) -> dict[str, ModelConfig]:
     """`base` recosted as each variant (presets.recost): the key-less variants (family
     "keyless": QV, QV-Ka) keep the model's KV grouping unless `n_kv_heads` asks for another
-    (e.g. n_heads: one V head per query head); `qvka_cache` ("kv" or "vg") is what QV-Ka
-    caches; `options` (variant option -> value) go to every variant that declares them."""
+    (e.g. n_heads: one V head per query head); `options` (variant option -> value, e.g.
+    QV-Ka's qvka_cache) go to every variant that declares them."""
     from qvka_core.presets import recost
     from qvka_core.variants.registry import get_variant
 
     if base.causal != causal:
         base = base.with_attention(causal=causal)
     given = dict(options or {})
-    if qvka_cache is not None:
-        given["qvka_cache"] = qvka_cache
     out = {}
     for v in variants:
         spec = get_variant(v)

@@ -90,5 +90,5 @@ def test_costs_page_configs_keep_the_grouping() -> None:
                                               n_kv_heads=32)
     assert one_per_head["qv"].attention.n_kv_heads == 32
     vg = costs_view.variant_configs(get_preset("llama3-8b"), ["qvka"], causal=True,
-                                    qvka_cache="vg")
+                                    options={"qvka_cache": "vg"})
     assert costs(vg["qvka"]).kv_cache_elems_per_token.keys() == {"v", "g"}

@@ -299,7 +299,9 @@ def test_bundled_austen_models_export_or_refuse(name: str, tmp_path: Path) -> No
         return
     result = export_model(loaded, tmp_path / name)
     assert result.stock_class == "GPTNeoXForCausalLM"
-    assert result.fidelity.max_abs_logit_diff <= TOL
+    # fp32 over trained logits up to |15|: ours and the twin each differ from a float64 run
+    # by ~9e-6 (austen-qvka), so their difference may reach twice that (a wrong weight: far more)
+    assert result.fidelity.max_abs_logit_diff <= 2 * TOL
     assert result.fidelity.max_abs_attention_diff <= TOL
 
 

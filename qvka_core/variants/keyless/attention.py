@@ -56,16 +56,14 @@ class QVKaAttention(AttentionBase):
         self.o_proj = nn.Linear(h * d, cfg.d_model, bias=cfg.o_bias)
 
     def derive_keys(self, g: Tensor, v: Tensor) -> Tensor:
-        """[G ; V_i]·W_K,i without materialising the concatenation.
+        """[G ; V_i]·W_K,i: one batched matmul per head over the concatenation.
 
         g: (B, 1, S, d_ctx) or (B, S, d_ctx); v: (B, Hkv, S, D) -> K (B, Hkv, S, D).
         """
         if g.dim() == 3:
             g = g[:, None]  # (B, 1, S, d_ctx)
-        w_ctx, w_val = self.k_weight.split([self.d_ctx, self.cfg.head_dim], dim=1)
-        from_ctx = torch.einsum("bzsc,hcd->bhsd", g, w_ctx)  # (B, Hkv, S, D)
-        from_val = torch.einsum("bhse,hed->bhsd", v, w_val)  # (B, Hkv, S, D)
-        return from_ctx + from_val
+        gv = torch.cat([g.expand(-1, v.shape[1], -1, -1), v], dim=-1)  # (B, Hkv, S, d_ctx + D)
+        return torch.matmul(gv, self.k_weight)  # (Hkv, d_ctx + D, D) per head -> (B, Hkv, S, D)
 
     def forward_attn(self, x: Tensor, *, positions: range, key_padding_mask: Tensor | None,
                      cache: LayerCache | None, impl: Impl, return_weights: bool):

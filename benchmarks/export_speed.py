@@ -2,8 +2,11 @@
 exports in one process: kaleido's kept browser (what figures.to_image does) against one
 browser started per export (kaleido's default, what the page did before).
 
-    farm-bench -n 3 --timeout 800 --vs '.venv/bin/python benchmarks/export_speed.py oneshot' \
-        -- .venv/bin/python benchmarks/export_speed.py kept
+    /usr/bin/time -v .venv/bin/python benchmarks/export_speed.py kept
+    /usr/bin/time -v .venv/bin/python benchmarks/export_speed.py oneshot
+
+Run the two in turn a few times (kept, oneshot, kept, ...) and compare their median wall
+times, so machine noise hits both alike.
 """
 
 from __future__ import annotations

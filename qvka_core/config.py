@@ -146,16 +146,10 @@ class AttentionConfig:
         """A config from fields and variant options alike, by name:
         `AttentionConfig.make(kind="qvka", d_model=64, n_heads=8, d_ctx=16)` puts `d_ctx` in
         `options` (None leaves an option at its default)."""
-        from qvka_core.variants.registry import variant_options
-
         fields = {k: v for k, v in fields_and_options.items() if k in _ATTENTION_FIELDS}
-        extra = {k: v for k, v in fields_and_options.items() if k not in _ATTENTION_FIELDS}
-        unknown = sorted(set(extra) - {o.name for o in variant_options(scope="model")})
-        _require(not unknown, f"unknown attention field(s): {', '.join(unknown)}")
+        named = {k: v for k, v in fields_and_options.items() if k not in _ATTENTION_FIELDS}
         base = fields.pop("options", ())
-        options = dict(base.items() if isinstance(base, dict) else base)
-        options.update({k: v for k, v in extra.items() if v is not None})
-        return cls(**fields, options=options)
+        return cls(**fields, options=_with_named_options(base, named))
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -171,30 +165,34 @@ class AttentionConfig:
         `changes` may name variant options (e.g. `d_ctx=16`, `n_v_heads=2`); they go to
         `options`, None removing one (back to its default). Changing `kind` drops the old
         variant's options."""
-        from qvka_core.variants.registry import variant_options
-
-        extra = {k: changes.pop(k) for k in list(changes) if k not in _ATTENTION_FIELDS}
+        named = {k: changes.pop(k) for k in list(changes) if k not in _ATTENTION_FIELDS}
         kind = changes.get("kind", self.kind)
-        if extra or kind != self.kind:
-            known = {o.name for o in variant_options(scope="model")}
-            unknown = sorted(set(extra) - known)
-            _require(not unknown, f"unknown attention field(s): {', '.join(unknown)}")
+        if named or kind != self.kind:
             base = changes.get("options", self.options if kind == self.kind else ())
-            merged = dict(base.items() if isinstance(base, dict) else base)
-            merged.update(extra)
-            changes["options"] = {k: v for k, v in merged.items() if v is not None}
+            changes["options"] = _with_named_options(base, named)
         return dataclasses.replace(self, **changes)
 
 
 _ATTENTION_FIELDS = frozenset(f.name for f in dataclasses.fields(AttentionConfig))
 
+
+def _with_named_options(base: Any, named: dict[str, Any]) -> dict[str, Any]:
+    """`base` options (a mapping or pairs) updated by variant options given by name, None
+    putting one back to its default; a name no variant declares is a ConfigError."""
+    from qvka_core.variants.registry import is_option_name
+
+    unknown = sorted(k for k in named if not is_option_name(k))
+    _require(not unknown, f"unknown attention field(s): {', '.join(unknown)}")
+    merged = {**dict(base.items() if isinstance(base, dict) else base), **named}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 # Variant knobs that were flat AttentionConfig fields in config.json files written before
-# they moved into `options` (old name -> option name), with the value every other variant
-# carried, which is dropped.
-_FLAT_OPTIONS = {"d_ctx": "d_ctx", "qvka_cache": "qvka_cache", "q_lora_rank": "q_lora_rank",
-                 "kv_lora_rank": "kv_lora_rank", "qk_nope_head_dim": "qk_nope_head_dim",
-                 "qk_rope_head_dim": "qk_rope_head_dim", "v_head_dim": "v_head_dim",
-                 "mla_absorb_decode": "mla_absorb_decode", "norm_eps": "latent_norm_eps"}
+# they moved into `options` (all kept their name but norm_eps), and the value every other
+# variant carried for them, which is dropped.
+_FLAT_OPTIONS = ("d_ctx", "qvka_cache", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+                 "qk_rope_head_dim", "v_head_dim", "mla_absorb_decode", "norm_eps")
+_RENAMED = {"norm_eps": "latent_norm_eps"}
 _FLAT_FILLERS = {"qvka_cache": "kv", "mla_absorb_decode": True, "norm_eps": 1e-6}
 
 
@@ -210,7 +208,7 @@ def _lift_flat_options(attn: dict[str, Any]) -> dict[str, Any]:
     mine = {o.name for o in get_variant(attn.get("kind", "mha")).model_options()}
     options = dict(attn.get("options") or ())
     for old, value in flat.items():
-        new = _FLAT_OPTIONS[old]
+        new = _RENAMED.get(old, old)
         if new in mine and value is not None:
             if options.get(new, value) != value:
                 raise ConfigError(f"config.attention.{old} ({value!r}) disagrees with its "

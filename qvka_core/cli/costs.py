@@ -21,7 +21,12 @@ from qvka_core.cli.output import json_text
 from qvka_core.config import AttentionConfig, ModelConfig
 from qvka_core.errors import ConfigError
 from qvka_core.presets import get_preset, preset_names, recost
-from qvka_core.variants.registry import VariantOption, available_variants, variant_options
+from qvka_core.variants.registry import (
+    VariantOption,
+    available_variants,
+    refuse_foreign_option,
+    variant_options,
+)
 
 HELP = "Analytic costs (params, FLOPs, KV cache, intensity) of a model under each variant."
 
@@ -82,10 +87,8 @@ def build_configs(args: argparse.Namespace) -> list[ModelConfig]:
     knobs = {k: v for k in options if (v := getattr(args, k, None)) is not None}
     for name, value in knobs.items():  # each knob checked even if its variants are not shown
         options[name].check(value)
-        takers = options[name].variants
-        if args.variants and not set(takers) & set(variants):
-            raise ConfigError(f"{options[name].flag} does not apply to --variant "
-                              f"{', '.join(variants)} (it applies to: {', '.join(takers)})")
+        if args.variants:
+            refuse_foreign_option(name, variants, options[name].flag)
         first = options[name].variants[0]
         recost(base, first, **_knobs_for(first, knobs, options))
     return [recost(base, v, **_knobs_for(v, knobs, options)) for v in variants]

@@ -15,7 +15,7 @@ from qvka_core.model import Transformer
 from qvka_core.tokenizer import TextTokenizer
 from qvka_core.train.args import TrainArgs
 from qvka_core.train.bundled import AUSTEN_PRESET, austen_config
-from qvka_core.variants.registry import get_variant, variant_options
+from qvka_core.variants.registry import refuse_foreign_option, variant_options
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,17 +84,6 @@ def _named_options(args: TrainArgs) -> dict[str, object]:
     return dict(args.variant_options)
 
 
-def _refuse_foreign_options(kind: str, names: list[str]) -> None:
-    """A variant option given for a variant that does not declare it is an error (it would
-    be dropped, and the run record would disagree with the model)."""
-    mine = {o.name for o in get_variant(kind).model_options()}
-    every = {o.name: o for o in variant_options(scope="model")}
-    for name in names:
-        if name not in mine:
-            raise ConfigError(f"{name} does not apply to --variant {kind} (it applies to: "
-                              f"{', '.join(every[name].variants)})")
-
-
 def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
     """The from-scratch model: preset, then variant (via presets.recost), then overrides."""
     seq = args.seq_len
@@ -119,7 +108,9 @@ def model_config(args: TrainArgs, vocab_size: int) -> ModelConfig:
             attn[name] = getattr(args, name)
     attn.update(_named_options(args))
     kind = args.variant or cfg.variant
-    _refuse_foreign_options(kind, [n for n in attn if n != "position"])
+    for name in attn:  # another variant's knob would be dropped and the record would lie
+        if name != "position":
+            refuse_foreign_option(name, [kind])
     if kind != cfg.variant:
         from qvka_core.presets import recost
 

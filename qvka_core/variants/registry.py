@@ -358,6 +358,15 @@ def variant_options(scope: str | None = "model") -> list[VariantOption]:
     return list(merged.values())
 
 
+def refuse_foreign_option(name: str, chosen: list[str], shown: str | None = None) -> None:
+    """ConfigError unless one of the `chosen` variants declares option `name` (a value for
+    another variant's knob would be dropped silently); `shown` is how the user wrote it."""
+    takers = next(o.variants for o in variant_options(scope=None) if o.name == name)
+    if not set(takers) & set(chosen):
+        raise _error(f"{shown or name} does not apply to --variant {', '.join(chosen)} (it "
+                     f"applies to: {', '.join(takers)})")
+
+
 def demo_options(kind: str) -> dict[str, Any]:
     """The options the Random family gives `kind` (each option's `demo` value)."""
     return {o.name: o.demo for o in get_variant(kind).model_options() if o.demo is not None}
